@@ -1,0 +1,25 @@
+"""Statistical assertions for initialized tensors; Hypothesis strategies live in ``torchinit.testing.strategies``.
+
+The assertions need only torch; ``torchinit.testing.strategies`` needs hypothesis
+(``pip install torchinit[testing]``).
+"""
+
+from torchinit.testing._assertions import (
+    DEFAULT_ALPHA,
+    MIN_SAMPLES,
+    assert_distribution,
+    assert_mean,
+    assert_std,
+    assert_uniform_support,
+    std_tolerance,
+)
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "MIN_SAMPLES",
+    "assert_distribution",
+    "assert_mean",
+    "assert_std",
+    "assert_uniform_support",
+    "std_tolerance",
+]
