@@ -73,23 +73,23 @@ def _conv_counts(module: nn.Module) -> Fans:
     with torch.no_grad():
         m.weight.fill_(1.0)
     k, s, d = m.kernel_size, m.stride, m.dilation
-    reach = [dd * (kk - 1) for kk, dd in zip(k, d)]
+    reach = [dd * (kk - 1) for kk, dd in zip(k, d, strict=True)]
     if m.transposed:
-        length = [r + ss * 2 + 2 for r, ss in zip(reach, s)]
+        length = [r + ss * 2 + 2 for r, ss in zip(reach, s, strict=True)]
     else:
-        length = [2 * (r + 1) + ss * 3 for r, ss in zip(reach, s)]
+        length = [2 * (r + 1) + ss * 3 for r, ss in zip(reach, s, strict=True)]
     x = torch.ones(1, m.in_channels, *length, dtype=torch.float64, requires_grad=True)
     y = m._conv_forward(x, m.weight, None) if not m.transposed else _transposed(m, x)
     y.sum().backward()
     assert x.grad is not None
     if m.transposed:
         # Outputs: every interior position o in [reach, reach + 2s) is fed from all its taps.
-        out_window = (slice(None), slice(None), *[_window(r, ss) for r, ss in zip(reach, s)])
+        out_window = (slice(None), slice(None), *[_window(r, ss) for r, ss in zip(reach, s, strict=True)])
         fan_in = float(y.detach()[out_window].mean())
         fan_out = float(x.grad.mean())  # every input scatters to all its taps
     else:
         fan_in = float(y.detach().mean())  # valid conv: every output sees its whole window
-        in_window = (slice(None), slice(None), *[_window(r + 1, ss) for r, ss in zip(reach, s)])
+        in_window = (slice(None), slice(None), *[_window(r + 1, ss) for r, ss in zip(reach, s, strict=True)])
         fan_out = float(x.grad[in_window].mean())
     return Fans(fan_in, fan_out)
 
