@@ -15,27 +15,55 @@ from torchinit._initializers import (
     xavier_normal_,
     xavier_uniform_,
 )
+from torchinit._reinit import UncoveredParameterWarning, reinit
+from torchinit._report import InitReport, ReportEntry
+from torchinit._roles import ROLES, Role, RoleName, RoleRule, register_role_rule
+from torchinit._schemes import (
+    LegacyScheme,
+    Override,
+    Scheme,
+    SchemeDistribution,
+    get_scheme,
+    list_schemes,
+    register_scheme,
+)
 from torchinit._types import Distribution, FanMode, InitError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "ROLES",
     "Distribution",
     "FanMode",
     "FanRule",
     "Fans",
     "InitError",
+    "InitReport",
+    "LegacyScheme",
+    "Override",
+    "ReportEntry",
+    "Role",
+    "RoleName",
+    "RoleRule",
+    "Scheme",
+    "SchemeDistribution",
+    "UncoveredParameterWarning",
     "__version__",
     "calculate_gain",
     "exact_gain",
     "fans_of",
+    "get_scheme",
     "kaiming_normal_",
     "kaiming_uniform_",
     "lecun_normal_",
     "lecun_uniform_",
+    "list_schemes",
     "orthogonal_",
     "register_fan_rule",
+    "register_role_rule",
+    "register_scheme",
+    "reinit",
     "torch_fans",
     "trunc_normal_",
     "truncated_normal_",

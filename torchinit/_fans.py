@@ -117,7 +117,14 @@ def register_fan_rule(module_type: type[nn.Module], rule: FanRule) -> None:
 
 
 def find_fans(module: nn.Module, name: str) -> Fans | None:
-    """The fans of ``module``'s own parameter ``name`` by the registered rules, or None if none covers it."""
+    """The fans of ``module``'s own parameter ``name`` by the registered rules, or None if none covers it.
+
+    A zero-element parameter has no fans (nothing connects), so it gets None too.
+    """
+    param = getattr(module, name, None)
+    if isinstance(param, torch.Tensor) and not isinstance(param, nn.parameter.UninitializedParameter):
+        if param.numel() == 0:
+            return None
     for cls in type(module).__mro__:
         rule = _RULES.get(cls)
         if rule is not None:

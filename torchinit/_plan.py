@@ -1,0 +1,98 @@
+"""Plans: the ordered writes of one reinit call, built and validated before anything is written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from torchinit._actions import Action, write
+from torchinit._roles import Role
+
+
+@dataclass
+class Target:
+    """A parameter as reinit sees it: its path, owner, local name and (effective) tensor.
+
+    A parametrized weight (weight_norm, spectral_norm, any ``register_parametrization``) is one
+    target whose value is written through the parametrization's ``right_inverse``.
+    """
+
+    path: str
+    owner: nn.Module
+    name: str
+    tensor: torch.Tensor
+    parametrized: bool = False
+
+    @property
+    def key(self) -> int:
+        """Identity used to find tied parameters."""
+        return id(self.owner.parametrizations[self.name]) if self.parametrized else id(self.tensor)  # type: ignore[index]
+
+
+@dataclass
+class Step:
+    """One write: an action on a target, a copy from another target, or a draw that is thrown away."""
+
+    target: Target
+    action: Action
+    role: Role | None = None
+    copy_from: Target | None = None
+    scratch: bool = False
+    aliases: list[str] = field(default_factory=list)
+
+
+def own_targets(module: nn.Module, prefix: str) -> Iterator[Target]:
+    """The module's own parameters (parametrized ones through their owner), in registration order."""
+    if isinstance(module, parametrize.ParametrizationList):
+        return  # its `original*` tensors are reached through the parametrized owner
+    if parametrize.is_parametrized(module):
+        for name in module.parametrizations:  # type: ignore[union-attr]
+            yield Target(prefix + name, module, name, getattr(module, name), parametrized=True)
+    for name, param in module._parameters.items():
+        if param is not None:
+            yield Target(prefix + name, module, name, param)
+
+
+def target_named(module: nn.Module, prefix: str, name: str) -> Target:
+    """The target of ``module``'s own parameter ``name`` (plain or parametrized)."""
+    if parametrize.is_parametrized(module, name):
+        return Target(prefix + name, module, name, getattr(module, name), parametrized=True)
+    return Target(prefix + name, module, name, module._parameters[name])  # type: ignore[arg-type]
+
+
+def problem(target: Target, needs_values: bool) -> str | None:
+    """Why this target cannot be written, or None."""
+    t = target.tensor
+    shape = "uninitialized" if isinstance(t, nn.parameter.UninitializedParameter) else tuple(t.shape)
+    where = f"{target.path} ({type(target.owner).__name__}, shape {shape})"
+    if isinstance(t, nn.parameter.UninitializedParameter):
+        return f"{where} is an uninitialized lazy parameter; run one forward pass first so it has a shape."
+    if t.is_meta:
+        return (
+            f"{where} is on the meta device and has no storage; materialize it first with module.to_empty(device=...)."
+        )
+    if needs_values and not t.is_floating_point():
+        return f"{where} has dtype {t.dtype}; random draws need a floating-point parameter."
+    return None
+
+
+def execute(steps: list[Step], generator: torch.Generator | None) -> None:
+    """Carry out validated steps in order."""
+    with torch.no_grad():
+        for step in steps:
+            target = step.target
+            if step.copy_from is not None:
+                target.tensor.copy_(step.copy_from.tensor)
+            elif step.scratch:
+                write(step.action, torch.empty_like(target.tensor), generator)
+            elif target.parametrized:
+                value = torch.empty(target.tensor.shape, dtype=target.tensor.dtype, device=target.tensor.device)
+                write(step.action, value, generator)
+                setattr(target.owner, target.name, value)
+                target.tensor = getattr(target.owner, target.name)
+            else:
+                write(step.action, target.tensor, generator)

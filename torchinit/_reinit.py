@@ -1,0 +1,182 @@
+"""reinit: plan every parameter's write, validate the whole plan, then write."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from torchinit._actions import Action
+from torchinit._legacy import LegacyPlanner
+from torchinit._plan import Step, Target, execute, own_targets, problem
+from torchinit._report import InitReport, ReportEntry
+from torchinit._roles import NORMS, role_of
+from torchinit._schemes import AnyScheme, LegacyScheme, Override, Scheme, resolve_scheme
+from torchinit._types import InitError
+
+
+class UncoveredParameterWarning(UserWarning):
+    """Some parameters have no rule and were left untouched (listed in the report)."""
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    # torch.compile returns an OptimizedModule wrapping the real one; its parameters are shared.
+    inner = getattr(module, "_orig_mod", None)
+    return inner if isinstance(inner, nn.Module) and type(module).__name__ == "OptimizedModule" else module
+
+
+def _scheme_plan(root: nn.Module, scheme: Scheme) -> tuple[list[Step], list[Target], list[tuple[str, nn.Module]]]:
+    steps: list[Step] = []
+    uncovered: list[Target] = []
+    norms: list[tuple[str, nn.Module]] = []
+    first: dict[int, Step] = {}
+    for prefix, module in root.named_modules():
+        prefix = f"{prefix}." if prefix else ""
+        if isinstance(module, NORMS) and getattr(module, "track_running_stats", False):
+            norms.append((prefix, module))
+        for target in own_targets(module, prefix):
+            if target.key in first:  # tied: written once, under its first path
+                first[target.key].aliases.append(target.path)
+                continue
+            role = role_of(module, target.name)
+            frozen = not target.tensor.requires_grad
+            chosen = next((o for o in reversed(scheme.overrides) if o.selects(target.path, module, role, frozen)), None)
+            if chosen is not None:
+                action = chosen.action(role, target.path)
+            elif target.tensor.numel() == 0 and not isinstance(target.tensor, nn.parameter.UninitializedParameter):
+                action = Action("skip", reason="zero elements: nothing to write")
+            elif role is not None:
+                action = scheme.action(role)
+            else:
+                uncovered.append(target)
+                action = Action("skip", reason="no rule covers it")
+            step = Step(target, action, role=role)
+            first[target.key] = step
+            steps.append(step)
+    return steps, uncovered, norms
+
+
+def _entries(steps: list[Step]) -> list[ReportEntry]:
+    latest: dict[str, ReportEntry] = {}
+    for step in steps:
+        if step.scratch:
+            continue
+        t = step.target
+        a = step.action
+        if step.copy_from is not None:
+            rule, std, fans = f"copy of {step.copy_from.path}", None, None
+        else:
+            rule, std, fans = a.describe(), a.std, a.fans
+        entry = ReportEntry(
+            path=t.path,
+            shape=tuple(t.tensor.shape),
+            role=step.role.kind if step.role else None,
+            rule=rule,
+            fans=fans,
+            std=std,
+            aliases=tuple(step.aliases),
+            skipped=a.reason if a.kind == "skip" and step.copy_from is None else None,
+        )
+        latest.pop(t.path, None)  # a later write to the same parameter replaces the earlier one
+        latest[t.path] = entry
+    return list(latest.values())
+
+
+def reinit(
+    module: nn.Module,
+    scheme: str | AnyScheme = "kaiming_relu",
+    *,
+    generator: torch.Generator | None = None,
+    strict: bool = False,
+    overrides: Sequence[Override] = (),
+) -> InitReport:
+    r"""Initialize every parameter of ``module`` in place by ``scheme``, with the true fans of each layer.
+
+    Plans every write first and validates the whole plan (lazy or meta parameters, uncovered
+    parameters under ``strict``, dtypes); on any error nothing has been written. Then writes in
+    module order. Parameter identity, tying, dtype, device, ``requires_grad`` and memory format are
+    kept, and nothing enters autograd. Tied parameters are written once and stay tied.
+    Parametrized weights (weight_norm, spectral_norm, ...) are set through their ``right_inverse``,
+    so the effective weight follows the scheme. A ``torch.compile``\ d module is reinitialized
+    through the module it wraps. Norm layers' running statistics are reset.
+
+    Args:
+        module: the model.
+        scheme: a registered name (``"kaiming_relu"``, ``"legacy"``, see :func:`list_schemes`) or a
+            :class:`Scheme`.
+        generator: the RNG for every draw; torch's default generator when None.
+        strict: raise, naming each path and shape, when a parameter has no rule, instead of
+            warning and leaving it untouched.
+        overrides: :class:`Override` values layered on the scheme (not with ``legacy``).
+
+    Returns:
+        An :class:`InitReport`: per parameter its path, shape, role, rule, fans and target std.
+
+    Raises:
+        InitError: an unknown scheme, a bad override, an uninitialized lazy or meta parameter, or
+            (with ``strict``) an uncovered parameter. The model is then bitwise unchanged.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+        >>> _ = model(torch.zeros(1, 3, 8, 8))
+        >>> report = reinit(model, "kaiming_relu", generator=torch.Generator().manual_seed(0))
+        >>> report["0.weight"].std == (2 / 27) ** 0.5
+        True
+    """
+    if not isinstance(module, nn.Module):
+        raise InitError(f"module must be an nn.Module; got {type(module).__name__}.")
+    resolved = resolve_scheme(scheme)
+    overrides = tuple(overrides)
+    if not all(isinstance(o, Override) for o in overrides):
+        raise InitError(f"overrides must be a sequence of Override; got overrides={overrides!r}.")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InitError(f"generator must be a torch.Generator or None; got generator={generator!r}.")
+    root = _unwrap(module)
+    if isinstance(resolved, LegacyScheme):
+        if overrides:
+            raise InitError(
+                "legacy reproduces torch's defaults bit for bit and takes no overrides; got "
+                f"overrides={overrides!r}. Run reinit(model, 'legacy') first, then reinit a second time "
+                "with the overrides on a scheme."
+            )
+        planner = LegacyPlanner()
+        planner.visit(root, "")
+        steps, uncovered, norms = planner.steps, planner.uncovered, planner.norms
+        for target in uncovered:
+            steps.append(
+                Step(target, Action("skip", reason="no rule covers it"), role=role_of(target.owner, target.name))
+            )
+        name = "legacy"
+    else:
+        resolved = resolved.with_overrides(*overrides) if overrides else resolved
+        steps, uncovered, norms = _scheme_plan(root, resolved)
+        name = scheme if isinstance(scheme, str) else repr(resolved)
+
+    problems = [p for step in steps if (p := problem(step.target, step.action.draws)) is not None]
+    if strict and uncovered:
+        problems += [
+            f"{t.path} ({type(t.owner).__name__}, shape {tuple(t.tensor.shape)}) has no rule; register one with "
+            "torchinit.register_role_rule or register_fan_rule, or select it with an Override"
+            for t in uncovered
+        ]
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise InitError("reinit changed nothing; fix these first:\n  - " + "\n  - ".join(unique))
+    if uncovered:
+        listing = ", ".join(f"{t.path} {tuple(t.tensor.shape)}" for t in uncovered)
+        warnings.warn(
+            UncoveredParameterWarning(
+                f"reinit left {len(uncovered)} parameter(s) untouched because no rule covers them: {listing}. "
+                "Register a rule (torchinit.register_role_rule / register_fan_rule), add an Override, or pass "
+                "strict=True to make this an error."
+            ),
+            stacklevel=2,
+        )
+    execute(steps, generator)
+    buffers = []
+    for prefix, norm in norms:
+        norm.reset_running_stats()  # type: ignore[operator]
+        buffers += [prefix + b for b in ("running_mean", "running_var", "num_batches_tracked")]
+    return InitReport(name, _entries(steps), buffers)

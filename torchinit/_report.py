@@ -1,0 +1,97 @@
+"""InitReport: what reinit did to every parameter, as a table and as records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from torchinit._fans import Fans
+
+
+@dataclass(frozen=True)
+class ReportEntry:
+    """One parameter: where it is, what it is, and what it got.
+
+    ``rule`` describes the write (``normal(std=0.0625)``); ``std`` is the element std it targets
+    (None for orthogonal and skipped entries); ``skipped`` holds the reason a parameter was left as is.
+    """
+
+    path: str
+    shape: tuple[int, ...]
+    role: str | None
+    rule: str
+    fans: Fans | None = None
+    std: float | None = None
+    aliases: tuple[str, ...] = ()
+    skipped: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """A plain dict (fans as a dict) for JSON or a DataFrame."""
+        out = asdict(self)
+        out["shape"] = list(self.shape)
+        out["aliases"] = list(self.aliases)
+        return out
+
+
+class InitReport:
+    """The result of :func:`torchinit.reinit`: one entry per parameter, in the order they were written.
+
+    ``str(report)`` is a readable table; :meth:`records` and :meth:`to_dict` are machine-readable;
+    ``report["layer.0.weight"]`` finds one entry (tied aliases included); :attr:`skipped` lists what
+    was left untouched and why.
+    """
+
+    def __init__(self, scheme: str, entries: list[ReportEntry], buffers: list[str]) -> None:
+        self.scheme = scheme
+        self.entries = entries
+        self.buffers = buffers
+        self._index = {alias: e for e in entries for alias in (e.path, *e.aliases)}
+
+    def __iter__(self) -> Iterator[ReportEntry]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, path: str) -> ReportEntry:
+        try:
+            return self._index[path]
+        except KeyError:
+            raise KeyError(f"no parameter {path!r} in this report") from None
+
+    @property
+    def skipped(self) -> list[ReportEntry]:
+        """Entries left untouched (uncovered parameters, skip overrides), with reasons."""
+        return [e for e in self.entries if e.skipped is not None]
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per parameter."""
+        return [e.record() for e in self.entries]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole report: scheme, parameter records, reset buffers."""
+        return {"scheme": self.scheme, "parameters": self.records(), "buffers": list(self.buffers)}
+
+    def __repr__(self) -> str:
+        return f"<InitReport scheme={self.scheme} parameters={len(self.entries)} skipped={len(self.skipped)}>"
+
+    def __str__(self) -> str:
+        rows = [("parameter", "shape", "role", "fans (in, out)", "rule", "std")]
+        for e in self.entries:
+            fans = "" if e.fans is None else f"{e.fans.fan_in:g}, {e.fans.fan_out:g}"
+            if e.fans is not None and e.fans.chunks > 1:
+                fans += f" x{e.fans.chunks}"
+            std = "" if e.std is None else f"{e.std:.4g}"
+            path = e.path + (f" (= {', '.join(e.aliases)})" if e.aliases else "")
+            rule = e.rule if e.skipped is None else f"SKIPPED: {e.skipped}"
+            rows.append((path, "x".join(map(str, e.shape)) or "()", e.role or "-", fans, rule, std))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = [f"reinit with {self.scheme}: {len(self.entries)} parameters, {len(self.skipped)} skipped"]
+        for i, r in enumerate(rows):
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+            if i == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        if self.buffers:
+            lines.append(f"buffers reset: {', '.join(self.buffers)}")
+        return "\n".join(lines)

@@ -1,0 +1,343 @@
+"""Schemes: what each parameter role gets. Small frozen values; names are registry keys for defaults."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import math
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any, Literal
+
+from torch import nn
+
+from torchinit._actions import Action, variance_action
+from torchinit._gains import exact_gain
+from torchinit._roles import ROLES, Role, RoleName
+from torchinit._types import DISTRIBUTIONS, FAN_MODES, Distribution, FanMode, InitError, choice_error
+
+SchemeDistribution = Literal["normal", "uniform", "truncated_normal", "orthogonal"]
+"""How a scheme draws dense weights: a variance-scaling shape, or (semi-)orthogonal."""
+
+_SCHEME_DISTRIBUTIONS: tuple[SchemeDistribution, ...] = ("normal", "uniform", "truncated_normal", "orthogonal")
+
+
+def _finite(name: str, value: object, *, minimum: float | None = None) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (minimum is not None and value < minimum):  # type: ignore[operator]
+        bound = f" >= {minimum:g}" if minimum is not None else ""
+        raise InitError(f"{name} must be a finite number{bound}; got {name}={value!r}.")
+
+
+def _type_name(t: type) -> str:
+    module = t.__module__
+    return f"nn.{t.__name__}" if module.startswith("torch.nn") else f"{module}.{t.__qualname__}"
+
+
+def _repr(obj: object) -> str:
+    parts = []
+    for f in fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[operator]
+        if value == default:
+            continue
+        if isinstance(value, type):
+            text = _type_name(value)
+        elif isinstance(value, tuple) and value and all(isinstance(v, type) for v in value):
+            text = "(" + ", ".join(_type_name(v) for v in value) + ",)"
+        else:
+            text = repr(value)
+        parts.append(f"{f.name}={text}")
+    return f"{type(obj).__name__}({', '.join(parts)})"
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class Override:
+    """A change layered on a scheme for the parameters it selects; the last matching override wins.
+
+    Selection (all given filters must hold): ``path``, a glob on the parameter's full path
+    (``"*.c_proj.weight"``); ``module``, the owning module's type(s); ``role``; ``frozen``
+    (True selects parameters with ``requires_grad=False``).
+
+    Action (exactly one): ``skip`` leaves the parameter untouched (listed in the report);
+    ``constant`` fills a value; ``std`` draws zero-mean with that std in ``distribution``;
+    ``scheme`` applies another scheme's rule for the parameter's role.
+
+    Example:
+        >>> Override(path="*.norm2.weight", constant=0.0)  # zero the last norm of each residual branch
+        Override(path='*.norm2.weight', constant=0.0)
+    """
+
+    path: str = "*"
+    module: type[nn.Module] | tuple[type[nn.Module], ...] | None = None
+    role: RoleName | None = None
+    frozen: bool | None = None
+    skip: bool = False
+    constant: float | None = None
+    std: float | None = None
+    distribution: Distribution = "normal"
+    scheme: Scheme | str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str):
+            raise InitError(f"path must be a glob string; got path={self.path!r}.")
+        types = self.module if isinstance(self.module, tuple) else (self.module,) if self.module else ()
+        if not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
+            raise InitError(f"module must be an nn.Module type or a tuple of them; got module={self.module!r}.")
+        if self.role is not None and self.role not in ROLES:
+            raise choice_error("role", "role", self.role, ROLES)
+        actions = [self.skip, self.constant is not None, self.std is not None, self.scheme is not None]
+        if sum(actions) != 1:
+            raise InitError(
+                f"an Override needs exactly one action among skip=True, constant=, std= and scheme=; got {self!r}."
+            )
+        if self.constant is not None:
+            _finite("constant", self.constant)
+        if self.std is not None:
+            _finite("std", self.std, minimum=0.0)
+        if self.distribution not in DISTRIBUTIONS:
+            raise choice_error("distribution", "distribution", self.distribution, DISTRIBUTIONS)
+        if isinstance(self.scheme, str):
+            get_scheme(self.scheme)  # unknown names fail here, not mid-walk
+        elif self.scheme is not None and not isinstance(self.scheme, Scheme):
+            raise InitError(f"scheme must be a Scheme or a registered name; got scheme={self.scheme!r}.")
+
+    __repr__ = _repr
+
+    def selects(self, path: str, owner: nn.Module, role: Role | None, frozen: bool) -> bool:
+        """Whether this override applies to the parameter at ``path``."""
+        if not fnmatch.fnmatchcase(path, self.path):
+            return False
+        if self.module is not None and not isinstance(owner, self.module):
+            return False
+        if self.role is not None and (role is None or role.kind != self.role):
+            return False
+        return self.frozen is None or self.frozen == frozen
+
+    def action(self, role: Role | None, path: str) -> Action:
+        """The write this override makes for a parameter of the given role."""
+        if self.skip:
+            return Action("skip", reason=f"override {self!r}")
+        if self.constant is not None:
+            return Action("constant", float(self.constant), formula=f"override constant {self.constant:g}")
+        if self.std is not None:
+            return variance_action(self.distribution, float(self.std), None, f"override std {self.std:g}")
+        scheme = get_scheme(self.scheme) if isinstance(self.scheme, str) else self.scheme
+        if not isinstance(scheme, Scheme):
+            raise InitError(f"override {self!r} selects {path!r}, but only non-legacy schemes can be layered.")
+        if role is None:
+            raise InitError(
+                f"override {self!r} applies a scheme to {path!r}, which has no known role; use constant= or "
+                "std=, or register a role rule for its module."
+            )
+        return scheme.action(role)
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class Scheme:
+    r"""What each parameter role gets.
+
+    Dense weights (Linear, Conv, ConvTranspose, Bilinear, attention projections, RNN input and
+    projection weights) draw zero-mean values with :math:`\mathrm{Var}(w) = \mathrm{scale}/\mathrm{fan}`
+    over the *true* fans (see :func:`torchinit.fans_of`), or are orthogonal with gain
+    :math:`\sqrt{\mathrm{scale}}` when ``distribution="orthogonal"``; packed weights are treated chunk by
+    chunk. Recurrent weights are orthogonal per gate block (``recurrent="orthogonal"``) or dense.
+    Biases get ``bias`` (an LSTM's input-side forget-gate block gets ``forget_bias``); norm layers
+    weight 1, bias 0 and fresh running statistics; embeddings N(0, 1) with the padding row zero;
+    PReLU its ``init``; attention ``bias_k``/``bias_v`` N(0, 1/E), as torch does.
+
+    Args:
+        scale: the variance numerator: :math:`\mathrm{gain}^2`, 2 for ReLU.
+        mode: the fan to divide by: ``fan_in``, ``fan_out`` or ``fan_avg``.
+        distribution: ``normal``, ``uniform``, ``truncated_normal`` (std-corrected) or ``orthogonal``.
+        recurrent: ``orthogonal`` or ``dense`` for ``weight_hh``.
+        bias: the constant for biases.
+        forget_bias: the LSTM forget-gate bias (on ``bias_ih``; ``bias_hh`` keeps ``bias``).
+        overrides: :class:`Override` values applied in order.
+
+    Example:
+        >>> Scheme.kaiming("gelu", mode="fan_out")
+        Scheme(scale=2.351..., mode='fan_out')
+    """
+
+    scale: float = 2.0
+    mode: FanMode = "fan_in"
+    distribution: SchemeDistribution = "normal"
+    recurrent: Literal["orthogonal", "dense"] = "orthogonal"
+    bias: float = 0.0
+    forget_bias: float = 0.0
+    overrides: tuple[Override, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        _finite("scale", self.scale, minimum=0.0)
+        if self.mode not in FAN_MODES:
+            raise choice_error("mode", "mode", self.mode, FAN_MODES)
+        if self.distribution not in _SCHEME_DISTRIBUTIONS:
+            raise choice_error("distribution", "distribution", self.distribution, _SCHEME_DISTRIBUTIONS)
+        if self.recurrent not in ("orthogonal", "dense"):
+            raise choice_error("recurrent", "recurrent", self.recurrent, ("orthogonal", "dense"))
+        _finite("bias", self.bias)
+        _finite("forget_bias", self.forget_bias)
+        overrides = tuple(self.overrides) if isinstance(self.overrides, (list, tuple)) else None
+        if overrides is None or not all(isinstance(o, Override) for o in overrides):
+            raise InitError(f"overrides must be a sequence of Override; got overrides={self.overrides!r}.")
+        object.__setattr__(self, "overrides", overrides)
+
+    __repr__ = _repr
+
+    @property
+    def gain(self) -> float:
+        """:math:`\\sqrt{\\mathrm{scale}}`."""
+        return math.sqrt(self.scale)
+
+    @classmethod
+    def kaiming(
+        cls,
+        nonlinearity: str | nn.Module | Any = "relu",
+        param: float | None = None,
+        *,
+        mode: FanMode = "fan_in",
+        distribution: SchemeDistribution = "normal",
+        **options: Any,
+    ) -> Scheme:
+        r"""He et al. (2015) for any activation: ``scale = exact_gain(nonlinearity, param) ** 2``.
+
+        ReLU gives exactly 2, leaky ReLU :math:`2/(1+a^2)`, linear 1; others come from quadrature
+        (gelu 2.3517, silu 2.8108, tanh 2.5361).
+        """
+        if nonlinearity == "relu" and param is None:
+            scale = 2.0
+        elif nonlinearity == "leaky_relu":
+            slope = 0.01 if param is None else param
+            _finite("param", slope)
+            scale = 2.0 / (1.0 + slope**2)
+        elif nonlinearity == "linear" and param is None:
+            scale = 1.0
+        else:
+            scale = exact_gain(nonlinearity, param) ** 2
+        return cls(scale=scale, mode=mode, distribution=distribution, **options)
+
+    @classmethod
+    def lecun(cls, distribution: SchemeDistribution = "normal", **options: Any) -> Scheme:
+        """LeCun et al. (1998): ``Var(w) = 1/fan_in``."""
+        return cls(scale=1.0, mode="fan_in", distribution=distribution, **options)
+
+    @classmethod
+    def xavier(cls, distribution: SchemeDistribution = "uniform", gain: float = 1.0, **options: Any) -> Scheme:
+        """Glorot & Bengio (2010): ``Var(w) = gain**2 / fan_avg = 2 gain**2 / (fan_in + fan_out)``."""
+        _finite("gain", gain, minimum=0.0)
+        return cls(scale=gain**2, mode="fan_avg", distribution=distribution, **options)
+
+    @classmethod
+    def orthogonal(cls, gain: float = 1.0, **options: Any) -> Scheme:
+        """Saxe et al. (2014): every dense weight (semi-)orthogonal times ``gain``, chunk by chunk."""
+        _finite("gain", gain, minimum=0.0)
+        return cls(scale=gain**2, distribution="orthogonal", **options)
+
+    def with_overrides(self, *overrides: Override) -> Scheme:
+        """A copy with ``overrides`` appended (they win over earlier ones)."""
+        return replace(self, overrides=(*self.overrides, *overrides))
+
+    def action(self, role: Role) -> Action:
+        """The write this scheme makes for a parameter of the given role (overrides not applied)."""
+        kind = role.kind
+        if kind == "recurrent" and self.recurrent == "orthogonal":
+            assert role.fans is not None
+            return Action("orthogonal", 1.0, chunks=role.fans.chunks, fans=role.fans, formula="orthogonal per gate")
+        if kind in ("dense", "recurrent"):
+            fans = role.fans
+            assert fans is not None
+            if self.distribution == "orthogonal":
+                return Action("orthogonal", self.gain, chunks=fans.chunks, fans=fans, formula="orthogonal")
+            std = math.sqrt(self.scale / fans.fan(self.mode))
+            return variance_action(self.distribution, std, fans, f"sqrt({self.scale:.6g}/{self.mode})")
+        if kind == "bias":
+            if role.forget_chunk is not None and role.input_side and self.forget_bias != self.bias:
+                values = [self.bias] * role.chunks
+                values[role.forget_chunk] = self.forget_bias
+                return Action("constant", self.bias, chunk_values=tuple(values), formula="forget-gate bias")
+            return Action("constant", self.bias, formula="bias")
+        if kind == "norm_weight":
+            return Action("constant", 1.0, formula="norm weight")
+        if kind == "norm_bias":
+            return Action("constant", 0.0, formula="norm bias")
+        if kind == "embedding":
+            return Action("normal", 1.0, zero_row=role.padding_idx, formula="N(0, 1) as torch")
+        if kind == "prelu":
+            return Action("constant", float(role.value if role.value is not None else 0.25), formula="PReLU init")
+        assert kind == "attention_kv" and role.width is not None
+        return Action("normal", 1.0 / math.sqrt(role.width), formula="N(0, 1/E) as torch")
+
+
+@dataclass(frozen=True, repr=False)
+class LegacyScheme:
+    """torch's own defaults, reproduced bit for bit from the same RNG state (no overrides)."""
+
+    def __repr__(self) -> str:
+        return "LegacyScheme()"
+
+
+AnyScheme = Scheme | LegacyScheme
+
+_REGISTRY: dict[str, AnyScheme] = {}
+
+
+def register_scheme(name: str, scheme: AnyScheme, *, overwrite: bool = False) -> None:
+    """Make ``scheme`` available as ``reinit(model, name)``.
+
+    Raises:
+        InitError: a non-identifier name, a non-scheme value, or an existing name without ``overwrite``.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise InitError(f"name must be an identifier-like string; got name={name!r}.")
+    if not isinstance(scheme, (Scheme, LegacyScheme)):
+        raise InitError(f"scheme must be a Scheme; got scheme={scheme!r}.")
+    if name in _REGISTRY and not overwrite:
+        raise InitError(f"scheme {name!r} is already registered; pass overwrite=True to replace it.")
+    _REGISTRY[name] = scheme
+
+
+def get_scheme(name: str) -> AnyScheme:
+    """The scheme registered under ``name``.
+
+    Raises:
+        InitError: (a ValueError) for an unknown name, with the nearest name and the list.
+    """
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise InitError(
+        f"scheme must be a registered name; got scheme={name!r}.{hint} Registered: {', '.join(sorted(_REGISTRY))}."
+    )
+
+
+def list_schemes() -> list[str]:
+    """The registered scheme names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def resolve_scheme(scheme: str | AnyScheme) -> AnyScheme:
+    """A scheme object from a name or a scheme."""
+    if isinstance(scheme, str):
+        return get_scheme(scheme)
+    if isinstance(scheme, (Scheme, LegacyScheme)):
+        return scheme
+    raise InitError(f"scheme must be a registered name or a Scheme; got scheme={scheme!r}.")
+
+
+_BUILT_IN: dict[str, AnyScheme] = {
+    "kaiming_relu": Scheme.kaiming("relu"),
+    "kaiming_relu_uniform": Scheme.kaiming("relu", distribution="uniform"),
+    "kaiming_relu_fan_out": Scheme.kaiming("relu", mode="fan_out"),
+    "kaiming_gelu": Scheme.kaiming("gelu"),
+    "kaiming_silu": Scheme.kaiming("silu"),
+    "kaiming_tanh": Scheme.kaiming("tanh"),
+    "lecun_normal": Scheme.lecun("normal"),
+    "lecun_uniform": Scheme.lecun("uniform"),
+    "xavier_uniform": Scheme.xavier("uniform"),
+    "xavier_normal": Scheme.xavier("normal"),
+    "orthogonal": Scheme.orthogonal(),
+    "legacy": LegacyScheme(),
+}
+for _name, _scheme in _BUILT_IN.items():
+    register_scheme(_name, _scheme)
