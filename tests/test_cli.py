@@ -16,16 +16,16 @@ def test_demo_json_shows_default_collapsing_and_kaiming_holding() -> None:
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     mlp = result["mlp"]["std"]
-    assert len(mlp["torch default"]) == 12
-    assert mlp["torch default"][-1] < 0.05  # 0.41x per layer: only bias noise left
-    assert 0.5 < mlp["kaiming_normal (relu)"][-1] < 2.0
-    assert 0.5 < result["conv"]["std"]["kaiming_normal (relu)"][-1] < 2.0
+    assert len(mlp["legacy"]) == 12
+    assert mlp["legacy"][-1] < 0.05  # 0.41x per layer: only bias noise left
+    assert 0.5 < mlp["kaiming_relu"][-1] < 2.0
+    assert 0.5 < result["conv"]["std"]["kaiming_relu"][-1] < 2.0
 
 
 def test_demo_table() -> None:
     out = run("demo", "--depth", "3")
     assert out.returncode == 0, out.stderr
-    assert "3 x Linear(512, 512) + ReLU" in out.stdout and "kaiming_normal (relu)" in out.stdout
+    assert "3 x Linear(512, 512) + ReLU" in out.stdout and "kaiming_relu" in out.stdout
 
 
 def test_bad_arguments_exit_2() -> None:

@@ -77,9 +77,14 @@ MODULES: dict[str, Build] = {
     "PReLU": lambda **kw: nn.PReLU(3, init=0.1, **kw),
     "AdaptiveLogSoftmaxWithLoss": lambda **kw: nn.AdaptiveLogSoftmaxWithLoss(32, 20, [5, 10], **kw),
     "Sequential": lambda **kw: nn.Sequential(
-        nn.Conv2d(3, 4, 3, **kw), nn.BatchNorm2d(4, **kw), nn.ReLU(), nn.Flatten(), nn.Linear(16, 8, **kw),
-        nn.LayerNorm(8, **kw), nn.Sequential(nn.Linear(8, 8, **kw), nn.PReLU(**kw)),
-    ),  # fmt: skip
+        nn.Conv2d(3, 4, 3, **kw),
+        nn.BatchNorm2d(4, **kw),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16, 8, **kw),
+        nn.LayerNorm(8, **kw),
+        nn.Sequential(nn.Linear(8, 8, **kw), nn.PReLU(**kw)),
+    ),
 }
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 

@@ -26,6 +26,10 @@ def test_public_api() -> None:
         "calculate_gain", "exact_gain", "fans_of", "kaiming_normal_", "kaiming_uniform_", "lecun_normal_",
         "lecun_uniform_", "orthogonal_", "register_fan_rule", "torch_fans", "trunc_normal_", "truncated_normal_",
         "uniform_std_", "variance_scaling_", "xavier_normal_", "xavier_uniform_",
+        # reinit
+        "InitReport", "LegacyScheme", "Override", "ROLES", "ReportEntry", "Role", "RoleName", "RoleRule", "Scheme",
+        "SchemeDistribution", "UncoveredParameterWarning", "get_scheme", "list_schemes", "register_role_rule",
+        "register_scheme", "reinit",
     }  # fmt: skip
 
 

@@ -33,7 +33,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
-    "ROLES",
     "Distribution",
     "FanMode",
     "FanRule",
@@ -42,6 +41,7 @@ __all__ = [
     "InitReport",
     "LegacyScheme",
     "Override",
+    "ROLES",
     "ReportEntry",
     "Role",
     "RoleName",

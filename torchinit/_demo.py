@@ -4,45 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import nn
 
-from torchinit._fans import fans_of
-from torchinit._initializers import kaiming_normal_, lecun_normal_, xavier_uniform_
+from torchinit._reinit import reinit
 
-Rule = Callable[[nn.Module, torch.Generator], None]
-
-
-def _zero_bias(module: nn.Module) -> None:
-    bias = getattr(module, "bias", None)
-    if bias is not None:
-        nn.init.zeros_(bias)
-
-
-def _kaiming(m: Any, g: torch.Generator) -> None:
-    kaiming_normal_(m.weight, nonlinearity="relu", fans=fans_of(m, "weight"), generator=g)
-    _zero_bias(m)
-
-
-def _lecun(m: Any, g: torch.Generator) -> None:
-    lecun_normal_(m.weight, fans=fans_of(m, "weight"), generator=g)
-    _zero_bias(m)
-
-
-def _xavier(m: Any, g: torch.Generator) -> None:
-    xavier_uniform_(m.weight, fans=fans_of(m, "weight"), generator=g)
-    _zero_bias(m)
-
-
-RULES: dict[str, Rule | None] = {
-    "torch default": None,  # whatever the constructor drew: kaiming_uniform_(a=sqrt(5)), U(+-1/sqrt(fan_in)) bias
-    "kaiming_normal (relu)": _kaiming,
-    "lecun_normal": _lecun,
-    "xavier_uniform": _xavier,
-}
+SCHEMES = ("legacy", "kaiming_relu", "lecun_normal", "xavier_uniform")
+"""torch's default (bit for bit) and three torchinit schemes, all with true fans and zero biases."""
 
 
 def _stack(kind: str, depth: int, width: int) -> nn.Sequential:
@@ -53,15 +22,11 @@ def _stack(kind: str, depth: int, width: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def activation_stds(kind: str, rule: Rule | None, depth: int, width: int, seed: int) -> list[float]:
-    """Post-ReLU std after each layer of a fresh stack, for unit-normal input."""
-    torch.manual_seed(seed)
+def activation_stds(kind: str, scheme: str, depth: int, width: int, seed: int) -> list[float]:
+    """Post-ReLU std after each layer of a stack initialized by ``scheme``, for unit-normal input."""
     model = _stack(kind, depth, width)
     g = torch.Generator().manual_seed(seed)
-    if rule is not None:
-        for m in model:
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                rule(m, g)
+    reinit(model, scheme, generator=g)
     x = torch.randn((256, width) if kind == "mlp" else (4, width, 32, 32), generator=g)
     stds = []
     with torch.no_grad():
@@ -81,9 +46,9 @@ def run(
         "conv": {"layers": f"{conv_depth} x Conv2d({channels}, {channels}, 3, padding=1) + ReLU, 32x32", "std": {}},
         "seed": seed,
     }
-    for name, rule in RULES.items():
-        result["mlp"]["std"][name] = activation_stds("mlp", rule, depth, width, seed)  # type: ignore[index]
-        result["conv"]["std"][name] = activation_stds("conv", rule, conv_depth, channels, seed)  # type: ignore[index]
+    for name in SCHEMES:
+        result["mlp"]["std"][name] = activation_stds("mlp", name, depth, width, seed)  # type: ignore[index]
+        result["conv"]["std"][name] = activation_stds("conv", name, conv_depth, channels, seed)  # type: ignore[index]
     return result
 
 
@@ -106,7 +71,7 @@ def format_table(result: dict[str, object]) -> str:
             lines.append(f"{d:>5} " + "".join(f"{stds[n][d - 1]:>24.4g}" for n in names))
         lines.append("")
     lines.append(
-        "torch's default draws U(+-1/sqrt(fan_in)): std 1/sqrt(3 fan_in), "
+        "legacy = torch's default, U(+-1/sqrt(fan_in)) weights and biases: weight std 1/sqrt(3 fan_in), "
         f"{1 / math.sqrt(3) / math.sqrt(2):.3f}x the ReLU-preserving sqrt(2/fan_in)."
     )
     return "\n".join(lines)

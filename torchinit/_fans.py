@@ -122,9 +122,10 @@ def find_fans(module: nn.Module, name: str) -> Fans | None:
     A zero-element parameter has no fans (nothing connects), so it gets None too.
     """
     param = getattr(module, name, None)
-    if isinstance(param, torch.Tensor) and not isinstance(param, nn.parameter.UninitializedParameter):
-        if param.numel() == 0:
-            return None
+    if isinstance(param, nn.parameter.UninitializedParameter):
+        return None  # no shape yet: fans_of and reinit report it as lazy
+    if isinstance(param, torch.Tensor) and param.numel() == 0:
+        return None
     for cls in type(module).__mro__:
         rule = _RULES.get(cls)
         if rule is not None:

@@ -40,12 +40,15 @@ def _scheme_plan(root: nn.Module, scheme: Scheme) -> tuple[list[Step], list[Targ
             if target.key in first:  # tied: written once, under its first path
                 first[target.key].aliases.append(target.path)
                 continue
+            if isinstance(target.tensor, nn.parameter.UninitializedParameter):
+                steps.append(Step(target, Action("normal", formula="lazy")))  # refused by validation
+                continue
             role = role_of(module, target.name)
             frozen = not target.tensor.requires_grad
             chosen = next((o for o in reversed(scheme.overrides) if o.selects(target.path, module, role, frozen)), None)
             if chosen is not None:
                 action = chosen.action(role, target.path)
-            elif target.tensor.numel() == 0 and not isinstance(target.tensor, nn.parameter.UninitializedParameter):
+            elif target.tensor.numel() == 0:
                 action = Action("skip", reason="zero elements: nothing to write")
             elif role is not None:
                 action = scheme.action(role)
@@ -66,14 +69,15 @@ def _entries(steps: list[Step]) -> list[ReportEntry]:
         t = step.target
         a = step.action
         if step.copy_from is not None:
-            rule, std, fans = f"copy of {step.copy_from.path}", None, None
+            rule, std, fans, kind = f"copy of {step.copy_from.path}", None, None, None
         else:
-            rule, std, fans = a.describe(), a.std, a.fans
+            rule, std, fans, kind = a.describe(), a.std, a.fans, None if a.kind == "skip" else a.kind
         entry = ReportEntry(
             path=t.path,
             shape=tuple(t.tensor.shape),
             role=step.role.kind if step.role else None,
             rule=rule,
+            distribution=kind,
             fans=fans,
             std=std,
             aliases=tuple(step.aliases),

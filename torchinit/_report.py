@@ -13,14 +13,17 @@ from torchinit._fans import Fans
 class ReportEntry:
     """One parameter: where it is, what it is, and what it got.
 
-    ``rule`` describes the write (``normal(std=0.0625)``); ``std`` is the element std it targets
-    (None for orthogonal and skipped entries); ``skipped`` holds the reason a parameter was left as is.
+    ``rule`` describes the write (``normal(std=0.0625)``); ``distribution`` is the kind of draw
+    (``normal``, ``uniform``, ``truncated_normal``, ``orthogonal``, ``constant``, or None for copies and
+    skips); ``std`` is the element std it targets (None for orthogonal and skipped entries);
+    ``skipped`` holds the reason a parameter was left as is.
     """
 
     path: str
     shape: tuple[int, ...]
     role: str | None
     rule: str
+    distribution: str | None = None
     fans: Fans | None = None
     std: float | None = None
     aliases: tuple[str, ...] = ()

@@ -312,7 +312,12 @@ def get_scheme(name: str) -> AnyScheme:
 
 
 def list_schemes() -> list[str]:
-    """The registered scheme names, sorted."""
+    """The registered scheme names, sorted; each works as ``reinit(model, name)``.
+
+    Example:
+        >>> "kaiming_relu" in list_schemes() and "legacy" in list_schemes()
+        True
+    """
     return sorted(_REGISTRY)
 
 
