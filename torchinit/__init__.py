@@ -1,5 +1,6 @@
 """torchinit: correct weight initialization for PyTorch, with the true fans of every layer."""
 
+from torchinit._construct import build, default_scheme
 from torchinit._fans import FanRule, Fans, fans_of, register_fan_rule, torch_fans
 from torchinit._gains import ACTIVATIONS, calculate_gain, exact_gain
 from torchinit._initializers import (
@@ -15,6 +16,7 @@ from torchinit._initializers import (
     xavier_normal_,
     xavier_uniform_,
 )
+from torchinit._mixin import SchemeMixin, with_scheme
 from torchinit._reinit import UncoveredParameterWarning, reinit
 from torchinit._report import InitReport, ReportEntry
 from torchinit._roles import ROLES, Role, RoleName, RoleRule, register_role_rule
@@ -48,9 +50,12 @@ __all__ = [
     "RoleRule",
     "Scheme",
     "SchemeDistribution",
+    "SchemeMixin",
     "UncoveredParameterWarning",
     "__version__",
+    "build",
     "calculate_gain",
+    "default_scheme",
     "exact_gain",
     "fans_of",
     "get_scheme",
@@ -69,6 +74,7 @@ __all__ = [
     "truncated_normal_",
     "uniform_std_",
     "variance_scaling_",
+    "with_scheme",
     "xavier_normal_",
     "xavier_uniform_",
 ]

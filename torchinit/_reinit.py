@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -27,12 +28,14 @@ def _unwrap(module: nn.Module) -> nn.Module:
     return inner if isinstance(inner, nn.Module) and type(module).__name__ == "OptimizedModule" else module
 
 
-def _scheme_plan(root: nn.Module, scheme: Scheme) -> tuple[list[Step], list[Target], list[tuple[str, nn.Module]]]:
+def _scheme_plan(
+    modules: Iterable[tuple[str, nn.Module]], scheme: Scheme
+) -> tuple[list[Step], list[Target], list[tuple[str, nn.Module]]]:
     steps: list[Step] = []
     uncovered: list[Target] = []
     norms: list[tuple[str, nn.Module]] = []
     first: dict[int, Step] = {}
-    for prefix, module in root.named_modules():
+    for prefix, module in modules:
         prefix = f"{prefix}." if prefix else ""
         if isinstance(module, NORMS) and getattr(module, "track_running_stats", False):
             norms.append((prefix, module))
@@ -88,6 +91,92 @@ def _entries(steps: list[Step]) -> list[ReportEntry]:
     return list(latest.values())
 
 
+@dataclass
+class Plan:
+    """A validated plan: the writes in order, what no rule covers, and the norm layers to reset."""
+
+    name: str
+    steps: list[Step]
+    uncovered: list[Target]
+    norms: list[tuple[str, nn.Module]]
+
+    def run(self, generator: torch.Generator | None, warn: bool = True) -> InitReport:
+        """Write, reset running statistics, and report."""
+        if warn and self.uncovered:
+            listing = ", ".join(f"{t.path} {tuple(t.tensor.shape)}" for t in self.uncovered)
+            warnings.warn(
+                UncoveredParameterWarning(
+                    f"reinit left {len(self.uncovered)} parameter(s) untouched because no rule covers them: "
+                    f"{listing}. Register a rule (torchinit.register_role_rule / register_fan_rule), add an "
+                    "Override, or pass strict=True to make this an error."
+                ),
+                stacklevel=3,
+            )
+        execute(self.steps, generator)
+        buffers = []
+        for prefix, norm in self.norms:
+            norm.reset_running_stats()  # type: ignore[operator]
+            buffers += [prefix + b for b in ("running_mean", "running_var", "num_batches_tracked")]
+        return InitReport(self.name, _entries(self.steps), buffers)
+
+
+def prepare(
+    module: nn.Module,
+    scheme: str | AnyScheme,
+    *,
+    generator: torch.Generator | None = None,
+    strict: bool = False,
+    overrides: Sequence[Override] = (),
+    own_only: bool = False,
+    check: Callable[[list[Step]], list[str]] | None = None,
+) -> Plan:
+    """Plan and validate; raise InitError listing every problem before anything is written."""
+    if not isinstance(module, nn.Module):
+        raise InitError(f"module must be an nn.Module; got {type(module).__name__}.")
+    resolved = resolve_scheme(scheme)
+    overrides = tuple(overrides)
+    if not all(isinstance(o, Override) for o in overrides):
+        raise InitError(f"overrides must be a sequence of Override; got overrides={overrides!r}.")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InitError(f"generator must be a torch.Generator or None; got generator={generator!r}.")
+    root = _unwrap(module)
+    if isinstance(resolved, LegacyScheme):
+        if overrides:
+            raise InitError(
+                "legacy reproduces torch's defaults bit for bit and takes no overrides; got "
+                f"overrides={overrides!r}. Run reinit(model, 'legacy') first, then reinit a second time "
+                "with the overrides on a scheme."
+            )
+        planner = LegacyPlanner()
+        if own_only:
+            planner.own(root, "")
+        else:
+            planner.visit(root, "")
+        steps, uncovered, norms = planner.steps, planner.uncovered, planner.norms
+        skip = Action("skip", reason="no rule covers it")
+        steps += [Step(t, skip, role=role_of(t.owner, t.name)) for t in uncovered]
+        name = "legacy"
+    else:
+        resolved = resolved.with_overrides(*overrides) if overrides else resolved
+        modules = [("", root)] if own_only else root.named_modules()
+        steps, uncovered, norms = _scheme_plan(modules, resolved)
+        name = scheme if isinstance(scheme, str) else repr(resolved)
+
+    problems = [p for step in steps if (p := problem(step.target, step.action.draws)) is not None]
+    if strict and uncovered:
+        problems += [
+            f"{t.path} ({type(t.owner).__name__}, shape {tuple(t.tensor.shape)}) has no rule; register one with "
+            "torchinit.register_role_rule or register_fan_rule, or select it with an Override"
+            for t in uncovered
+        ]
+    if check is not None:
+        problems += check(steps)
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise InitError("reinit changed nothing; fix these first:\n  - " + "\n  - ".join(unique))
+    return Plan(name, steps, uncovered, norms)
+
+
 def reinit(
     module: nn.Module,
     scheme: str | AnyScheme = "kaiming_relu",
@@ -129,58 +218,5 @@ def reinit(
         >>> report["0.weight"].std == (2 / 27) ** 0.5
         True
     """
-    if not isinstance(module, nn.Module):
-        raise InitError(f"module must be an nn.Module; got {type(module).__name__}.")
-    resolved = resolve_scheme(scheme)
-    overrides = tuple(overrides)
-    if not all(isinstance(o, Override) for o in overrides):
-        raise InitError(f"overrides must be a sequence of Override; got overrides={overrides!r}.")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise InitError(f"generator must be a torch.Generator or None; got generator={generator!r}.")
-    root = _unwrap(module)
-    if isinstance(resolved, LegacyScheme):
-        if overrides:
-            raise InitError(
-                "legacy reproduces torch's defaults bit for bit and takes no overrides; got "
-                f"overrides={overrides!r}. Run reinit(model, 'legacy') first, then reinit a second time "
-                "with the overrides on a scheme."
-            )
-        planner = LegacyPlanner()
-        planner.visit(root, "")
-        steps, uncovered, norms = planner.steps, planner.uncovered, planner.norms
-        for target in uncovered:
-            steps.append(
-                Step(target, Action("skip", reason="no rule covers it"), role=role_of(target.owner, target.name))
-            )
-        name = "legacy"
-    else:
-        resolved = resolved.with_overrides(*overrides) if overrides else resolved
-        steps, uncovered, norms = _scheme_plan(root, resolved)
-        name = scheme if isinstance(scheme, str) else repr(resolved)
-
-    problems = [p for step in steps if (p := problem(step.target, step.action.draws)) is not None]
-    if strict and uncovered:
-        problems += [
-            f"{t.path} ({type(t.owner).__name__}, shape {tuple(t.tensor.shape)}) has no rule; register one with "
-            "torchinit.register_role_rule or register_fan_rule, or select it with an Override"
-            for t in uncovered
-        ]
-    if problems:
-        unique = list(dict.fromkeys(problems))
-        raise InitError("reinit changed nothing; fix these first:\n  - " + "\n  - ".join(unique))
-    if uncovered:
-        listing = ", ".join(f"{t.path} {tuple(t.tensor.shape)}" for t in uncovered)
-        warnings.warn(
-            UncoveredParameterWarning(
-                f"reinit left {len(uncovered)} parameter(s) untouched because no rule covers them: {listing}. "
-                "Register a rule (torchinit.register_role_rule / register_fan_rule), add an Override, or pass "
-                "strict=True to make this an error."
-            ),
-            stacklevel=2,
-        )
-    execute(steps, generator)
-    buffers = []
-    for prefix, norm in norms:
-        norm.reset_running_stats()  # type: ignore[operator]
-        buffers += [prefix + b for b in ("running_mean", "running_var", "num_batches_tracked")]
-    return InitReport(name, _entries(steps), buffers)
+    plan = prepare(module, scheme, generator=generator, strict=strict, overrides=overrides)
+    return plan.run(generator)

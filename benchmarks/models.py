@@ -1,0 +1,35 @@
+"""Model shapes shared by the benchmarks: GPT-2 small (124.4 M parameters, 148 tensors)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = nn.ModuleDict({"c_attn": nn.Linear(width, 3 * width), "c_proj": nn.Linear(width, width)})
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.ModuleDict({"c_fc": nn.Linear(width, 4 * width), "c_proj": nn.Linear(4 * width, width)})
+
+
+class GPT2Small(nn.Module):
+    """GPT-2 small's parameter tree; lm_head is tied to wte. The causal mask is a buffer made in __init__."""
+
+    def __init__(self, vocab: int = 50257, context: int = 1024, width: int = 768, layers: int = 12) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(vocab, width)
+        self.wpe = nn.Embedding(context, width)
+        self.h = nn.ModuleList([Block(width) for _ in range(layers)])
+        self.ln_f = nn.LayerNorm(width)
+        self.lm_head = nn.Linear(width, vocab, bias=False)
+        self.lm_head.weight = self.wte.weight
+        self.register_buffer("mask", torch.tril(torch.ones(context, context, dtype=torch.bool)))
+
+
+def parameter_count(model: nn.Module) -> tuple[int, int]:
+    """(elements, tensors), counting tied tensors once."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params), len(params)
