@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import torchinit
+import torchinit.layers
 import torchinit.testing
 from torchinit.testing import strategies
 
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_all_is_sorted_and_complete() -> None:
-    for module in (torchinit, torchinit.testing, strategies):
+    for module in (torchinit, torchinit.testing, strategies, torchinit.layers):
         assert module.__all__ == sorted(module.__all__)
         assert all(hasattr(module, name) for name in module.__all__)
 
@@ -30,6 +31,8 @@ def test_public_api() -> None:
         "InitReport", "LegacyScheme", "Override", "ROLES", "ReportEntry", "Role", "RoleName", "RoleRule", "Scheme",
         "SchemeDistribution", "UncoveredParameterWarning", "get_scheme", "list_schemes", "register_role_rule",
         "register_scheme", "reinit",
+        # construction time
+        "SchemeMixin", "build", "default_scheme", "with_scheme",
     }  # fmt: skip
 
 
