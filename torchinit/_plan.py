@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from torchinit._actions import Action, write
+from torchinit._keyed import KeyedWriter, Region
 from torchinit._roles import Role
 
 
@@ -78,6 +79,38 @@ def problem(target: Target, needs_values: bool) -> str | None:
     if needs_values and not t.is_floating_point():
         return f"{where} has dtype {t.dtype}; random draws need a floating-point parameter."
     return None
+
+
+def _region(tensor: torch.Tensor) -> tuple[torch.Tensor, Region | None]:
+    """The local tensor to write and, for a sharded DTensor, where it sits in the global tensor."""
+    if type(tensor).__name__ != "DTensor":
+        return tensor, None
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    local = tensor.to_local()  # type: ignore[attr-defined]
+    _, offset = compute_local_shape_and_global_offset(tensor.shape, tensor.device_mesh, tensor.placements)  # type: ignore[attr-defined]
+    return local, Region(tuple(tensor.shape), tuple(offset))
+
+
+def execute_keyed(steps: list[Step], seed: int, threads: int | None) -> int:
+    """Carry out validated steps with keyed streams (see ``_keyed``); returns the elements drawn."""
+    writer = KeyedWriter(seed, threads)
+    later: list[tuple[Target, torch.Tensor]] = []
+    with torch.no_grad():
+        for step in steps:
+            target = step.target
+            if target.parametrized:
+                value = torch.empty(target.tensor.shape, dtype=target.tensor.dtype, device=target.tensor.device)
+                writer.add(step.action, value, target.path)
+                later.append((target, value))
+            else:
+                local, region = _region(target.tensor)
+                writer.add(step.action, local, target.path, region)
+        writer.run()
+        for target, value in later:
+            setattr(target.owner, target.name, value)
+            target.tensor = getattr(target.owner, target.name)
+    return writer.drawn
 
 
 def execute(steps: list[Step], generator: torch.Generator | None) -> None:

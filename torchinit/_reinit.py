@@ -11,7 +11,7 @@ from torch import nn
 
 from torchinit._actions import Action
 from torchinit._legacy import LegacyPlanner
-from torchinit._plan import Step, Target, execute, own_targets, problem
+from torchinit._plan import Step, Target, execute, execute_keyed, own_targets, problem
 from torchinit._report import InitReport, ReportEntry
 from torchinit._roles import NORMS, role_of
 from torchinit._schemes import AnyScheme, LegacyScheme, Override, Scheme, resolve_scheme
@@ -100,8 +100,14 @@ class Plan:
     uncovered: list[Target]
     norms: list[tuple[str, nn.Module]]
 
-    def run(self, generator: torch.Generator | None, warn: bool = True) -> InitReport:
-        """Write, reset running statistics, and report."""
+    def run(
+        self,
+        generator: torch.Generator | None,
+        warn: bool = True,
+        seed: int | None = None,
+        threads: int | None = None,
+    ) -> InitReport:
+        """Write (keyed by ``seed`` when given), reset running statistics, and report."""
         if warn and self.uncovered:
             listing = ", ".join(f"{t.path} {tuple(t.tensor.shape)}" for t in self.uncovered)
             warnings.warn(
@@ -112,12 +118,16 @@ class Plan:
                 ),
                 stacklevel=3,
             )
-        execute(self.steps, generator)
+        if seed is None:
+            execute(self.steps, generator)
+            drawn = sum(s.target.tensor.numel() for s in self.steps if s.action.draws)
+        else:
+            drawn = execute_keyed(self.steps, seed, threads)
         buffers = []
         for prefix, norm in self.norms:
             norm.reset_running_stats()  # type: ignore[operator]
             buffers += [prefix + b for b in ("running_mean", "running_var", "num_batches_tracked")]
-        return InitReport(self.name, _entries(self.steps), buffers)
+        return InitReport(self.name, _entries(self.steps), buffers, drawn=drawn)
 
 
 def prepare(
@@ -129,8 +139,14 @@ def prepare(
     overrides: Sequence[Override] = (),
     own_only: bool = False,
     check: Callable[[list[Step]], list[str]] | None = None,
+    seed: int | None = None,
 ) -> Plan:
     """Plan and validate; raise InitError listing every problem before anything is written."""
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise InitError(f"seed must be a non-negative integer; got seed={seed!r}.")
+        if generator is not None:
+            raise InitError("pass either seed= (keyed, order-free streams) or generator=, not both.")
     if not isinstance(module, nn.Module):
         raise InitError(f"module must be an nn.Module; got {type(module).__name__}.")
     resolved = resolve_scheme(scheme)
@@ -141,6 +157,11 @@ def prepare(
         raise InitError(f"generator must be a torch.Generator or None; got generator={generator!r}.")
     root = _unwrap(module)
     if isinstance(resolved, LegacyScheme):
+        if seed is not None:
+            raise InitError(
+                "legacy replays torch's constructors on torch's own RNG stream; it cannot be keyed by seed=. "
+                "Call torch.manual_seed(seed) first instead."
+            )
         if overrides:
             raise InitError(
                 "legacy reproduces torch's defaults bit for bit and takes no overrides; got "
@@ -184,6 +205,8 @@ def reinit(
     generator: torch.Generator | None = None,
     strict: bool = False,
     overrides: Sequence[Override] = (),
+    seed: int | None = None,
+    threads: int | None = None,
 ) -> InitReport:
     r"""Initialize every parameter of ``module`` in place by ``scheme``, with the true fans of each layer.
 
@@ -203,6 +226,11 @@ def reinit(
         strict: raise, naming each path and shape, when a parameter has no rule, instead of
             warning and leaving it untouched.
         overrides: :class:`Override` values layered on the scheme (not with ``legacy``).
+        seed: keyed generation: each parameter's values become a function of ``seed`` and its
+            qualified name only, the same whatever the walk order, the other modules, the number of
+            threads or the sharding (DTensor / FSDP2 parameters draw only the chunks their shard
+            covers). Chunks are filled in parallel. Not with ``generator`` or ``legacy``.
+        threads: worker threads for keyed fills; ``torch.get_num_threads()`` when None.
 
     Returns:
         An :class:`InitReport`: per parameter its path, shape, role, rule, fans and target std.
@@ -218,5 +246,5 @@ def reinit(
         >>> report["0.weight"].std == (2 / 27) ** 0.5
         True
     """
-    plan = prepare(module, scheme, generator=generator, strict=strict, overrides=overrides)
-    return plan.run(generator)
+    plan = prepare(module, scheme, generator=generator, strict=strict, overrides=overrides, seed=seed)
+    return plan.run(generator, seed=seed, threads=threads)

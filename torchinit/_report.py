@@ -45,8 +45,10 @@ class InitReport:
     was left untouched and why.
     """
 
-    def __init__(self, scheme: str, entries: list[ReportEntry], buffers: list[str]) -> None:
+    def __init__(self, scheme: str, entries: list[ReportEntry], buffers: list[str], drawn: int = 0) -> None:
         self.scheme = scheme
+        self.drawn = drawn
+        """Random elements this process generated (keyed shards count only the chunks they drew)."""
         self.entries = entries
         self.buffers = buffers
         self._index = {alias: e for e in entries for alias in (e.path, *e.aliases)}

@@ -1,0 +1,65 @@
+"""One rank of the distributed keyed-generation test (run as a subprocess by test_keyed.py).
+
+Usage: python tests/dist_worker.py RANK WORLD PORT OUT_DIR
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+import torchinit
+from torchinit import _keyed
+
+sys.path.insert(0, os.path.dirname(__file__))
+from dist_models import CHUNK, PLACEMENTS, make  # noqa: E402
+
+
+def main() -> None:
+    rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh("cpu", (world,))
+    _keyed.CHUNK_ELEMENTS["cpu"] = CHUNK
+    results = {}
+
+    # DTensor parameters with explicit placements
+    model = make()
+    kinds = {"shard0": Shard(0), "shard1": Shard(1), "replicate": Replicate()}
+    for path, kind in PLACEMENTS.items():
+        owner_path, _, name = path.rpartition(".")
+        owner = model.get_submodule(owner_path)
+        param = owner._parameters[name]
+        owner._parameters[name] = nn.Parameter(distribute_tensor(param.detach(), mesh, [kinds[kind]]))
+    report = torchinit.reinit(model, "kaiming_relu", seed=1234)
+    results["dtensor"] = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+                          for n, p in model.named_parameters()}  # fmt: skip
+    results["dtensor_drawn"] = report.drawn
+
+    # FSDP2
+    from torch.distributed.fsdp import fully_shard
+
+    model = make()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for layer in model.children():
+            if any(True for _ in layer.parameters()):
+                fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+    report = torchinit.reinit(model, "kaiming_relu", seed=1234)
+    results["fsdp"] = {n: p.full_tensor().detach().clone() for n, p in model.named_parameters()}
+    results["fsdp_drawn"] = report.drawn
+    torch.save(results, os.path.join(out, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
