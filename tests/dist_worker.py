@@ -18,7 +18,7 @@ import torchinit
 from torchinit import _keyed
 
 sys.path.insert(0, os.path.dirname(__file__))
-from dist_models import CHUNK, PLACEMENTS, make  # noqa: E402
+from dist_models import CHUNK, PLACEMENTS, make
 
 
 def main() -> None:

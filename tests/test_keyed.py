@@ -14,12 +14,11 @@ import torch
 from torch import nn
 
 import torchinit
-from torchinit import InitError, reinit
-from torchinit import _keyed
+from torchinit import InitError, _keyed, reinit
 from torchinit.testing import assert_distribution, assert_std
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dist_models import CHUNK, make  # noqa: E402
+from dist_models import CHUNK, make
 
 
 @pytest.fixture
@@ -69,7 +68,9 @@ def test_seed_and_name_select_the_stream(small_chunks: int) -> None:
     assert not torch.equal(a.weight, b.weight) and not torch.equal(a.weight, c.weight)
 
 
-@pytest.mark.parametrize("scheme", ["kaiming_relu", "kaiming_relu_uniform", torchinit.Scheme(distribution="truncated_normal")])
+@pytest.mark.parametrize(
+    "scheme", ["kaiming_relu", "kaiming_relu_uniform", torchinit.Scheme(distribution="truncated_normal")]
+)
 def test_chunked_output_statistics(scheme: object, small_chunks: int) -> None:
     layer = nn.Linear(1000, 700)  # 700000 elements: 171 chunks of 4096
     report = reinit(layer, scheme, seed=3)  # type: ignore[arg-type]

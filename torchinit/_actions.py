@@ -18,7 +18,7 @@ from torchinit._initializers import orthogonal_, truncated_normal_
 ActionKind = Literal["normal", "uniform", "truncated_normal", "orthogonal", "constant", "skip"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Action:
     """What to write into a tensor.
 
@@ -70,20 +70,19 @@ class Action:
 
 
 def write(action: Action, tensor: torch.Tensor, generator: torch.Generator | None) -> None:
-    """Carry out ``action`` on ``tensor`` in place, under no_grad.
+    """Carry out ``action`` on ``tensor`` in place; the caller holds ``torch.no_grad()``.
 
     A tensor that is not contiguous (channels_last, a strided view) is filled through a contiguous
     temporary, so its logical values do not depend on its memory format (torch's Conv does the same).
     """
     if action.kind == "skip" or tensor.numel() == 0:
         return
-    with torch.no_grad():
-        target = tensor if tensor.is_contiguous() else torch.empty_like(tensor, memory_format=torch.contiguous_format)
-        _fill(action, target, generator)
-        if action.zero_row is not None:
-            target[action.zero_row].fill_(0)
-        if target is not tensor:
-            tensor.copy_(target)
+    target = tensor if tensor.is_contiguous() else torch.empty_like(tensor, memory_format=torch.contiguous_format)
+    _fill(action, target, generator)
+    if action.zero_row is not None:
+        target[action.zero_row].fill_(0)
+    if target is not tensor:
+        tensor.copy_(target)
 
 
 def _fill(action: Action, t: torch.Tensor, generator: torch.Generator | None) -> None:

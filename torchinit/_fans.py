@@ -7,6 +7,7 @@ strided and packed weights. The rules here read the module's layout instead.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchinit._types import FAN_MODES, FanMode, InitError, choice_error
+from torchinit._types import FAN_MODES, FanMode, InitError, choice_error, is_lazy
 
 
 def _number(name: str, value: object) -> int | float:
@@ -114,6 +115,7 @@ def register_fan_rule(module_type: type[nn.Module], rule: FanRule) -> None:
     if not callable(rule):
         raise InitError(f"rule must be callable as rule(module, name); got rule={rule!r}.")
     _RULES[module_type] = rule
+    _chain.cache_clear()
 
 
 def find_fans(module: nn.Module, name: str) -> Fans | None:
@@ -122,17 +124,21 @@ def find_fans(module: nn.Module, name: str) -> Fans | None:
     A zero-element parameter has no fans (nothing connects), so it gets None too.
     """
     param = getattr(module, name, None)
-    if isinstance(param, nn.parameter.UninitializedParameter):
+    if is_lazy(param):
         return None  # no shape yet: fans_of and reinit report it as lazy
     if isinstance(param, torch.Tensor) and param.numel() == 0:
         return None
-    for cls in type(module).__mro__:
-        rule = _RULES.get(cls)
-        if rule is not None:
-            fans = rule(module, name)
-            if fans is not None:
-                return fans
+    for rule in _chain(type(module)):  # type: ignore[arg-type]
+        fans = rule(module, name)
+        if fans is not None:
+            return fans
     return None
+
+
+@functools.cache
+def _chain(cls: Any) -> tuple[FanRule, ...]:
+    """The registered rules that apply to ``cls``, most derived first (cleared on registration)."""
+    return tuple(_RULES[c] for c in cls.__mro__ if c in _RULES)
 
 
 def fans_of(module: nn.Module, name: str) -> Fans:
@@ -163,7 +169,7 @@ def fans_of(module: nn.Module, name: str) -> Fans:
     param = getattr(owner, local, None) if owner is not None else None
     if not isinstance(param, torch.Tensor):
         raise InitError(f"{type(module).__name__} has no parameter {name!r}.")
-    if isinstance(param, nn.parameter.UninitializedParameter):
+    if is_lazy(param):
         raise InitError(
             f"parameter {name!r} of {type(owner).__name__} is an uninitialized lazy parameter; "
             "run a forward pass first so it gets its shape."

@@ -12,9 +12,10 @@ from torch.nn.utils import parametrize
 from torchinit._actions import Action, write
 from torchinit._keyed import KeyedWriter, Region
 from torchinit._roles import Role
+from torchinit._types import is_lazy
 
 
-@dataclass
+@dataclass(slots=True)
 class Target:
     """A parameter as reinit sees it: its path, owner, local name and (effective) tensor.
 
@@ -34,7 +35,7 @@ class Target:
         return id(self.owner.parametrizations[self.name]) if self.parametrized else id(self.tensor)  # type: ignore[index]
 
 
-@dataclass
+@dataclass(slots=True)
 class Step:
     """One write: an action on a target, a copy from another target, or a draw that is thrown away."""
 
@@ -68,16 +69,21 @@ def target_named(module: nn.Module, prefix: str, name: str) -> Target:
 def problem(target: Target, needs_values: bool) -> str | None:
     """Why this target cannot be written, or None."""
     t = target.tensor
-    shape = "uninitialized" if isinstance(t, nn.parameter.UninitializedParameter) else tuple(t.shape)
-    where = f"{target.path} ({type(target.owner).__name__}, shape {shape})"
-    if isinstance(t, nn.parameter.UninitializedParameter):
-        return f"{where} is an uninitialized lazy parameter; run one forward pass first so it has a shape."
+    if is_lazy(t):
+        return (
+            f"{target.path} ({type(target.owner).__name__}, shape uninitialized) is an uninitialized lazy "
+            "parameter; run one forward pass first so it has a shape."
+        )
     if t.is_meta:
         return (
-            f"{where} is on the meta device and has no storage; materialize it first with module.to_empty(device=...)."
+            f"{target.path} ({type(target.owner).__name__}, shape {tuple(t.shape)}) is on the meta device and has "
+            "no storage; materialize it first with module.to_empty(device=...)."
         )
     if needs_values and not t.is_floating_point():
-        return f"{where} has dtype {t.dtype}; random draws need a floating-point parameter."
+        return (
+            f"{target.path} ({type(target.owner).__name__}, shape {tuple(t.shape)}) has dtype {t.dtype}; random "
+            "draws need a floating-point parameter."
+        )
     return None
 
 

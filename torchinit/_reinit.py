@@ -15,7 +15,7 @@ from torchinit._plan import Step, Target, execute, execute_keyed, own_targets, p
 from torchinit._report import InitReport, ReportEntry
 from torchinit._roles import NORMS, role_of
 from torchinit._schemes import AnyScheme, LegacyScheme, Override, Scheme, resolve_scheme
-from torchinit._types import InitError
+from torchinit._types import InitError, is_lazy
 
 
 class UncoveredParameterWarning(UserWarning):
@@ -35,6 +35,7 @@ def _scheme_plan(
     uncovered: list[Target] = []
     norms: list[tuple[str, nn.Module]] = []
     first: dict[int, Step] = {}
+    overrides = tuple(reversed(scheme.overrides))  # the last matching override wins
     for prefix, module in modules:
         prefix = f"{prefix}." if prefix else ""
         if isinstance(module, NORMS) and getattr(module, "track_running_stats", False):
@@ -43,12 +44,14 @@ def _scheme_plan(
             if target.key in first:  # tied: written once, under its first path
                 first[target.key].aliases.append(target.path)
                 continue
-            if isinstance(target.tensor, nn.parameter.UninitializedParameter):
+            if is_lazy(target.tensor):
                 steps.append(Step(target, Action("normal", formula="lazy")))  # refused by validation
                 continue
             role = role_of(module, target.name)
-            frozen = not target.tensor.requires_grad
-            chosen = next((o for o in reversed(scheme.overrides) if o.selects(target.path, module, role, frozen)), None)
+            frozen = not target.tensor.requires_grad if overrides else False
+            chosen = None
+            if overrides:
+                chosen = next((o for o in overrides if o.selects(target.path, module, role, frozen)), None)
             if chosen is not None:
                 action = chosen.action(role, target.path)
             elif target.tensor.numel() == 0:
@@ -127,7 +130,8 @@ class Plan:
         for prefix, norm in self.norms:
             norm.reset_running_stats()  # type: ignore[operator]
             buffers += [prefix + b for b in ("running_mean", "running_var", "num_batches_tracked")]
-        return InitReport(self.name, _entries(self.steps), buffers, drawn=drawn)
+        steps = self.steps
+        return InitReport(self.name, lambda: _entries(steps), buffers, drawn=drawn)
 
 
 def prepare(

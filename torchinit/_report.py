@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,13 +46,27 @@ class InitReport:
     was left untouched and why.
     """
 
-    def __init__(self, scheme: str, entries: list[ReportEntry], buffers: list[str], drawn: int = 0) -> None:
+    def __init__(
+        self,
+        scheme: str,
+        entries: list[ReportEntry] | Callable[[], list[ReportEntry]],
+        buffers: list[str],
+        drawn: int = 0,
+    ) -> None:
         self.scheme = scheme
         self.drawn = drawn
         """Random elements this process generated (keyed shards count only the chunks they drew)."""
-        self.entries = entries
         self.buffers = buffers
-        self._index = {alias: e for e in entries for alias in (e.path, *e.aliases)}
+        self._entries = entries  # built on first use: reinit itself never pays for the report
+
+    @functools.cached_property
+    def entries(self) -> list[ReportEntry]:
+        """One entry per parameter, in the order they were written."""
+        return self._entries() if callable(self._entries) else self._entries
+
+    @functools.cached_property
+    def _index(self) -> dict[str, ReportEntry]:
+        return {alias: e for e in self.entries for alias in (e.path, *e.aliases)}
 
     def __iter__(self) -> Iterator[ReportEntry]:
         return iter(self.entries)

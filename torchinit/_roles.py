@@ -5,6 +5,7 @@ Schemes (``_schemes.py``) map roles to draws; this file only knows torch.nn's la
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ ROLES: tuple[RoleName, ...] = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Role:
     """A parameter's role and the layout facts a scheme needs.
 
@@ -85,23 +86,32 @@ def register_role_rule(module_type: type[nn.Module], rule: RoleRule) -> None:
     if not callable(rule):
         raise InitError(f"rule must be callable as rule(module, name); got rule={rule!r}.")
     _RULES[module_type] = rule
+    _chain.cache_clear()
 
 
 def role_of(module: nn.Module, name: str) -> Role | None:
     """The role of ``module``'s own parameter ``name``, or None when no rule covers it."""
-    for cls in type(module).__mro__:
-        rule = _RULES.get(cls)
-        if rule is not None:
-            role = rule(module, name)
-            if role is not None:
-                return role
+    for rule in _chain(type(module)):  # type: ignore[arg-type]
+        role = rule(module, name)
+        if role is not None:
+            return role
     fans = find_fans(module, name)
     return Role("dense", fans) if fans is not None else None
 
 
+@functools.cache
+def _chain(cls: Any) -> tuple[RoleRule, ...]:
+    """The registered rules that apply to ``cls``, most derived first (cleared on registration)."""
+    return tuple(_RULES[c] for c in cls.__mro__ if c in _RULES)
+
+
+_BIAS = Role("bias")
+_NORM = {"weight": Role("norm_weight"), "bias": Role("norm_bias")}
+
+
 def _weight_and_bias(m: Any, name: str) -> Role | None:
     if name == "bias":
-        return Role("bias")
+        return _BIAS
     fans = find_fans(m, name)
     return Role("dense", fans) if fans is not None else None
 
@@ -112,7 +122,7 @@ def _embedding(m: Any, name: str) -> Role | None:
 
 def _attention(m: Any, name: str) -> Role | None:
     if name == "in_proj_bias":
-        return Role("bias")
+        return _BIAS
     if name in ("bias_k", "bias_v"):
         return Role("attention_kv", width=m.embed_dim)
     fans = find_fans(m, name)
@@ -138,7 +148,7 @@ def _recurrent(m: Any, name: str) -> Role | None:
 
 
 def _norm(m: Any, name: str) -> Role | None:
-    return {"weight": Role("norm_weight"), "bias": Role("norm_bias")}.get(name)
+    return _NORM.get(name)
 
 
 def _prelu(m: Any, name: str) -> Role | None:

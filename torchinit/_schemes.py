@@ -249,7 +249,7 @@ class Scheme:
             if self.distribution == "orthogonal":
                 return Action("orthogonal", self.gain, chunks=fans.chunks, fans=fans, formula="orthogonal")
             std = math.sqrt(self.scale / fans.fan(self.mode))
-            return variance_action(self.distribution, std, fans, f"sqrt({self.scale:.6g}/{self.mode})")
+            return variance_action(self.distribution, std, fans, "variance scaling")
         if kind == "bias":
             if role.forget_chunk is not None and role.input_side and self.forget_bias != self.bias:
                 values = [self.bias] * role.chunks

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
+
+from torch.nn import parameter as _parameter
 
 FanMode = Literal["fan_in", "fan_out", "fan_avg"]
 """Which fan a variance-scaling rule divides by: ``fan_in``, ``fan_out`` or their mean ``fan_avg``."""
@@ -32,3 +34,11 @@ def choice_error(subject: str, name: str, value: object, options: Iterable[str])
         if close:
             hint = f" Did you mean {close[0]!r}?"
     return InitError(f"{subject} must be one of {', '.join(map(repr, options))}; got {name}={value!r}.{hint}")
+
+
+_LAZY: type = getattr(_parameter, "UninitializedTensorMixin")  # noqa: B009 (absent from torch's stubs)
+
+
+def is_lazy(tensor: Any) -> bool:
+    """Whether ``tensor`` is an uninitialized lazy parameter or buffer (no shape yet)."""
+    return isinstance(tensor, _LAZY)
