@@ -38,6 +38,11 @@ def child(variant: str, scheme: str, repeats: int) -> None:
             torchinit.reinit(model, scheme)
         elif variant == "build(Net)":
             model, _ = torchinit.build(GPT2Small, scheme)
+        elif variant == "reinit(Net(), seed=0)":
+            model = GPT2Small()
+            torchinit.reinit(model, scheme, seed=0)
+        elif variant == "build(Net, seed=0)":
+            model, _ = torchinit.build(GPT2Small, scheme, seed=0)
         elif variant == "Net() with torch defaults":
             model = GPT2Small()
         else:
@@ -64,20 +69,28 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, scheme {args.scheme}, {args.repeats} repeats")
     results = {}
-    for variant in ("Net() with torch defaults", "reinit(Net())", "build(Net)"):
+    variants = (
+        "Net() with torch defaults",
+        "reinit(Net())",
+        "build(Net)",
+        "reinit(Net(), seed=0)",
+        "build(Net, seed=0)",
+    )
+    for variant in variants:
         out = subprocess.run(
             [sys.executable, __file__, "--child", variant, "--scheme", args.scheme, "--repeats", str(args.repeats)],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         results[variant] = json.loads(out.strip().splitlines()[-1])
-    base = statistics.median(results["reinit(Net())"]["times"])
+    bases = {v: statistics.median(results[v]["times"]) for v in ("reinit(Net())", "reinit(Net(), seed=0)")}
     elements = results["build(Net)"]["elements"]
     print(f"GPT-2 small shape: {elements / 1e6:.1f} M parameters, {results['build(Net)']['tensors']} tensors, "
           f"{elements * 4 / 2**20:.0f} MiB in fp32")  # fmt: skip
-    print(f"{'variant':<28}{'median ms':>10}{'min ms':>9}{'vs reinit(Net())':>18}{'peak / params':>15}")
+    print(f"{'variant':<28}{'median ms':>10}{'min ms':>9}{'speed vs reinit(Net()) alike':>30}{'peak / params':>15}")
     for variant, r in results.items():
         median = statistics.median(r["times"])
-        print(f"{variant:<28}{median * 1e3:>10.0f}{min(r['times']) * 1e3:>9.0f}{base / median:>17.2f}x"
+        base = bases["reinit(Net(), seed=0)" if "seed" in variant else "reinit(Net())"]
+        print(f"{variant:<28}{median * 1e3:>10.0f}{min(r['times']) * 1e3:>9.0f}{base / median:>29.2f}x"
               f"{r['peak_bytes'] / (elements * 4):>15.2f}")  # fmt: skip
 
 

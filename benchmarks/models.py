@@ -33,3 +33,29 @@ def parameter_count(model: nn.Module) -> tuple[int, int]:
     """(elements, tensors), counting tied tensors once."""
     params = list(model.parameters())
     return sum(p.numel() for p in params), len(params)
+
+
+class LlamaBlock(nn.Module):
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.input_layernorm = nn.RMSNorm(width)
+        self.self_attn = nn.ModuleDict(
+            {n: nn.Linear(width, width, bias=False) for n in ("q_proj", "k_proj", "v_proj", "o_proj")}
+        )
+        self.post_attention_layernorm = nn.RMSNorm(width)
+        self.mlp = nn.ModuleDict(
+            {"gate_proj": nn.Linear(width, hidden, bias=False), "up_proj": nn.Linear(width, hidden, bias=False),
+             "down_proj": nn.Linear(hidden, width, bias=False)}
+        )  # fmt: skip
+
+
+class Llama(nn.Module):
+    """Llama-7B's parameter tree at scale=1 (6.74 B parameters); ``scale`` shrinks widths for dry runs."""
+
+    def __init__(self, scale: float = 1.0, layers: int = 32) -> None:
+        super().__init__()
+        width, hidden, vocab = int(4096 * scale), int(11008 * scale), int(32000 * scale)
+        self.embed_tokens = nn.Embedding(vocab, width)
+        self.layers = nn.ModuleList([LlamaBlock(width, hidden) for _ in range(layers)])
+        self.norm = nn.RMSNorm(width)
+        self.lm_head = nn.Linear(width, vocab, bias=False)

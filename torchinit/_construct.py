@@ -181,6 +181,8 @@ def build(
     generator: torch.Generator | None = None,
     overrides: Sequence[Override] = (),
     strict: bool = False,
+    seed: int | None = None,
+    threads: int | None = None,
 ) -> tuple[M, InitReport]:
     """Construct ``factory()`` with torch's default init skipped, on ``device`` in ``dtype``, then apply ``scheme``.
 
@@ -198,6 +200,8 @@ def build(
         generator: the RNG for the scheme's draws.
         overrides: :class:`Override` values layered on the scheme.
         strict: raise on parameters no rule covers, as in :func:`reinit`.
+        seed: keyed, parallel generation as in :func:`reinit` (not with ``generator`` or ``legacy``).
+        threads: worker threads for keyed fills.
 
     Returns:
         The model and the :class:`InitReport` of the scheme pass.
@@ -250,5 +254,5 @@ def build(
             if id(param) in ctx.pending and id(param) not in written
         ]
 
-    plan = prepare(model, scheme, generator=generator, strict=strict, overrides=overrides, check=unwritten)
-    return model, plan.run(generator)
+    plan = prepare(model, scheme, generator=generator, strict=strict, overrides=overrides, check=unwritten, seed=seed)
+    return model, plan.run(generator, seed=seed, threads=threads)

@@ -31,11 +31,11 @@ _DEFAULT_CHUNK = 1 << 24
 
 _MT_WORDS = 624
 _MT_OFFSET = 24  # where torch's CPU generator state keeps the 624 MT words (one per uint64)
-_template: torch.Tensor | None = None
+_template: bytes | None = None
 _template_lock = threading.Lock()
 
 
-def _mt_template() -> torch.Tensor:
+def _mt_template() -> bytes:
     global _template
     with _template_lock:
         if _template is None:
@@ -44,7 +44,7 @@ def _mt_template() -> torch.Tensor:
             words = state[_MT_OFFSET : _MT_OFFSET + 16].view(torch.int64).tolist()
             if words != [1, 1812433254] or state.numel() < _MT_OFFSET + 8 * _MT_WORDS:
                 raise RuntimeError("unexpected torch CPU generator state layout; keyed generation is unavailable")
-            _template = state
+            _template = bytes(state.tolist())
         return _template
 
 
@@ -57,11 +57,11 @@ def keyed_generator(key: bytes, device: torch.device) -> torch.Generator:
     """A generator whose stream is a function of ``key`` alone."""
     if device.type == "cpu":
         digest = hashlib.shake_128(key).digest(4 * _MT_WORDS)
-        words = torch.frombuffer(bytearray(digest), dtype=torch.int32).to(torch.int64) & 0xFFFFFFFF
-        state = _mt_template().clone()
-        state[_MT_OFFSET : _MT_OFFSET + 8 * _MT_WORDS] = words.view(torch.uint8)
+        state = bytearray(_mt_template())
+        for byte in range(4):  # each 32-bit little-endian word into the low half of its uint64 slot
+            state[_MT_OFFSET + byte : _MT_OFFSET + 8 * _MT_WORDS : 8] = digest[byte::4]
         generator = torch.Generator()
-        generator.set_state(state)
+        generator.set_state(torch.frombuffer(state, dtype=torch.uint8))
         return generator
     generator = torch.Generator(device=device)
     generator.manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1)
@@ -105,7 +105,7 @@ class KeyedWriter:
     def __init__(self, seed: int, threads: int | None = None) -> None:
         self.seed = seed
         self.threads = max(1, threads if threads is not None else torch.get_num_threads())
-        self.tasks: list[Callable[[], None]] = []
+        self.tasks: list[tuple[int, Callable[[], None]]] = []  # (elements, task)
         self.finish: list[Callable[[], None]] = []
         self.drawn = 0
 
@@ -143,7 +143,7 @@ class KeyedWriter:
             piece = buffer[start - base : stop - base]
             key = key_bytes(self.seed, name, "chunk", c)
             self.drawn += piece.numel()
-            self.tasks.append(functools.partial(_fill_keyed, action, piece, key))
+            self.tasks.append((piece.numel(), functools.partial(_fill_keyed, action, piece, key)))
         if region is not None:
             self.finish.append(lambda: _scatter(buffer, base, tensor, region, action))
         elif not direct:
@@ -156,20 +156,36 @@ class KeyedWriter:
         full = torch.empty(shape, dtype=tensor.dtype, device=tensor.device)
         key = key_bytes(self.seed, name, action.kind, 0)
         self.drawn += full.numel()
-        self.tasks.append(functools.partial(_fill_keyed, action, full, key))
+        self.tasks.append((full.numel(), functools.partial(_fill_keyed, action, full, key)))
         self.finish.append(lambda: _place(full, tensor, region, action))
 
     def run(self) -> None:
-        """Fill every chunk (in parallel), then copy, scatter and write constants."""
-        if self.threads == 1 or len(self.tasks) <= 1:
-            for task in self.tasks:
+        """Fill every chunk (in parallel), then copy, scatter and write constants.
+
+        Tasks are split once into ``threads`` lists of about equal element counts (largest first,
+        each to the least-loaded list), so the pool costs a few submissions, not one per tensor.
+        """
+        workers = min(self.threads, len(self.tasks))
+        if workers <= 1:
+            for _, task in self.tasks:
                 task()
         else:
-            with ThreadPoolExecutor(max_workers=min(self.threads, len(self.tasks))) as pool:
-                for future in [pool.submit(task) for task in self.tasks]:
+            lists: list[list[Callable[[], None]]] = [[] for _ in range(workers)]
+            loads = [0] * workers
+            for size, task in sorted(self.tasks, key=lambda t: -t[0]):
+                least = loads.index(min(loads))
+                lists[least].append(task)
+                loads[least] += size
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for future in [pool.submit(_run_all, tasks) for tasks in lists]:
                     future.result()
         for step in self.finish:
             step()
+
+
+def _run_all(tasks: list[Callable[[], None]]) -> None:
+    for task in tasks:
+        task()
 
 
 def _fill_keyed(action: Action, piece: torch.Tensor, key: bytes) -> None:

@@ -47,11 +47,17 @@ class Step:
     aliases: list[str] = field(default_factory=list)
 
 
+def _parametrized(module: nn.Module) -> bool:
+    # parametrize.is_parametrized() looks the attribute up through Module.__getattr__, whose miss
+    # raises and formats an AttributeError: ~10 us per module. The ModuleDict lives in _modules.
+    return "parametrizations" in module._modules
+
+
 def own_targets(module: nn.Module, prefix: str) -> Iterator[Target]:
     """The module's own parameters (parametrized ones through their owner), in registration order."""
     if isinstance(module, parametrize.ParametrizationList):
         return  # its `original*` tensors are reached through the parametrized owner
-    if parametrize.is_parametrized(module):
+    if _parametrized(module):
         for name in module.parametrizations:  # type: ignore[union-attr]
             yield Target(prefix + name, module, name, getattr(module, name), parametrized=True)
     for name, param in module._parameters.items():
@@ -61,7 +67,7 @@ def own_targets(module: nn.Module, prefix: str) -> Iterator[Target]:
 
 def target_named(module: nn.Module, prefix: str, name: str) -> Target:
     """The target of ``module``'s own parameter ``name`` (plain or parametrized)."""
-    if parametrize.is_parametrized(module, name):
+    if _parametrized(module) and name in module.parametrizations:  # type: ignore[operator]
         return Target(prefix + name, module, name, getattr(module, name), parametrized=True)
     return Target(prefix + name, module, name, module._parameters[name])  # type: ignore[arg-type]
 
