@@ -33,6 +33,8 @@ def test_public_api() -> None:
         "register_scheme", "reinit",
         # construction time
         "SchemeMixin", "build", "default_scheme", "with_scheme",
+        # lsuv
+        "LSUVLayer", "LSUVScheme",
     }  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from torchinit._initializers import (
     xavier_normal_,
     xavier_uniform_,
 )
+from torchinit._lsuv import LSUVLayer, LSUVScheme
 from torchinit._mixin import SchemeMixin, with_scheme
 from torchinit._reinit import UncoveredParameterWarning, reinit
 from torchinit._report import InitReport, ReportEntry
@@ -41,6 +42,8 @@ __all__ = [
     "Fans",
     "InitError",
     "InitReport",
+    "LSUVLayer",
+    "LSUVScheme",
     "LegacyScheme",
     "Override",
     "ROLES",

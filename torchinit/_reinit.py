@@ -5,12 +5,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from torchinit._actions import Action
 from torchinit._legacy import LegacyPlanner
+from torchinit._lsuv import LSUVScheme, lsuv_
 from torchinit._plan import Step, Target, execute, execute_keyed, own_targets, problem
 from torchinit._report import InitReport, ReportEntry
 from torchinit._roles import NORMS, role_of
@@ -160,6 +162,10 @@ def prepare(
     if generator is not None and not isinstance(generator, torch.Generator):
         raise InitError(f"generator must be a torch.Generator or None; got generator={generator!r}.")
     root = _unwrap(module)
+    if not isinstance(resolved, (Scheme, LegacyScheme)):
+        raise InitError(
+            f"scheme {scheme!r} calibrates on data and runs only through reinit(model, {scheme!r}, data=batch)."
+        )
     if isinstance(resolved, LegacyScheme):
         if seed is not None:
             raise InitError(
@@ -211,6 +217,7 @@ def reinit(
     overrides: Sequence[Override] = (),
     seed: int | None = None,
     threads: int | None = None,
+    data: Any = None,
 ) -> InitReport:
     r"""Initialize every parameter of ``module`` in place by ``scheme``, with the true fans of each layer.
 
@@ -235,6 +242,7 @@ def reinit(
             threads or the sharding (DTensor / FSDP2 parameters draw only the chunks their shard
             covers). Chunks are filled in parallel. Not with ``generator`` or ``legacy``.
         threads: worker threads for keyed fills; ``torch.get_num_threads()`` when None.
+        data: for ``"lsuv"`` (an :class:`LSUVScheme`): the batch the layers are calibrated on.
 
     Returns:
         An :class:`InitReport`: per parameter its path, shape, role, rule, fans and target std.
@@ -250,5 +258,16 @@ def reinit(
         >>> report["0.weight"].std == (2 / 27) ** 0.5
         True
     """
+    lsuv = resolve_scheme(scheme)
+    if isinstance(lsuv, LSUVScheme):
+        plan = prepare(module, lsuv.base, generator=generator, strict=strict, overrides=overrides, seed=seed)
+        reports: list[InitReport] = []
+        layers = lsuv_(_unwrap(module), data, lsuv, lambda: reports.append(plan.run(generator, False, seed, threads)))
+        report = reports[0]
+        report.scheme = scheme if isinstance(scheme, str) else repr(lsuv)
+        report.lsuv = layers
+        return report
+    if data is not None:
+        raise InitError(f"data= is only used by the lsuv scheme; got scheme={scheme!r}.")
     plan = prepare(module, scheme, generator=generator, strict=strict, overrides=overrides, seed=seed)
     return plan.run(generator, seed=seed, threads=threads)

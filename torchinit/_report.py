@@ -57,6 +57,8 @@ class InitReport:
         self.drawn = drawn
         """Random elements this process generated (keyed shards count only the chunks they drew)."""
         self.buffers = buffers
+        self.lsuv: list[Any] = []
+        """For ``"lsuv"``: per layer in forward order, the output std reached and the rescalings used."""
         self._entries = entries  # built on first use: reinit itself never pays for the report
 
     @functools.cached_property
@@ -114,4 +116,7 @@ class InitReport:
                 lines.append("  ".join("-" * w for w in widths))
         if self.buffers:
             lines.append(f"buffers reset: {', '.join(self.buffers)}")
+        for layer in self.lsuv:
+            state = "ok" if layer.converged else "NOT within tolerance"
+            lines.append(f"lsuv {layer.path}: output std {layer.std:.4f} after {layer.iterations} rescalings ({state})")
         return "\n".join(lines)

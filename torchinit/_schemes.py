@@ -276,7 +276,10 @@ class LegacyScheme:
         return "LegacyScheme()"
 
 
-AnyScheme = Scheme | LegacyScheme
+AnyScheme = Scheme | LegacyScheme | Any
+"""A scheme object: a :class:`Scheme`, :class:`LegacyScheme`, or ``LSUVScheme``."""
+
+scheme_types: list[type] = [Scheme, LegacyScheme]  # LSUVScheme joins from _lsuv (it needs a batch)
 
 _REGISTRY: dict[str, AnyScheme] = {}
 
@@ -289,7 +292,7 @@ def register_scheme(name: str, scheme: AnyScheme, *, overwrite: bool = False) ->
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise InitError(f"name must be an identifier-like string; got name={name!r}.")
-    if not isinstance(scheme, (Scheme, LegacyScheme)):
+    if not isinstance(scheme, tuple(scheme_types)):
         raise InitError(f"scheme must be a Scheme; got scheme={scheme!r}.")
     if name in _REGISTRY and not overwrite:
         raise InitError(f"scheme {name!r} is already registered; pass overwrite=True to replace it.")
@@ -325,7 +328,7 @@ def resolve_scheme(scheme: str | AnyScheme) -> AnyScheme:
     """A scheme object from a name or a scheme."""
     if isinstance(scheme, str):
         return get_scheme(scheme)
-    if isinstance(scheme, (Scheme, LegacyScheme)):
+    if isinstance(scheme, tuple(scheme_types)):
         return scheme
     raise InitError(f"scheme must be a registered name or a Scheme; got scheme={scheme!r}.")
 

@@ -1,0 +1,156 @@
+"""LSUV (Mishkin & Matas 2015): orthonormal init, then rescale each layer to unit output std on a batch."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchinit._roles import role_of
+from torchinit._schemes import Scheme, register_scheme, scheme_types
+from torchinit._types import InitError
+
+
+@dataclass(frozen=True, kw_only=True)
+class LSUVScheme:
+    r"""Layer-sequential unit-variance init: ``reinit(model, "lsuv", data=batch)``.
+
+    First every parameter gets ``base`` (orthogonal by default: Saxe et al. 2014); then, layer by
+    layer in forward order, each dense weight is divided by its layer's output std on ``data`` until
+    :math:`|\mathrm{std} - 1| \le` ``tol`` or ``max_iter`` rescalings. With ``center`` the bias also
+    absorbs the output's per-channel mean. The model runs in eval mode during the passes and each
+    module's train/eval flag is restored afterwards.
+
+    Args:
+        tol: allowed deviation of each layer's output std from 1.
+        max_iter: rescalings per layer at most.
+        center: also shift each layer's bias so its output has zero mean per channel.
+        base: the scheme applied before the rescaling.
+    """
+
+    tol: float = 0.1
+    max_iter: int = 10
+    center: bool = False
+    base: Scheme = field(default_factory=Scheme.orthogonal)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tol, bool) or not isinstance(self.tol, (int, float)) or not 0 < self.tol < 1:
+            raise InitError(f"tol must be a number in (0, 1); got tol={self.tol!r}.")
+        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int) or self.max_iter < 1:
+            raise InitError(f"max_iter must be a positive integer; got max_iter={self.max_iter!r}.")
+        if not isinstance(self.base, Scheme):
+            raise InitError(f"base must be a Scheme; got base={self.base!r}.")
+
+
+scheme_types.append(LSUVScheme)
+
+
+@dataclass(frozen=True)
+class LSUVLayer:
+    """What LSUV did to one layer: final output std, rescalings, whether it met the tolerance."""
+
+    path: str
+    std: float
+    iterations: int
+    converged: bool
+
+
+class _ReachedError(Exception):
+    """Raised from a hook to end a forward pass once the watched layer has produced its output."""
+
+
+def _call(model: nn.Module, data: Any) -> Any:
+    if isinstance(data, dict):
+        return model(**data)
+    if isinstance(data, (tuple, list)):
+        return model(*data)
+    return model(data)
+
+
+def _layers(model: nn.Module, data: Any) -> list[tuple[str, nn.Module]]:
+    """Layers with a dense weight and a tensor output, in the order a forward pass first calls them."""
+    candidates = {
+        m: name
+        for name, m in model.named_modules()
+        if "weight" in m._parameters and (role := role_of(m, "weight")) is not None and role.kind == "dense"
+    }
+    order: list[tuple[str, nn.Module]] = []
+
+    def record(module: nn.Module, args: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and all(module is not m for _, m in order):
+            order.append((candidates[module], module))
+
+    handles = [m.register_forward_hook(record) for m in candidates]
+    try:
+        _call(model, data)
+    finally:
+        for h in handles:
+            h.remove()
+    return order
+
+
+def _output_of(model: nn.Module, layer: nn.Module, data: Any) -> torch.Tensor:
+    captured: list[torch.Tensor] = []
+
+    def grab(module: nn.Module, args: Any, output: Any) -> None:
+        captured.append(output)
+        raise _ReachedError
+
+    handle = layer.register_forward_hook(grab)
+    try:
+        _call(model, data)
+    except _ReachedError:
+        pass
+    finally:
+        handle.remove()
+    return captured[0]
+
+
+def _scale_weight(layer: nn.Module, factor: float) -> None:
+    from torch.nn.utils import parametrize
+
+    weight: torch.Tensor = layer.weight  # type: ignore[assignment]
+    if parametrize.is_parametrized(layer, "weight"):
+        setattr(layer, "weight", weight * factor)  # through right_inverse  # noqa: B010
+    else:
+        weight.mul_(factor)
+
+
+def lsuv_(model: nn.Module, data: Any, scheme: LSUVScheme, run_base: Callable[[], object]) -> list[LSUVLayer]:
+    """Apply the base scheme (``run_base``), then rescale layer by layer; return what each layer got."""
+    if data is None:
+        raise InitError(
+            "lsuv needs a batch to measure activations on: reinit(model, 'lsuv', data=batch), where model(batch) "
+            "(or model(*batch) for a tuple, model(**batch) for a dict) runs a forward pass."
+        )
+    modes = {m: m.training for m in model.modules()}
+    results: list[LSUVLayer] = []
+    try:
+        model.eval()
+        with torch.no_grad():
+            run_base()
+            for path, layer in _layers(model, data):
+                iterations, std = 0, math.nan
+                for iterations in range(scheme.max_iter + 1):
+                    out = _output_of(model, layer, data).float()
+                    bias = layer._parameters.get("bias")
+                    if scheme.center and bias is not None:
+                        channel = 1 if out.dim() > 2 else out.dim() - 1
+                        bias.sub_(out.mean(dim=[d for d in range(out.dim()) if d != channel]).to(bias.dtype))
+                        out = _output_of(model, layer, data).float()
+                    std = float(out.std())
+                    if abs(std - 1.0) <= scheme.tol or iterations == scheme.max_iter or not std > 0:
+                        break
+                    _scale_weight(layer, 1.0 / std)
+                results.append(LSUVLayer(path, std, iterations, abs(std - 1.0) <= scheme.tol))
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+    return results
+
+
+register_scheme("lsuv", LSUVScheme())
