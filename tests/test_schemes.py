@@ -32,7 +32,8 @@ def test_built_in_schemes(name: str) -> None:
 @pytest.mark.parametrize("name", list_schemes())
 def test_repr_pastes_back(name: str) -> None:
     scheme = get_scheme(name)
-    assert eval(repr(scheme), {"Scheme": Scheme, "LegacyScheme": LegacyScheme, "Override": Override}) == scheme
+    names = {"Scheme": Scheme, "LegacyScheme": LegacyScheme, "Override": Override, "LSUVScheme": torchinit.LSUVScheme}
+    assert eval(repr(scheme), names) == scheme
 
 
 def test_parameterized_forms_use_exact_gains() -> None:
