@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import torch
@@ -75,9 +74,3 @@ def format_table(result: dict[str, object]) -> str:
         f"{1 / math.sqrt(3) / math.sqrt(2):.3f}x the ReLU-preserving sqrt(2/fan_in)."
     )
     return "\n".join(lines)
-
-
-def main(json_output: bool, depth: int, seed: int) -> None:
-    """Print the demo table (or JSON)."""
-    result = run(depth=depth, seed=seed)
-    print(json.dumps(result, indent=1) if json_output else format_table(result))
