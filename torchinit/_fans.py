@@ -7,7 +7,6 @@ strided and packed weights. The rules here read the module's layout instead.
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchinit._rules import TypeRules
 from torchinit._types import FAN_MODES, FanMode, InitError, choice_error, is_lazy
 
 
@@ -91,7 +91,7 @@ def torch_fans(tensor: torch.Tensor) -> Fans:
 FanRule = Callable[[nn.Module, str], "Fans | None"]
 """A rule gives the fans of a module's parameter, by its local name, or None when it has none."""
 
-_RULES: dict[type[nn.Module], FanRule] = {}
+_RULES: TypeRules[Fans] = TypeRules()
 
 
 def register_fan_rule(module_type: type[nn.Module], rule: FanRule) -> None:
@@ -110,12 +110,7 @@ def register_fan_rule(module_type: type[nn.Module], rule: FanRule) -> None:
         >>> fans_of(Gate(), "w")
         Fans(fan_in=8, fan_out=16)
     """
-    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
-        raise InitError(f"module_type must be an nn.Module subclass; got module_type={module_type!r}.")
-    if not callable(rule):
-        raise InitError(f"rule must be callable as rule(module, name); got rule={rule!r}.")
-    _RULES[module_type] = rule
-    _chain.cache_clear()
+    _RULES.register(module_type, rule)
 
 
 def find_fans(module: nn.Module, name: str) -> Fans | None:
@@ -128,17 +123,7 @@ def find_fans(module: nn.Module, name: str) -> Fans | None:
         return None  # no shape yet: fans_of and reinit report it as lazy
     if isinstance(param, torch.Tensor) and param.numel() == 0:
         return None
-    for rule in _chain(type(module)):  # type: ignore[arg-type]
-        fans = rule(module, name)
-        if fans is not None:
-            return fans
-    return None
-
-
-@functools.cache
-def _chain(cls: Any) -> tuple[FanRule, ...]:
-    """The registered rules that apply to ``cls``, most derived first (cleared on registration)."""
-    return tuple(_RULES[c] for c in cls.__mro__ if c in _RULES)
+    return _RULES.first(module, name)
 
 
 def fans_of(module: nn.Module, name: str) -> Fans:

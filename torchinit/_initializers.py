@@ -105,6 +105,22 @@ def variance_scaling_(
     return _draw(tensor, distribution, math.sqrt(scale / fan), generator)
 
 
+def _kaiming_std(
+    tensor: torch.Tensor,
+    a: float,
+    mode: FanMode,
+    nonlinearity: str,
+    fans: FansArg,
+    fan_in: float | None,
+    fan_out: float | None,
+) -> float | None:
+    # torch's arithmetic, gain / sqrt(fan), so the drop-ins stay bit-exact; None: nothing to draw.
+    gain = calculate_gain(nonlinearity, a)
+    if _check_tensor(tensor).numel() == 0:
+        return None
+    return gain / math.sqrt(resolve_fan(tensor, mode, fans, fan_in, fan_out))
+
+
 def kaiming_uniform_(
     tensor: torch.Tensor,
     a: float = 0,
@@ -131,12 +147,8 @@ def kaiming_uniform_(
         >>> round(w.abs().max().item() / math.sqrt(6 / 256), 2)
         1.0
     """
-    tensor = _check_tensor(tensor)
-    gain = calculate_gain(nonlinearity, a)
-    if tensor.numel() == 0:
-        return tensor
-    std = gain / math.sqrt(resolve_fan(tensor, mode, fans, fan_in, fan_out))
-    return _uniform(tensor, math.sqrt(3.0) * std, generator)
+    std = _kaiming_std(tensor, a, mode, nonlinearity, fans, fan_in, fan_out)
+    return tensor if std is None else _uniform(tensor, math.sqrt(3.0) * std, generator)
 
 
 def kaiming_normal_(
@@ -160,12 +172,8 @@ def kaiming_normal_(
         >>> round(w.std().item() / math.sqrt(2 / 2048), 1)
         1.0
     """
-    tensor = _check_tensor(tensor)
-    gain = calculate_gain(nonlinearity, a)
-    if tensor.numel() == 0:
-        return tensor
-    std = gain / math.sqrt(resolve_fan(tensor, mode, fans, fan_in, fan_out))
-    return _normal(tensor, std, generator)
+    std = _kaiming_std(tensor, a, mode, nonlinearity, fans, fan_in, fan_out)
+    return tensor if std is None else _normal(tensor, std, generator)
 
 
 def _xavier_std(tensor: torch.Tensor, gain: float, fans: FansArg, fan_in: float | None, fan_out: float | None) -> float:

@@ -5,7 +5,6 @@ Schemes (``_schemes.py``) map roles to draws; this file only knows torch.nn's la
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import Any, Literal
 from torch import nn
 
 from torchinit._fans import Fans, find_fans
+from torchinit._rules import TypeRules
 from torchinit._types import InitError
 
 RoleName = Literal["dense", "recurrent", "bias", "norm_weight", "norm_bias", "embedding", "prelu", "attention_kv"]
@@ -64,7 +64,7 @@ class Role:
 RoleRule = Callable[[nn.Module, str], "Role | None"]
 """A rule gives the role of a module's own parameter, by local name, or None to defer."""
 
-_RULES: dict[type[nn.Module], RoleRule] = {}
+_RULES: TypeRules[Role] = TypeRules()
 
 
 def register_role_rule(module_type: type[nn.Module], rule: RoleRule) -> None:
@@ -81,28 +81,16 @@ def register_role_rule(module_type: type[nn.Module], rule: RoleRule) -> None:
         ...         self.gamma = nn.Parameter(torch.empty(8))
         >>> register_role_rule(Scale, lambda m, name: Role("norm_weight") if name == "gamma" else None)
     """
-    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
-        raise InitError(f"module_type must be an nn.Module subclass; got module_type={module_type!r}.")
-    if not callable(rule):
-        raise InitError(f"rule must be callable as rule(module, name); got rule={rule!r}.")
-    _RULES[module_type] = rule
-    _chain.cache_clear()
+    _RULES.register(module_type, rule)
 
 
 def role_of(module: nn.Module, name: str) -> Role | None:
     """The role of ``module``'s own parameter ``name``, or None when no rule covers it."""
-    for rule in _chain(type(module)):  # type: ignore[arg-type]
-        role = rule(module, name)
-        if role is not None:
-            return role
+    role = _RULES.first(module, name)
+    if role is not None:
+        return role
     fans = find_fans(module, name)
     return Role("dense", fans) if fans is not None else None
-
-
-@functools.cache
-def _chain(cls: Any) -> tuple[RoleRule, ...]:
-    """The registered rules that apply to ``cls``, most derived first (cleared on registration)."""
-    return tuple(_RULES[c] for c in cls.__mro__ if c in _RULES)
 
 
 _BIAS = Role("bias")
