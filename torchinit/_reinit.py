@@ -15,7 +15,7 @@ from torchinit._legacy import LegacyPlanner
 from torchinit._lsuv import LSUVScheme, lsuv_
 from torchinit._plan import Step, Target, execute, execute_keyed, own_targets, problem
 from torchinit._report import InitReport, ReportEntry
-from torchinit._roles import NORMS, role_of
+from torchinit._roles import NORMS, PURE_TYPES, Role, role_of, rules_pristine
 from torchinit._schemes import AnyScheme, LegacyScheme, Override, Scheme, resolve_scheme
 from torchinit._types import InitError, is_lazy
 
@@ -38,6 +38,8 @@ def _scheme_plan(
     norms: list[tuple[str, nn.Module]] = []
     first: dict[int, Step] = {}
     overrides = tuple(reversed(scheme.overrides))  # the last matching override wins
+    memo: dict[tuple[object, ...], tuple[Role | None, Action | None]] = {}
+    pristine = rules_pristine()
     for prefix, module in modules:
         prefix = f"{prefix}." if prefix else ""
         if isinstance(module, NORMS) and getattr(module, "track_running_stats", False):
@@ -49,7 +51,7 @@ def _scheme_plan(
             if is_lazy(target.tensor):
                 steps.append(Step(target, Action("normal", formula="lazy")))  # refused by validation
                 continue
-            role = role_of(module, target.name)
+            role, planned = _role_and_action(module, target, scheme, memo if pristine else None)
             frozen = not target.tensor.requires_grad if overrides else False
             chosen = None
             if overrides:
@@ -58,8 +60,8 @@ def _scheme_plan(
                 action = chosen.action(role, target.path)
             elif target.tensor.numel() == 0:
                 action = Action("skip", reason="zero elements: nothing to write")
-            elif role is not None:
-                action = scheme.action(role)
+            elif planned is not None:
+                action = planned
             else:
                 uncovered.append(target)
                 action = Action("skip", reason="no rule covers it")
@@ -67,6 +69,27 @@ def _scheme_plan(
             first[target.key] = step
             steps.append(step)
     return steps, uncovered, norms
+
+
+def _role_and_action(
+    module: nn.Module,
+    target: Target,
+    scheme: Scheme,
+    memo: dict[tuple[object, ...], tuple[Role | None, Action | None]] | None,
+) -> tuple[Role | None, Action | None]:
+    """The role and the scheme's action for one parameter; twins of a built-in layer share one answer."""
+    key: tuple[object, ...] | None = None
+    if memo is not None and type(module) in PURE_TYPES:
+        scalars = tuple(v for v in module.__dict__.values() if isinstance(v, (int, float, str, tuple)) or v is None)
+        key = (type(module), target.name, tuple(target.tensor.shape), scalars)
+        hit = memo.get(key)
+        if hit is not None:
+            return hit
+    role = role_of(module, target.name)
+    answer = (role, scheme.action(role) if role is not None else None)
+    if key is not None:
+        memo[key] = answer  # type: ignore[index]
+    return answer
 
 
 def _entries(steps: list[Step]) -> list[ReportEntry]:

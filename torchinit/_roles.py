@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from torch import nn
 
+from torchinit._fans import _RULES as _FANS
 from torchinit._fans import Fans, find_fans
 from torchinit._rules import TypeRules
 from torchinit._types import InitError
@@ -155,3 +156,18 @@ register_role_rule(nn.RNNCellBase, _recurrent)
 for _norm_type in NORMS:
     register_role_rule(_norm_type, _norm)
 register_role_rule(nn.PReLU, _prelu)
+
+
+# Built-in torch layers whose roles depend only on their scalar attributes and parameter shapes.
+# While no rule has been registered since import, reinit may reuse one layer's plan for its twins.
+PURE_TYPES: frozenset[type[nn.Module]] = frozenset(
+    {nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+     nn.ConvTranspose3d, nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.BatchNorm1d, nn.BatchNorm2d,
+     nn.BatchNorm3d}
+)  # fmt: skip
+_BUILT_IN_VERSIONS = (_RULES.version, _FANS.version)
+
+
+def rules_pristine() -> bool:
+    """Whether the role and fan registries are as torchinit left them at import."""
+    return (_RULES.version, _FANS.version) == _BUILT_IN_VERSIONS

@@ -20,6 +20,7 @@ class TypeRules(Generic[R]):
     def __init__(self) -> None:
         self._rules: dict[type, Callable[[Any, str], R | None]] = {}
         self._chain = functools.cache(self._compute)
+        self.version = 0  # bumped by every registration
 
     def _compute(self, cls: type) -> tuple[Callable[[Any, str], R | None], ...]:
         return tuple(self._rules[c] for c in cls.__mro__ if c in self._rules)
@@ -32,6 +33,7 @@ class TypeRules(Generic[R]):
             raise InitError(f"rule must be callable as rule(module, name); got rule={rule!r}.")
         self._rules[module_type] = rule
         self._chain.cache_clear()
+        self.version += 1
 
     def first(self, module: nn.Module, name: str) -> R | None:
         """The first non-None answer for ``module``'s parameter ``name``."""
