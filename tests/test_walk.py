@@ -277,3 +277,13 @@ def test_report_forms(gen: torch.Generator) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         reinit(model, Scheme.kaiming("gelu"), generator=gen)  # a scheme object is fine too
+
+
+def test_twin_layers_share_a_plan_only_when_their_layout_matches(gen: torch.Generator) -> None:
+    # Same shapes, different strides: the true fan_out differs, so the fan_out stds must too.
+    model = nn.Sequential(nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 3, stride=2), nn.Conv2d(8, 8, 3), nn.Linear(8, 8))
+    report = reinit(model, "kaiming_relu_fan_out", generator=gen)
+    assert report["0.weight"].std == pytest.approx(math.sqrt(2 / 72))
+    assert report["1.weight"].std == pytest.approx(math.sqrt(2 / 18))
+    assert report["2.weight"].std == report["0.weight"].std
+    assert report["0.weight"].fans == Fans(72, 72) and report["1.weight"].fans == Fans(72, 18)
