@@ -3,7 +3,7 @@
 All ratios are against baselines measured in the same run (min of --repeats, interleaved):
 torch's reset_parameters loop and a raw fill_ per parameter (the memory-write floor).
 
-    python benchmarks/bench_keyed.py [--repeats 5]
+    python benchmarks/bench_keyed.py [--repeats 9]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def table(title: str, best: dict[str, float], base: str, unit: float = 1e3, suff
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, torch.get_num_threads()={threads}, os.cpu_count()={os.cpu_count()}")
