@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -40,18 +41,21 @@ def _scheme_plan(
     overrides = tuple(reversed(scheme.overrides))  # the last matching override wins
     memo: dict[tuple[object, ...], tuple[Role | None, Action | None]] = {}
     pristine = rules_pristine()
+    getters: dict[type, Callable[[dict[str, Any]], Any]] = {}
     for prefix, module in modules:
         prefix = f"{prefix}." if prefix else ""
         if isinstance(module, NORMS) and getattr(module, "track_running_stats", False):
             norms.append((prefix, module))
+        twins = _twin_key(module, getters) if pristine else None
         for target in own_targets(module, prefix):
-            if target.key in first:  # tied: written once, under its first path
-                first[target.key].aliases.append(target.path)
+            key = target.key
+            if key in first:  # tied: written once, under its first path
+                first[key].aliases.append(target.path)
                 continue
             if is_lazy(target.tensor):
                 steps.append(Step(target, Action("normal", formula="lazy")))  # refused by validation
                 continue
-            role, planned = _role_and_action(module, target, scheme, memo if pristine else None)
+            role, planned = _role_and_action(module, target, scheme, memo, twins)
             frozen = not target.tensor.requires_grad if overrides else False
             chosen = None
             if overrides:
@@ -66,29 +70,44 @@ def _scheme_plan(
                 uncovered.append(target)
                 action = Action("skip", reason="no rule covers it")
             step = Step(target, action, role=role)
-            first[target.key] = step
+            first[key] = step
             steps.append(step)
     return steps, uncovered, norms
+
+
+def _twin_key(module: nn.Module, getters: dict[type, Callable[[dict[str, Any]], Any]]) -> object | None:
+    """For a built-in layer: its type and scalar attributes (what its parameters' roles depend on)."""
+    cls = type(module)
+    if cls not in PURE_TYPES:
+        return None
+    getter = getters.get(cls)
+    if getter is None:  # the scalar attributes of the first instance seen name them for its type
+        names = [k for k, v in module.__dict__.items() if v is None or isinstance(v, (int, float, str, tuple))]
+        getter = getters[cls] = operator.itemgetter(*names) if names else (lambda d: ())
+    try:
+        return (cls, getter(module.__dict__))
+    except KeyError:  # an instance without one of them: plan it on its own
+        return None
 
 
 def _role_and_action(
     module: nn.Module,
     target: Target,
     scheme: Scheme,
-    memo: dict[tuple[object, ...], tuple[Role | None, Action | None]] | None,
+    memo: dict[tuple[object, ...], tuple[Role | None, Action | None]],
+    twins: object | None,
 ) -> tuple[Role | None, Action | None]:
     """The role and the scheme's action for one parameter; twins of a built-in layer share one answer."""
     key: tuple[object, ...] | None = None
-    if memo is not None and type(module) in PURE_TYPES:
-        scalars = tuple(v for v in module.__dict__.values() if isinstance(v, (int, float, str, tuple)) or v is None)
-        key = (type(module), target.name, tuple(target.tensor.shape), scalars)
+    if twins is not None:
+        key = (twins, target.name, target.tensor.shape)
         hit = memo.get(key)
         if hit is not None:
             return hit
     role = role_of(module, target.name)
     answer = (role, scheme.action(role) if role is not None else None)
     if key is not None:
-        memo[key] = answer  # type: ignore[index]
+        memo[key] = answer
     return answer
 
 
