@@ -132,6 +132,7 @@ def _entries(steps: list[Step]) -> list[ReportEntry]:
             std=std,
             aliases=tuple(step.aliases),
             skipped=a.reason if a.kind == "skip" and step.copy_from is None else None,
+            source="legacy copy" if step.copy_from is not None else a.formula,
         )
         latest.pop(t.path, None)  # a later write to the same parameter replaces the earlier one
         latest[t.path] = entry

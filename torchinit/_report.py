@@ -29,6 +29,8 @@ class ReportEntry:
     std: float | None = None
     aliases: tuple[str, ...] = ()
     skipped: str | None = None
+    source: str = ""
+    """Where the rule comes from: ``variance scaling``, ``kaiming_uniform_(a=sqrt(5))`` (legacy), an override."""
 
     def record(self) -> dict[str, Any]:
         """A plain dict (fans as a dict) for JSON or a DataFrame."""
@@ -99,7 +101,7 @@ class InitReport:
         return f"<InitReport scheme={self.scheme} parameters={len(self.entries)} skipped={len(self.skipped)}>"
 
     def __str__(self) -> str:
-        rows = [("parameter", "shape", "role", "fans (in, out)", "rule", "std")]
+        rows = [("parameter", "shape", "role", "fans (in, out)", "rule", "std", "from")]
         for e in self.entries:
             fans = "" if e.fans is None else f"{e.fans.fan_in:g}, {e.fans.fan_out:g}"
             if e.fans is not None and e.fans.chunks > 1:
@@ -107,7 +109,7 @@ class InitReport:
             std = "" if e.std is None else f"{e.std:.4g}"
             path = e.path + (f" (= {', '.join(e.aliases)})" if e.aliases else "")
             rule = e.rule if e.skipped is None else f"SKIPPED: {e.skipped}"
-            rows.append((path, "x".join(map(str, e.shape)) or "()", e.role or "-", fans, rule, std))
+            rows.append((path, "x".join(map(str, e.shape)) or "()", e.role or "-", fans, rule, std, e.source))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = [f"reinit with {self.scheme}: {len(self.entries)} parameters, {len(self.skipped)} skipped"]
         for i, r in enumerate(rows):
