@@ -156,7 +156,7 @@ def default_scheme(scheme: str | AnyScheme, *, generator: torch.Generator | None
     (``"weight"``) here, since a module being constructed has no place in a model yet.
 
     Args:
-        scheme: a registered name or a :class:`Scheme`; ``"legacy"`` gives torch's own draws.
+        scheme: a registered name or a `Scheme`; ``"legacy"`` gives torch's own draws.
         generator: the RNG for the draws; torch's default generator when None.
 
     Example:
@@ -194,17 +194,17 @@ def build(
 
     Args:
         factory: a zero-argument callable returning the model (``lambda: GPT(config)``).
-        scheme: a registered name or a :class:`Scheme`.
+        scheme: a registered name or a `Scheme`.
         device: where to allocate (``"cuda"``); the current default when None.
         dtype: a floating dtype for the parameters; the current default when None.
         generator: the RNG for the scheme's draws.
-        overrides: :class:`Override` values layered on the scheme.
-        strict: raise on parameters no rule covers, as in :func:`reinit`.
-        seed: keyed, parallel generation as in :func:`reinit` (not with ``generator`` or ``legacy``).
+        overrides: `Override` values layered on the scheme.
+        strict: raise on parameters no rule covers, as in `reinit`.
+        seed: keyed, parallel generation as in `reinit` (not with ``generator`` or ``legacy``).
         threads: worker threads for keyed fills.
 
     Returns:
-        The model and the :class:`InitReport` of the scheme pass.
+        The model and the `InitReport` of the scheme pass.
 
     Raises:
         InitError: a parameter whose default draw was skipped but which the scheme does not write

@@ -20,7 +20,7 @@ def normal_cdf(x: float) -> float:
 
 
 def normal_quantile(p: float) -> float:
-    """Inverse of :func:`normal_cdf`, in float64."""
+    """Inverse of `normal_cdf`, in float64."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must lie in (0, 1); got p={p!r}.")
     return float(torch.special.ndtri(torch.tensor(p, dtype=torch.float64)))
@@ -65,4 +65,4 @@ def truncated_normal_kurtosis(a: float = -2.0, b: float = 2.0) -> float:
 
 
 KURTOSIS = {"normal": 3.0, "uniform": 1.8}
-"""Kurtosis of the untruncated shapes; truncated normals use :func:`truncated_normal_kurtosis`."""
+"""Kurtosis of the untruncated shapes; truncated normals use `truncated_normal_kurtosis`."""

@@ -72,7 +72,7 @@ class Fans:
 def torch_fans(tensor: torch.Tensor) -> Fans:
     r"""torch's shape-only fans: ``fan_in = size(1) * prod(size[2:])``, ``fan_out = size(0) * prod(size[2:])``.
 
-    This is what ``torch.nn.init`` uses; :func:`fans_of` gives the true fans of a module's parameter.
+    This is what ``torch.nn.init`` uses; `fans_of` gives the true fans of a module's parameter.
 
     Raises:
         InitError: if the tensor has fewer than 2 dimensions or a zero-sized dimension.
@@ -95,9 +95,9 @@ _RULES: TypeRules[Fans] = TypeRules()
 
 
 def register_fan_rule(module_type: type[nn.Module], rule: FanRule) -> None:
-    """Teach :func:`fans_of` (and so ``reinit``) the layout of a custom module type.
+    """Teach `fans_of` (and so ``reinit``) the layout of a custom module type.
 
-    The rule receives the module and a parameter's local name and returns its :class:`Fans`, or None
+    The rule receives the module and a parameter's local name and returns its `Fans`, or None
     when that parameter has no fans (a bias, a scale). Rules apply to subclasses too; the rule of the
     most derived registered class wins, and a None falls through to the rules of its base classes.
 
@@ -134,7 +134,7 @@ def fans_of(module: nn.Module, name: str) -> Fans:
         name: the parameter's name relative to ``module`` (``"weight"``, ``"0.conv.weight"``).
 
     Returns:
-        The parameter's :class:`Fans`; packed weights (attention ``in_proj_weight``, RNN gates) get
+        The parameter's `Fans`; packed weights (attention ``in_proj_weight``, RNN gates) get
         per-chunk fans with ``chunks`` > 1. See the fan table in the docs for every rule.
 
     Raises:

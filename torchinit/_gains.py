@@ -1,8 +1,8 @@
 r"""Gains: the factor that keeps activations' second moment at 1 through a nonlinearity.
 
-For :math:`y = W f(x)` with :math:`x \sim \mathcal N(0, 1)` elementwise, :math:`\mathrm{Var}(y) =
-\mathrm{fan\_in}\,\mathrm{Var}(w)\,\mathbb E[f(z)^2]`, so variance preservation needs
-:math:`\mathrm{Var}(w) = g^2/\mathrm{fan\_in}` with :math:`g = 1/\sqrt{\mathbb E[f(z)^2]}`.
+For $y = W f(x)$ with $x \sim \mathcal N(0, 1)$ elementwise, $\mathrm{Var}(y) =
+\mathrm{fan\_in}\,\mathrm{Var}(w)\,\mathbb E[f(z)^2]$, so variance preservation needs
+$\mathrm{Var}(w) = g^2/\mathrm{fan\_in}$ with $g = 1/\sqrt{\mathbb E[f(z)^2]}$.
 """
 
 from __future__ import annotations
@@ -32,21 +32,19 @@ _TORCH_NAMES = (*_TORCH_LINEAR, "sigmoid", "tanh", "relu", "leaky_relu", "selu")
 def calculate_gain(nonlinearity: str, param: int | float | None = None) -> float:
     r"""torch's recommended gain, value for value (a drop-in for ``torch.nn.init.calculate_gain``).
 
-    ============== ======================================= ===========================
-    nonlinearity   torch's gain                            :func:`exact_gain`
-    ============== ======================================= ===========================
-    linear, conv*  :math:`1`                               :math:`1`
-    sigmoid        :math:`1`                               1.8462
-    tanh           :math:`5/3`                             1.5925
-    relu           :math:`\sqrt 2`                         :math:`\sqrt 2`
-    leaky_relu     :math:`\sqrt{2/(1+a^2)}` (a = 0.01)     same
-    selu           :math:`3/4`                             1.0000
-    ============== ======================================= ===========================
+    | nonlinearity  | torch's gain                      | `exact_gain` |
+    |---------------|-----------------------------------|--------------|
+    | linear, conv* | $1$                               | $1$          |
+    | sigmoid       | $1$                               | 1.8462       |
+    | tanh          | $5/3$                             | 1.5925       |
+    | relu          | $\sqrt 2$                         | $\sqrt 2$    |
+    | leaky_relu    | $\sqrt{2/(1+a^2)}$ (a = 0.01)     | same         |
+    | selu          | $3/4$                             | 1.0000       |
 
     torch's tanh, sigmoid and selu values are conventions, not variance preservation: sigmoid's 1
-    ignores that :math:`\mathbb E[\sigma(z)^2] \approx 0.29`, tanh's 5/3 was chosen for saturating
+    ignores that $\mathbb E[\sigma(z)^2] \approx 0.29$, tanh's 5/3 was chosen for saturating
     training dynamics, and 3/4 for SELU trades self-normalization for gradient flow (torch's own docs
-    advise ``'linear'`` for self-normalizing nets). Use :func:`exact_gain` for the preserving value.
+    advise ``'linear'`` for self-normalizing nets). Use `exact_gain` for the preserving value.
 
     Raises:
         InitError: an unknown nonlinearity or a non-numeric ``param`` for leaky_relu.
@@ -99,7 +97,7 @@ _ACTIVATIONS: dict[str, tuple[Callable[[torch.Tensor, float], torch.Tensor], flo
 }
 
 ACTIVATIONS: tuple[str, ...] = tuple(sorted(_ACTIVATIONS))
-"""The activation names :func:`exact_gain` knows."""
+"""The activation names `exact_gain` knows."""
 
 
 def _named(name: str, param: float | None) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -125,12 +123,12 @@ def _hermite_rule(points: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def second_moment(f: Callable[[torch.Tensor], torch.Tensor], points: int = 256) -> float:
-    r""":math:`\mathbb E[f(z)^2]` for :math:`z \sim \mathcal N(0,1)` by Gauss-Hermite quadrature.
+    r"""$\mathbb E[f(z)^2]$ for $z \sim \mathcal N(0,1)$ by Gauss-Hermite quadrature.
 
     Two rules, of ``points`` and ``2 * points`` nodes, are combined by Richardson extrapolation
-    :math:`(4 I_{2n} - I_n)/3`. For smooth f both are exact to rounding and so is the combination;
+    $(4 I_{2n} - I_n)/3$. For smooth f both are exact to rounding and so is the combination;
     for activations whose second derivative jumps at 0 (ELU, SELU, CELU) a single rule errs by
-    :math:`O(n^{-2})` (1e-5 at n = 256) and the extrapolation brings that to about 1e-9.
+    $O(n^{-2})$ (1e-5 at n = 256) and the extrapolation brings that to about 1e-9.
     Positively homogeneous pieces (ReLU, leaky ReLU) are exact with any even n by symmetry.
     """
     values = []
@@ -154,9 +152,9 @@ def exact_gain(
     activation: str | nn.Module | Callable[[torch.Tensor], torch.Tensor],
     param: float | None = None,
 ) -> float:
-    r"""The variance-preserving gain :math:`g = 1/\sqrt{\mathbb E[f(z)^2]}`, :math:`z \sim \mathcal N(0,1)`.
+    r"""The variance-preserving gain $g = 1/\sqrt{\mathbb E[f(z)^2]}$, $z \sim \mathcal N(0,1)$.
 
-    Computed by Gauss-Hermite quadrature (see :func:`second_moment`), for any activation:
+    Computed by Gauss-Hermite quadrature (see `second_moment`), for any activation:
 
     Args:
         activation: a name (``"relu"``, ``"leaky_relu"``, ``"gelu"``, ``"gelu_tanh"``, ``"silu"``,
@@ -167,9 +165,9 @@ def exact_gain(
             softplus' beta. Not allowed with a module or callable, which carry their own.
 
     Returns:
-        The gain; ReLU gives :math:`\sqrt2` to rounding, leaky ReLU :math:`\sqrt{2/(1+a^2)}`.
+        The gain; ReLU gives $\sqrt2$ to rounding, leaky ReLU $\sqrt{2/(1+a^2)}$.
 
-    Unlike :func:`calculate_gain`, every value preserves the second moment: tanh 1.5925 (torch 5/3),
+    Unlike `calculate_gain`, every value preserves the second moment: tanh 1.5925 (torch 5/3),
     sigmoid 1.8462 (torch 1), selu 1.0000 (torch 3/4). GELU, SiLU and Mish are not positively
     homogeneous, so no constant gain keeps a deep stack exactly at scale: the gain is exact for one
     layer fed unit-variance input, and a stack drifts slowly (GELU reaches ~11 by layer 50).

@@ -1,7 +1,7 @@
 r"""Tensor initializers: in place, under ``no_grad``, returning the tensor, with ``generator=``.
 
-Every named initializer is a preset of :func:`variance_scaling_`: a zero-mean draw with
-:math:`\mathrm{Var}(w) = \mathrm{scale}/\mathrm{fan}`. Functions that share a name with
+Every named initializer is a preset of `variance_scaling_`: a zero-mean draw with
+$\mathrm{Var}(w) = \mathrm{scale}/\mathrm{fan}$. Functions that share a name with
 ``torch.nn.init`` keep its signature, defaults, meaning, RNG consumption and bit-exact output; the
 extras (explicit fans) are keyword-only.
 """
@@ -66,15 +66,15 @@ def variance_scaling_(
     fan_out: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""Fill ``tensor`` with zero-mean values of variance :math:`\mathrm{scale}/\mathrm{fan}`.
+    r"""Fill ``tensor`` with zero-mean values of variance $\mathrm{scale}/\mathrm{fan}$.
 
-    .. math:: \sigma = \sqrt{\mathrm{scale} / n}, \quad n \in \{\mathrm{fan\_in}, \mathrm{fan\_out},
-        (\mathrm{fan\_in} + \mathrm{fan\_out})/2\}
+    $$\sigma = \sqrt{\mathrm{scale} / n}, \quad n \in \{\mathrm{fan\_in}, \mathrm{fan\_out},
+    (\mathrm{fan\_in} + \mathrm{fan\_out})/2\}$$
 
-    ``distribution`` picks the shape with that std: ``normal`` :math:`\mathcal N(0, \sigma^2)`;
-    ``uniform`` :math:`\mathcal U(-\sqrt3\sigma, \sqrt3\sigma)`; ``truncated_normal`` a normal cut at
-    :math:`\pm 2` of its own sigma and rescaled so the std is still :math:`\sigma` (see
-    :func:`truncated_normal_`). The core of He et al. (2015), Glorot & Bengio (2010) and LeCun et
+    ``distribution`` picks the shape with that std: ``normal`` $\mathcal N(0, \sigma^2)$;
+    ``uniform`` $\mathcal U(-\sqrt3\sigma, \sqrt3\sigma)$; ``truncated_normal`` a normal cut at
+    $\pm 2$ of its own sigma and rescaled so the std is still $\sigma$ (see
+    `truncated_normal_`). The core of He et al. (2015), Glorot & Bengio (2010) and LeCun et
     al. (1998) initialization, as in ``jax.nn.initializers.variance_scaling``.
 
     Args:
@@ -82,7 +82,7 @@ def variance_scaling_(
         scale: the variance numerator, e.g. ``gain ** 2``: 2 for ReLU (He), 1 for LeCun.
         mode: which fan to divide by.
         distribution: ``"normal"``, ``"uniform"`` or ``"truncated_normal"``.
-        fans: the tensor's true fans (see :func:`fans_of`), replacing torch's shape guess.
+        fans: the tensor's true fans (see `fans_of`), replacing torch's shape guess.
         fan_in: an explicit fan_in (fan_out still guessed from the shape if needed).
         fan_out: an explicit fan_out.
         generator: the RNG to draw from; torch's default generator when None.
@@ -132,15 +132,15 @@ def kaiming_uniform_(
     fan_in: float | None = None,
     fan_out: float | None = None,
 ) -> torch.Tensor:
-    r"""He uniform: :math:`\mathcal U(-b, b)`, :math:`b = \mathrm{gain}\sqrt{3/\mathrm{fan}}`.
+    r"""He uniform: $\mathcal U(-b, b)$, $b = \mathrm{gain}\sqrt{3/\mathrm{fan}}$.
 
     He et al. (2015), "Delving deep into rectifiers". A drop-in for ``torch.nn.init.kaiming_uniform_``
     (same arguments, same draws, bit-exact); ``gain = calculate_gain(nonlinearity, a)``. Equivalent to
     ``variance_scaling_(tensor, scale=gain**2, mode=mode, distribution="uniform")``. ``fans=`` (or
     ``fan_in=``/``fan_out=``) replace the shape guess with true fans; mode may also be ``"fan_avg"``.
 
-    Note torch's own layers call this with ``a=math.sqrt(5)``: gain :math:`\sqrt{1/3}`, bound
-    :math:`1/\sqrt{\mathrm{fan\_in}}`, 0.41x the ReLU std. Use ``nonlinearity="relu"`` for ReLU nets.
+    Note torch's own layers call this with ``a=math.sqrt(5)``: gain $\sqrt{1/3}$, bound
+    $1/\sqrt{\mathrm{fan\_in}}$, 0.41x the ReLU std. Use ``nonlinearity="relu"`` for ReLU nets.
 
     Example:
         >>> w = kaiming_uniform_(torch.empty(512, 256), nonlinearity="relu")
@@ -162,7 +162,7 @@ def kaiming_normal_(
     fan_in: float | None = None,
     fan_out: float | None = None,
 ) -> torch.Tensor:
-    r"""He normal: :math:`\mathcal N(0, \sigma^2)`, :math:`\sigma = \mathrm{gain}/\sqrt{\mathrm{fan}}`.
+    r"""He normal: $\mathcal N(0, \sigma^2)$, $\sigma = \mathrm{gain}/\sqrt{\mathrm{fan}}$.
 
     He et al. (2015). A drop-in for ``torch.nn.init.kaiming_normal_`` (bit-exact); equivalent to
     ``variance_scaling_(tensor, scale=gain**2, mode=mode, distribution="normal")``.
@@ -191,7 +191,7 @@ def xavier_uniform_(
     fan_in: float | None = None,
     fan_out: float | None = None,
 ) -> torch.Tensor:
-    r"""Glorot uniform: :math:`\mathcal U(-b, b)`, :math:`b = g\sqrt{6/(\mathrm{fan\_in}+\mathrm{fan\_out})}`.
+    r"""Glorot uniform: $\mathcal U(-b, b)$, $b = g\sqrt{6/(\mathrm{fan\_in}+\mathrm{fan\_out})}$.
 
     Glorot & Bengio (2010). A drop-in for ``torch.nn.init.xavier_uniform_`` (bit-exact); equivalent
     to ``variance_scaling_(tensor, scale=gain**2, mode="fan_avg", distribution="uniform")``.
@@ -217,7 +217,7 @@ def xavier_normal_(
     fan_in: float | None = None,
     fan_out: float | None = None,
 ) -> torch.Tensor:
-    r"""Glorot normal: :math:`\sigma = \mathrm{gain}\sqrt{2/(\mathrm{fan\_in}+\mathrm{fan\_out})}`.
+    r"""Glorot normal: $\sigma = \mathrm{gain}\sqrt{2/(\mathrm{fan\_in}+\mathrm{fan\_out})}$.
 
     Glorot & Bengio (2010). A drop-in for ``torch.nn.init.xavier_normal_`` (bit-exact); equivalent
     to ``variance_scaling_(tensor, scale=gain**2, mode="fan_avg", distribution="normal")``.
@@ -236,7 +236,7 @@ def lecun_normal_(
     fans: FansArg = None,
     fan_in: float | None = None,
 ) -> torch.Tensor:
-    r"""LeCun normal: :math:`\mathcal N(0, 1/\mathrm{fan\_in})`.
+    r"""LeCun normal: $\mathcal N(0, 1/\mathrm{fan\_in})$.
 
     LeCun et al. (1998), "Efficient BackProp"; the init for SELU nets (Klambauer et al. 2017).
     Equivalent to ``variance_scaling_(tensor, scale=1.0, mode="fan_in", distribution="normal")``.
@@ -253,7 +253,7 @@ def lecun_uniform_(
     fans: FansArg = None,
     fan_in: float | None = None,
 ) -> torch.Tensor:
-    r"""LeCun uniform: :math:`\mathcal U(\pm\sqrt{3/\mathrm{fan\_in}})`, std :math:`1/\sqrt{\mathrm{fan\_in}}`.
+    r"""LeCun uniform: $\mathcal U(\pm\sqrt{3/\mathrm{fan\_in}})$, std $1/\sqrt{\mathrm{fan\_in}}$.
 
     Equivalent to ``variance_scaling_(tensor, scale=1.0, mode="fan_in", distribution="uniform")``.
     """
@@ -266,10 +266,10 @@ def uniform_std_(
     *,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""A uniform draw with a given standard deviation: :math:`\mathcal U(-\sqrt3\,\sigma, \sqrt3\,\sigma)`.
+    r"""A uniform draw with a given standard deviation: $\mathcal U(-\sqrt3\,\sigma, \sqrt3\,\sigma)$.
 
     The uniform-bound family states a target std and derives the bound; ``U[-b, b]`` has std
-    :math:`b/\sqrt3`, not b. torch's legacy layer rule :math:`\mathcal U(\pm 1/\sqrt{\mathrm{fan\_in}})`
+    $b/\sqrt3$, not b. torch's legacy layer rule $\mathcal U(\pm 1/\sqrt{\mathrm{fan\_in}})$
     is ``uniform_std_(w, 1 / math.sqrt(3 * fan_in))``, i.e.
     ``variance_scaling_(w, scale=1/3, mode="fan_in", distribution="uniform")``.
 
@@ -294,15 +294,15 @@ def truncated_normal_(
 ) -> torch.Tensor:
     r"""A truncated normal whose standard deviation is ``std`` after truncation.
 
-    Values are :math:`\mu + s Z`, Z a standard normal truncated to :math:`[a, b]` (cut-offs in units
-    of the underlying sigma), with :math:`s = \mathrm{std}/\mathrm{sd}(Z)` so the result's std is
-    exactly ``std``. For the default :math:`\pm2`, sd(Z) = 0.8796256610, so ``s = 1.1368 std`` and
-    values stay within :math:`\pm 2.274\,\mathrm{std}` (JAX's and Keras' variance-scaling correction).
+    Values are $\mu + s Z$, Z a standard normal truncated to $[a, b]$ (cut-offs in units
+    of the underlying sigma), with $s = \mathrm{std}/\mathrm{sd}(Z)$ so the result's std is
+    exactly ``std``. For the default $\pm2$, sd(Z) = 0.8796256610, so ``s = 1.1368 std`` and
+    values stay within $\pm 2.274\,\mathrm{std}$ (JAX's and Keras' variance-scaling correction).
 
     Contrast ``trunc_normal_`` (torch's meaning): cut-offs at absolute values and no correction, so
     ``trunc_normal_(w, std=0.02)`` is a plain normal and ``trunc_normal_(w, std=1)`` has std 0.88.
 
-    Sampled by inverting the CDF, :math:`Z = \Phi^{-1}(U)`, :math:`U \sim \mathcal U(\Phi(a), \Phi(b))`:
+    Sampled by inverting the CDF, $Z = \Phi^{-1}(U)$, $U \sim \mathcal U(\Phi(a), \Phi(b))$:
     one uniform draw per element, no rejection loop. Computed in float32 (float64 for float64 tensors
     or cut-offs beyond 5 sigma) and cast, so bf16/fp16 get the same distribution.
 
@@ -342,12 +342,12 @@ def trunc_normal_(
     b: float = 2.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""torch's truncated normal, unchanged: :math:`\mathcal N(\mu, \sigma^2)` restricted to absolute ``[a, b]``.
+    r"""torch's truncated normal, unchanged: $\mathcal N(\mu, \sigma^2)$ restricted to absolute ``[a, b]``.
 
     A drop-in for ``torch.nn.init.trunc_normal_`` (it calls it, so draws and values are identical).
     The cut-offs are absolute values, not multiples of ``std``, and the std is not corrected: with
     the defaults and ``std=0.02`` nothing is ever cut. For the corrected, sigma-relative version use
-    :func:`truncated_normal_`.
+    `truncated_normal_`.
     """
     tensor = _check_tensor(tensor)
     return nn.init.trunc_normal_(tensor, mean, std, a, b, generator=generator)
@@ -366,7 +366,7 @@ def orthogonal_(
     draws and bit-exact values. The tensor is viewed as ``(rows, prod(rest))``; a normal matrix is
     QR-factorized and Q's columns sign-corrected by ``sign(diag(R))`` (Mezzadri 2007), so Q is
     Haar-distributed. Each row (or column, when there are more rows) has norm ``gain``, i.e. element
-    std :math:`\mathrm{gain}/\sqrt{\max(\mathrm{rows}, \mathrm{cols})}`.
+    std $\mathrm{gain}/\sqrt{\max(\mathrm{rows}, \mathrm{cols})}$.
 
     Extras: ``chunks`` makes each block of ``rows / chunks`` rows its own orthogonal matrix (RNN gate
     blocks, packed q/k/v); bf16/fp16 tensors are drawn and factorized in float32 and cast (torch's

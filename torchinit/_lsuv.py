@@ -21,7 +21,7 @@ class LSUVScheme:
 
     First every parameter gets ``base`` (orthogonal by default: Saxe et al. 2014); then, layer by
     layer in forward order, each dense weight is divided by its layer's output std on ``data`` until
-    :math:`|\mathrm{std} - 1| \le` ``tol`` or ``max_iter`` rescalings. With ``center`` the bias also
+    $|\mathrm{std} - 1| \le$ ``tol`` or ``max_iter`` rescalings. With ``center`` the bias also
     absorbs the output's per-channel mean. The model runs in eval mode during the passes and each
     module's train/eval flag is restored afterwards.
 

@@ -20,7 +20,7 @@ class SchemeMixin:
 
     The layer's constructor calls ``reset_parameters``, which now applies the scheme to the layer's
     own parameters (true fans, exact gains) with no torch default drawn first; every later
-    ``reset_parameters()`` does the same. Under :func:`torchinit.build` the draw is deferred like any
+    ``reset_parameters()`` does the same. Under `torchinit.build` the draw is deferred like any
     other layer's. The result is a true subclass: ``isinstance`` holds and ``state_dict`` keys are
     unchanged.
 

@@ -274,21 +274,21 @@ def reinit(
 
     Args:
         module: the model.
-        scheme: a registered name (``"kaiming_relu"``, ``"legacy"``, see :func:`list_schemes`) or a
-            :class:`Scheme`.
+        scheme: a registered name (``"kaiming_relu"``, ``"legacy"``, see `list_schemes`) or a
+            `Scheme`.
         generator: the RNG for every draw; torch's default generator when None.
         strict: raise, naming each path and shape, when a parameter has no rule, instead of
             warning and leaving it untouched.
-        overrides: :class:`Override` values layered on the scheme (not with ``legacy``).
+        overrides: `Override` values layered on the scheme (not with ``legacy``).
         seed: keyed generation: each parameter's values become a function of ``seed`` and its
             qualified name only, the same whatever the walk order, the other modules, the number of
             threads or the sharding (DTensor / FSDP2 parameters draw only the chunks their shard
             covers). Chunks are filled in parallel. Not with ``generator`` or ``legacy``.
         threads: worker threads for keyed fills; ``torch.get_num_threads()`` when None.
-        data: for ``"lsuv"`` (an :class:`LSUVScheme`): the batch the layers are calibrated on.
+        data: for ``"lsuv"`` (an `LSUVScheme`): the batch the layers are calibrated on.
 
     Returns:
-        An :class:`InitReport`: per parameter its path, shape, role, rule, fans and target std.
+        An `InitReport`: per parameter its path, shape, role, rule, fans and target std.
 
     Raises:
         InitError: an unknown scheme, a bad override, an uninitialized lazy or meta parameter, or

@@ -41,9 +41,9 @@ class ReportEntry:
 
 
 class InitReport:
-    """The result of :func:`torchinit.reinit`: one entry per parameter, in the order they were written.
+    """The result of `torchinit.reinit`: one entry per parameter, in the order they were written.
 
-    ``str(report)`` is a readable table; :meth:`records` and :meth:`to_dict` are machine-readable;
+    ``str(report)`` is a readable table; `records` and `to_dict` are machine-readable;
     ``report["layer.0.weight"]`` finds one entry (tied aliases included); :attr:`skipped` lists what
     was left untouched and why.
     """

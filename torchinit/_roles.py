@@ -71,7 +71,7 @@ _RULES: TypeRules[Role] = TypeRules()
 def register_role_rule(module_type: type[nn.Module], rule: RoleRule) -> None:
     """Teach ``reinit`` what the parameters of a custom module type are.
 
-    The rule receives the module and a parameter's local name and returns a :class:`Role` or None
+    The rule receives the module and a parameter's local name and returns a `Role` or None
     (then base classes' rules are tried, and finally a registered fan rule, which makes the
     parameter ``dense``). A module whose parameter nobody covers is reported, never silently skipped.
 

@@ -137,22 +137,22 @@ class Scheme:
     r"""What each parameter role gets.
 
     Dense weights (Linear, Conv, ConvTranspose, Bilinear, attention projections, RNN input and
-    projection weights) draw zero-mean values with :math:`\mathrm{Var}(w) = \mathrm{scale}/\mathrm{fan}`
-    over the *true* fans (see :func:`torchinit.fans_of`), or are orthogonal with gain
-    :math:`\sqrt{\mathrm{scale}}` when ``distribution="orthogonal"``; packed weights are treated chunk by
+    projection weights) draw zero-mean values with $\mathrm{Var}(w) = \mathrm{scale}/\mathrm{fan}$
+    over the *true* fans (see `torchinit.fans_of`), or are orthogonal with gain
+    $\sqrt{\mathrm{scale}}$ when ``distribution="orthogonal"``; packed weights are treated chunk by
     chunk. Recurrent weights are orthogonal per gate block (``recurrent="orthogonal"``) or dense.
     Biases get ``bias`` (an LSTM's input-side forget-gate block gets ``forget_bias``); norm layers
     weight 1, bias 0 and fresh running statistics; embeddings N(0, 1) with the padding row zero;
     PReLU its ``init``; attention ``bias_k``/``bias_v`` N(0, 1/E), as torch does.
 
     Args:
-        scale: the variance numerator: :math:`\mathrm{gain}^2`, 2 for ReLU.
+        scale: the variance numerator: $\mathrm{gain}^2$, 2 for ReLU.
         mode: the fan to divide by: ``fan_in``, ``fan_out`` or ``fan_avg``.
         distribution: ``normal``, ``uniform``, ``truncated_normal`` (std-corrected) or ``orthogonal``.
         recurrent: ``orthogonal`` or ``dense`` for ``weight_hh``.
         bias: the constant for biases.
         forget_bias: the LSTM forget-gate bias (on ``bias_ih``; ``bias_hh`` keeps ``bias``).
-        overrides: :class:`Override` values applied in order.
+        overrides: `Override` values applied in order.
 
     Example:
         >>> Scheme.kaiming("gelu", mode="fan_out")
@@ -186,7 +186,7 @@ class Scheme:
 
     @property
     def gain(self) -> float:
-        """:math:`\\sqrt{\\mathrm{scale}}`."""
+        """$\\sqrt{\\mathrm{scale}}$."""
         return math.sqrt(self.scale)
 
     @classmethod
@@ -201,7 +201,7 @@ class Scheme:
     ) -> Scheme:
         r"""He et al. (2015) for any activation: ``scale = exact_gain(nonlinearity, param) ** 2``.
 
-        ReLU gives exactly 2, leaky ReLU :math:`2/(1+a^2)`, linear 1; others come from quadrature
+        ReLU gives exactly 2, leaky ReLU $2/(1+a^2)$, linear 1; others come from quadrature
         (gelu 2.3517, silu 2.8108, tanh 2.5361).
         """
         if nonlinearity == "relu" and param is None:
@@ -277,7 +277,7 @@ class LegacyScheme:
 
 
 AnyScheme = Scheme | LegacyScheme | Any
-"""A scheme object: a :class:`Scheme`, :class:`LegacyScheme`, or ``LSUVScheme``."""
+"""A scheme object: a `Scheme`, `LegacyScheme`, or ``LSUVScheme``."""
 
 scheme_types: list[type] = [Scheme, LegacyScheme]  # LSUVScheme joins from _lsuv (it needs a batch)
 

@@ -12,7 +12,7 @@ FanMode = Literal["fan_in", "fan_out", "fan_avg"]
 """Which fan a variance-scaling rule divides by: ``fan_in``, ``fan_out`` or their mean ``fan_avg``."""
 
 Distribution = Literal["normal", "uniform", "truncated_normal"]
-"""Shape of the distribution drawn by :func:`torchinit.variance_scaling_`."""
+"""Shape of the distribution drawn by `torchinit.variance_scaling_`."""
 
 FAN_MODES: tuple[FanMode, ...] = ("fan_in", "fan_out", "fan_avg")
 DISTRIBUTIONS: tuple[Distribution, ...] = ("normal", "uniform", "truncated_normal")
@@ -21,7 +21,7 @@ DISTRIBUTIONS: tuple[Distribution, ...] = ("normal", "uniform", "truncated_norma
 class InitError(ValueError):
     """An argument, tensor or module that torchinit cannot initialize as asked.
 
-    A subclass of :class:`ValueError`, so code written against ``torch.nn.init`` keeps catching it.
+    A subclass of `ValueError`, so code written against ``torch.nn.init`` keeps catching it.
     """
 
 

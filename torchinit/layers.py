@@ -1,7 +1,7 @@
 """Ready-made layers that initialize with ``kaiming_relu`` (true fans, gain sqrt 2, zero bias).
 
 Drop-in subclasses of the torch layers of the same name: ``from torchinit.layers import Conv2d``.
-For another scheme, subclass with :class:`torchinit.SchemeMixin` or call :func:`torchinit.with_scheme`.
+For another scheme, subclass with `torchinit.SchemeMixin` or call `torchinit.with_scheme`.
 """
 
 from __future__ import annotations

@@ -74,10 +74,10 @@ def _fail(what: str, lines: list[str], msg: str | None) -> AssertionError:
 
 
 def std_tolerance(n: int, kurtosis: float | str = "normal", alpha: float = DEFAULT_ALPHA) -> float:
-    r"""The allowed :math:`|\ln(s/\sigma)|` for a std of n draws: :math:`z_{\alpha/2}\tfrac12\sqrt{(\kappa-1)/n}`.
+    r"""The allowed $|\ln(s/\sigma)|$ for a std of n draws: $z_{\alpha/2}\tfrac12\sqrt{(\kappa-1)/n}$.
 
-    :math:`\tfrac12\sqrt{(\kappa - 1)/n}` is the relative standard error of the RMS about a known mean
-    (delta method: :math:`\mathrm{Var}(x^2) = (\kappa - 1)\sigma^4`); κ is 3 for a normal, 1.8 for a
+    $\tfrac12\sqrt{(\kappa - 1)/n}$ is the relative standard error of the RMS about a known mean
+    (delta method: $\mathrm{Var}(x^2) = (\kappa - 1)\sigma^4$); κ is 3 for a normal, 1.8 for a
     uniform, 2.366 for a normal truncated at ±2σ. Working on the log scale makes the law of the
     statistic nearly symmetric, so the false-alarm rate holds down to n = 100.
 
@@ -99,10 +99,10 @@ def assert_std(
 ) -> None:
     r"""Assert that the tensor's elements have standard deviation ``expected``.
 
-    Uses the RMS about the known ``mean``, :math:`s = \sqrt{\tfrac1n\sum (x_i-\mu)^2}`, and accepts when
-    :math:`|\ln(s/\sigma)| \le` :func:`std_tolerance`. At n = 1e6 and the default alpha that is a
+    Uses the RMS about the known ``mean``, $s = \sqrt{\tfrac1n\sum (x_i-\mu)^2}$, and accepts when
+    $|\ln(s/\sigma)| \le$ `std_tolerance`. At n = 1e6 and the default alpha that is a
     0.35% band for a normal, so a 3% error, or torch's legacy std where Kaiming is expected (a factor
-    :math:`\sqrt6`), always fails.
+    $\sqrt6$), always fails.
 
     Args:
         tensor: the draws (any shape, any floating dtype, at least 100 elements).
@@ -140,7 +140,7 @@ def assert_mean(
     alpha: float = DEFAULT_ALPHA,
     msg: str | None = None,
 ) -> None:
-    r"""Assert that the elements' mean is ``expected``: :math:`|\bar x - \mu| \le z_{\alpha/2}\,\sigma/\sqrt n`.
+    r"""Assert that the elements' mean is ``expected``: $|\bar x - \mu| \le z_{\alpha/2}\,\sigma/\sqrt n$.
 
     ``std`` is the draws' known std; without it the sample std is used.
     """
@@ -164,10 +164,10 @@ def assert_uniform_support(
     alpha: float = DEFAULT_ALPHA,
     msg: str | None = None,
 ) -> None:
-    r"""Assert draws from :math:`\mathcal U(-b, b)` stay within ±b and reach near it.
+    r"""Assert draws from $\mathcal U(-b, b)$ stay within ±b and reach near it.
 
-    Every :math:`|x_i| \le b` (up to the dtype's rounding of b), and :math:`\max|x_i| \ge b(1-\delta)`
-    with :math:`\delta = 1 - \alpha^{1/n}`: n uniform draws all fall short of that with probability
+    Every $|x_i| \le b$ (up to the dtype's rounding of b), and $\max|x_i| \ge b(1-\delta)$
+    with $\delta = 1 - \alpha^{1/n}$: n uniform draws all fall short of that with probability
     exactly alpha. A std too small by a few percent fails the second check at large n.
     """
     x = _samples(tensor)
@@ -197,17 +197,17 @@ def assert_distribution(
 ) -> None:
     r"""Kolmogorov-Smirnov goodness of fit against a normal, uniform or std-corrected truncated normal.
 
-    The statistic :math:`D = \sup_x |F_n(x) - F(x)|` is compared with the Dvoretzky-Kiefer-Wolfowitz
-    bound :math:`\varepsilon = \sqrt{\ln(2/\alpha)/(2n)}`; by Massart (1990),
-    :math:`P(D > \varepsilon) \le \alpha` for every n. Values are treated as what they are, rounded
+    The statistic $D = \sup_x |F_n(x) - F(x)|$ is compared with the Dvoretzky-Kiefer-Wolfowitz
+    bound $\varepsilon = \sqrt{\ln(2/\alpha)/(2n)}$; by Massart (1990),
+    $P(D > \varepsilon) \le \alpha$ for every n. Values are treated as what they are, rounded
     to their dtype: each is compared with F over its whole rounding cell, so bf16 draws are judged
     fairly. Computed in torch, float64.
 
     Args:
         tensor: the draws.
-        distribution: ``"normal"``, ``"uniform"`` (:math:`\pm\sqrt3\,\mathrm{std}`) or
+        distribution: ``"normal"``, ``"uniform"`` ($\pm\sqrt3\,\mathrm{std}$) or
             ``"truncated_normal"`` (cut at ``a``, ``b`` in units of the underlying sigma and
-            rescaled to ``std``, as :func:`torchinit.truncated_normal_` draws).
+            rescaled to ``std``, as `torchinit.truncated_normal_` draws).
         std: the distribution's standard deviation.
         mean: its location.
         a: lower cut-off of the truncated normal, in sigmas.

@@ -1,7 +1,7 @@
 """Hypothesis strategies for weight shapes, layer configurations and random generators.
 
-Every layer strategy yields a :class:`LayerSpec`, whose repr reads like the constructor call and
-whose :meth:`LayerSpec.build` makes the module, so a failing example can be pasted back as code.
+Every layer strategy yields a `LayerSpec`, whose repr reads like the constructor call and
+whose `LayerSpec.build` makes the module, so a failing example can be pasted back as code.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def seeds() -> st.SearchStrategy[int]:
 
 
 def generators() -> st.SearchStrategy[torch.Generator]:
-    """CPU ``torch.Generator`` objects seeded from :func:`seeds`; the seed is reported with a failure."""
+    """CPU ``torch.Generator`` objects seeded from `seeds`; the seed is reported with a failure."""
 
     @st.composite
     def draw(d: Callable[[st.SearchStrategy[int]], int]) -> torch.Generator:
