@@ -43,6 +43,10 @@ def main() -> None:
     results["dtensor"] = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
                           for n, p in model.named_parameters()}  # fmt: skip
     results["dtensor_drawn"] = report.drawn
+    with warnings.catch_warnings(record=True) as caught:  # torch's RNG on shards: warned about
+        warnings.simplefilter("always")
+        torchinit.reinit(model, "kaiming_relu")
+    results["warned"] = any(issubclass(w.category, torchinit.ShardedWithoutSeedWarning) for w in caught)
 
     # FSDP2
     from torch.distributed.fsdp import fully_shard

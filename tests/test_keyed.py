@@ -156,5 +156,6 @@ def test_sharded_init_equals_unsharded(world: int, tmp_path: Path, small_chunks:
             assert got[kind].keys() == expected.keys()
             for name, value in expected.items():
                 assert torch.equal(got[kind][name], value), (kind, name, rank)
+        assert got["warned"] == (world > 1)  # Shard(...) placements only exist with several ranks
         if world == 4:  # a shard draws only the chunks it covers
             assert got["dtensor_drawn"] < full.drawn and got["fsdp_drawn"] < full.drawn

@@ -34,7 +34,7 @@ def test_public_api() -> None:
         # construction time
         "SchemeMixin", "build", "default_scheme", "with_scheme",
         # lsuv
-        "LSUVLayer", "LSUVScheme",
+        "LSUVLayer", "LSUVScheme", "ShardedWithoutSeedWarning",
     }  # fmt: skip
 
 

@@ -18,7 +18,7 @@ from torchinit._initializers import (
 )
 from torchinit._lsuv import LSUVLayer, LSUVScheme
 from torchinit._mixin import SchemeMixin, with_scheme
-from torchinit._reinit import UncoveredParameterWarning, reinit
+from torchinit._reinit import ShardedWithoutSeedWarning, UncoveredParameterWarning, reinit
 from torchinit._report import InitReport, ReportEntry
 from torchinit._roles import ROLES, Role, RoleName, RoleRule, register_role_rule
 from torchinit._schemes import (
@@ -54,6 +54,7 @@ __all__ = [
     "Scheme",
     "SchemeDistribution",
     "SchemeMixin",
+    "ShardedWithoutSeedWarning",
     "UncoveredParameterWarning",
     "__version__",
     "build",

@@ -25,6 +25,18 @@ class UncoveredParameterWarning(UserWarning):
     """Some parameters have no rule and were left untouched (listed in the report)."""
 
 
+class ShardedWithoutSeedWarning(UserWarning):
+    """Sharded (DTensor / FSDP2) parameters drawn from torch's RNG: shards may repeat each other."""
+
+
+def _is_sharded(tensor: torch.Tensor) -> bool:
+    """A DTensor split over more than one rank (a Shard placement on a mesh dimension of size > 1)."""
+    if type(tensor).__name__ != "DTensor":
+        return False
+    mesh, placements = tensor.device_mesh, tensor.placements  # type: ignore[attr-defined]
+    return any(type(p).__name__ == "Shard" and mesh.size(i) > 1 for i, p in enumerate(placements))
+
+
 def _unwrap(module: nn.Module) -> nn.Module:
     # torch.compile returns an OptimizedModule wrapping the real one; its parameters are shared.
     inner = getattr(module, "_orig_mod", None)
@@ -167,6 +179,16 @@ class Plan:
                 stacklevel=3,
             )
         if seed is None:
+            sharded = [s.target.path for s in self.steps if s.action.draws and _is_sharded(s.target.tensor)]
+            if warn and sharded:
+                warnings.warn(
+                    ShardedWithoutSeedWarning(
+                        f"{len(sharded)} sharded parameter(s) (first: {sharded[0]}) drawn from torch's RNG: on a "
+                        "CPU mesh every rank draws the same stream, so shards repeat each other. Pass seed= for "
+                        "keyed, shard-invariant values."
+                    ),
+                    stacklevel=3,
+                )
             execute(self.steps, generator)
             drawn = sum(s.target.tensor.numel() for s in self.steps if s.action.draws)
         else:
