@@ -45,8 +45,11 @@ def main() -> None:
     results["dtensor_drawn"] = report.drawn
     with warnings.catch_warnings(record=True) as caught:  # torch's RNG on shards: warned about
         warnings.simplefilter("always")
+        torch.manual_seed(7)  # the same RNG state on every rank
         torchinit.reinit(model, "kaiming_relu")
     results["warned"] = any(issubclass(w.category, torchinit.ShardedWithoutSeedWarning) for w in caught)
+    results["unkeyed"] = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+                          for n, p in model.named_parameters()}  # fmt: skip
 
     # FSDP2
     from torch.distributed.fsdp import fully_shard

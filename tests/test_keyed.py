@@ -150,12 +150,18 @@ def test_sharded_init_equals_unsharded(world: int, tmp_path: Path, small_chunks:
     reference = make()
     full = reinit(reference, "kaiming_relu", seed=1234)
     expected = {n: p.detach() for n, p in reference.named_parameters()}
+    plain = make()
+    torch.manual_seed(7)
+    reinit(plain, "kaiming_relu")
+    unkeyed = {n: p.detach() for n, p in plain.named_parameters()}
     for rank in range(world):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         for kind in ("dtensor", "fsdp"):
             assert got[kind].keys() == expected.keys()
             for name, value in expected.items():
                 assert torch.equal(got[kind][name], value), (kind, name, rank)
-        assert got["warned"] == (world > 1)  # Shard(...) placements only exist with several ranks
+        assert got["warned"] == (world > 1)  # a one-rank mesh splits nothing
+        for name, value in unkeyed.items():  # torch's RNG, shared state: each rank keeps its block of one draw
+            assert torch.equal(got["unkeyed"][name], value), ("unkeyed", name, rank)
         if world == 4:  # a shard draws only the chunks it covers
             assert got["dtensor_drawn"] < full.drawn and got["fsdp_drawn"] < full.drawn

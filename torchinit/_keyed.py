@@ -206,7 +206,8 @@ def _copy_back(buffer: torch.Tensor, tensor: torch.Tensor, action: Action) -> No
     _zero_row(tensor, action, None)
 
 
-def _local_block(full_flat: torch.Tensor, base: int, tensor: torch.Tensor, region: Region) -> torch.Tensor:
+def local_block(full_flat: torch.Tensor, base: int, tensor: torch.Tensor, region: Region) -> torch.Tensor:
+    """The elements of ``region``'s local block, taken from a flat global range starting at ``base``."""
     if tuple(tensor.shape[1:]) == region.global_shape[1:]:  # a block of whole rows (Shard(0)): one slice
         first, last = region.flat_range(tuple(tensor.shape))
         return full_flat[first - base : last - base].view(tensor.shape)
@@ -220,7 +221,7 @@ def _local_block(full_flat: torch.Tensor, base: int, tensor: torch.Tensor, regio
 
 
 def _scatter(buffer: torch.Tensor, base: int, tensor: torch.Tensor, region: Region, action: Action) -> None:
-    tensor.copy_(_local_block(buffer, base, tensor, region))
+    tensor.copy_(local_block(buffer, base, tensor, region))
     _zero_row(tensor, action, region)
 
 
@@ -228,7 +229,7 @@ def _place(full: torch.Tensor, tensor: torch.Tensor, region: Region | None, acti
     if region is None:
         tensor.copy_(full)
     else:
-        tensor.copy_(_local_block(full.reshape(-1), 0, tensor, region))
+        tensor.copy_(local_block(full.reshape(-1), 0, tensor, region))
     _zero_row(tensor, action, region)
 
 

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from torchinit._actions import Action, write
-from torchinit._keyed import KeyedWriter, Region
+from torchinit._keyed import KeyedWriter, Region, local_block
 from torchinit._roles import Role
 from torchinit._types import is_lazy
 
@@ -139,5 +139,12 @@ def execute(steps: list[Step], generator: torch.Generator | None) -> None:
                 write(step.action, value, generator)
                 setattr(target.owner, target.name, value)
                 target.tensor = getattr(target.owner, target.name)
+            elif type(target.tensor).__name__ == "DTensor":
+                # Every rank draws the whole tensor from its (shared) RNG state and keeps its block,
+                # so the gathered result is the unsharded draw. seed= draws only the block instead.
+                local, region = _region(target.tensor)
+                full = torch.empty(target.tensor.shape, dtype=local.dtype, device=local.device)
+                write(step.action, full, generator)
+                local.copy_(full if region is None else local_block(full.reshape(-1), 0, local, region))
             else:
                 write(step.action, target.tensor, generator)

@@ -26,7 +26,7 @@ class UncoveredParameterWarning(UserWarning):
 
 
 class ShardedWithoutSeedWarning(UserWarning):
-    """Sharded (DTensor / FSDP2) parameters drawn from torch's RNG: shards may repeat each other."""
+    """Sharded (DTensor / FSDP2) parameters drawn from torch's RNG: every rank draws whole tensors."""
 
 
 def _is_sharded(tensor: torch.Tensor) -> bool:
@@ -183,9 +183,9 @@ class Plan:
             if warn and sharded:
                 warnings.warn(
                     ShardedWithoutSeedWarning(
-                        f"{len(sharded)} sharded parameter(s) (first: {sharded[0]}) drawn from torch's RNG: on a "
-                        "CPU mesh every rank draws the same stream, so shards repeat each other. Pass seed= for "
-                        "keyed, shard-invariant values."
+                        f"{len(sharded)} sharded parameter(s) (first: {sharded[0]}) drawn from torch's RNG: each "
+                        "rank draws the whole tensor and keeps its shard, which is right only if all ranks share "
+                        "the RNG state. Pass seed= to draw just the shard, from keyed, shard-invariant streams."
                     ),
                     stacklevel=3,
                 )
