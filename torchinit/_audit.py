@@ -86,8 +86,8 @@ def _reference_std(scheme: Any, module: nn.Module, weight: torch.Tensor) -> floa
     if not isinstance(scheme, Scheme) or role is None or role.kind != "dense" or role.fans is None:
         return None
     if scheme.distribution == "orthogonal":
-        rows = weight.shape[0] // role.fans.chunks
-        return scheme.gain / math.sqrt(max(rows, weight[:rows].numel() // rows))
+        rows, cols = weight.shape[0] // role.fans.chunks, weight[0].numel()
+        return scheme.gain / math.sqrt(max(rows, cols))
     return scheme.action(role).std
 
 

@@ -96,9 +96,6 @@ def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-CHUNKABLE = ("normal", "uniform", "truncated_normal")
-
-
 class KeyedWriter:
     """Collects keyed fills as independent tasks, runs them on a thread pool, then finishes up."""
 
@@ -116,7 +113,7 @@ class KeyedWriter:
         if not action.draws:
             self.finish.append(lambda: _fill_post(action, tensor, region))
             return
-        if action.kind == "orthogonal" or (region is not None and action.kind not in CHUNKABLE):
+        if action.kind == "orthogonal":  # a QR of the whole matrix: not chunkable
             self._whole(action, tensor, name, region)
             return
         self._chunked(action, tensor, name, region)
@@ -144,10 +141,8 @@ class KeyedWriter:
             key = key_bytes(self.seed, name, "chunk", c)
             self.drawn += piece.numel()
             self.tasks.append((piece.numel(), functools.partial(_fill_keyed, action, piece, key)))
-        if region is not None:
-            self.finish.append(lambda: _scatter(buffer, base, tensor, region, action))
-        elif not direct:
-            self.finish.append(lambda: _copy_back(buffer, tensor, action))
+        if not direct:
+            self.finish.append(functools.partial(_place, buffer, base, tensor, region, action))
         elif action.zero_row is not None:
             self.finish.append(functools.partial(_zero_row, tensor, action, None))
 
@@ -157,7 +152,7 @@ class KeyedWriter:
         key = key_bytes(self.seed, name, action.kind, 0)
         self.drawn += full.numel()
         self.tasks.append((full.numel(), functools.partial(_fill_keyed, action, full, key)))
-        self.finish.append(lambda: _place(full, tensor, region, action))
+        self.finish.append(functools.partial(_place, full.reshape(-1), 0, tensor, region, action))
 
     def run(self) -> None:
         """Fill every chunk (in parallel), then copy, scatter and write constants.
@@ -201,11 +196,6 @@ def _zero_row(t: torch.Tensor, action: Action, region: Region | None) -> None:
         t[row].fill_(0)
 
 
-def _copy_back(buffer: torch.Tensor, tensor: torch.Tensor, action: Action) -> None:
-    tensor.copy_(buffer.view(tensor.shape))
-    _zero_row(tensor, action, None)
-
-
 def local_block(full_flat: torch.Tensor, base: int, tensor: torch.Tensor, region: Region) -> torch.Tensor:
     """The elements of ``region``'s local block, taken from a flat global range starting at ``base``."""
     if tuple(tensor.shape[1:]) == region.global_shape[1:]:  # a block of whole rows (Shard(0)): one slice
@@ -220,16 +210,9 @@ def local_block(full_flat: torch.Tensor, base: int, tensor: torch.Tensor, region
     return full_flat[index - base]
 
 
-def _scatter(buffer: torch.Tensor, base: int, tensor: torch.Tensor, region: Region, action: Action) -> None:
-    tensor.copy_(local_block(buffer, base, tensor, region))
-    _zero_row(tensor, action, region)
-
-
-def _place(full: torch.Tensor, tensor: torch.Tensor, region: Region | None, action: Action) -> None:
-    if region is None:
-        tensor.copy_(full)
-    else:
-        tensor.copy_(local_block(full.reshape(-1), 0, tensor, region))
+def _place(flat: torch.Tensor, base: int, tensor: torch.Tensor, region: Region | None, action: Action) -> None:
+    """Copy drawn values (a flat global range starting at ``base``) into the tensor or its local block."""
+    tensor.copy_(flat.view(tensor.shape) if region is None else local_block(flat, base, tensor, region))
     _zero_row(tensor, action, region)
 
 

@@ -78,11 +78,11 @@ def _layers(model: nn.Module, data: Any) -> list[tuple[str, nn.Module]]:
         for name, m in model.named_modules()
         if "weight" in m._parameters and (role := role_of(m, "weight")) is not None and role.kind == "dense"
     }
-    order: list[tuple[str, nn.Module]] = []
+    order: dict[nn.Module, str] = {}  # first call order; a module called twice counts once
 
     def record(module: nn.Module, args: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor) and all(module is not m for _, m in order):
-            order.append((candidates[module], module))
+        if isinstance(output, torch.Tensor) and module not in order:
+            order[module] = candidates[module]
 
     handles = [m.register_forward_hook(record) for m in candidates]
     try:
@@ -90,7 +90,7 @@ def _layers(model: nn.Module, data: Any) -> list[tuple[str, nn.Module]]:
     finally:
         for h in handles:
             h.remove()
-    return order
+    return [(name, module) for module, name in order.items()]
 
 
 def _output_of(model: nn.Module, layer: nn.Module, data: Any) -> torch.Tensor:

@@ -59,7 +59,7 @@ def own_targets(module: nn.Module, prefix: str) -> Iterator[Target]:
         return  # its `original*` tensors are reached through the parametrized owner
     if _parametrized(module):
         for name in module.parametrizations:  # type: ignore[union-attr]
-            yield Target(prefix + name, module, name, getattr(module, name), parametrized=True)
+            yield target_named(module, prefix, name)
     for name, param in module._parameters.items():
         if param is not None:
             yield Target(prefix + name, module, name, param)
@@ -145,6 +145,7 @@ def execute(steps: list[Step], generator: torch.Generator | None) -> None:
                 local, region = _region(target.tensor)
                 full = torch.empty(target.tensor.shape, dtype=local.dtype, device=local.device)
                 write(step.action, full, generator)
-                local.copy_(full if region is None else local_block(full.reshape(-1), 0, local, region))
+                assert region is not None
+                local.copy_(local_block(full.reshape(-1), 0, local, region))
             else:
                 write(step.action, target.tensor, generator)
