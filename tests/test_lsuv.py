@@ -104,3 +104,20 @@ def test_lsuv_errors() -> None:
     with pytest.raises(InitError, match="base must be a Scheme; got base='orthogonal'"):
         LSUVScheme(base="orthogonal")  # type: ignore[arg-type]
     assert "lsuv" in torchinit.list_schemes()
+
+
+def test_lsuv_warns_about_uncovered_parameters_like_every_scheme() -> None:
+    class WithScale(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+            self.scale = nn.Parameter(torch.full((8,), 2.0))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) * self.scale
+
+    model = WithScale()
+    with pytest.warns(torchinit.UncoveredParameterWarning, match=r"scale \(8,\)"):
+        report = reinit(model, "lsuv", data=torch.randn(64, 8))
+    assert [e.path for e in report.skipped] == ["scale"]
+    assert torch.equal(model.scale, torch.full((8,), 2.0))

@@ -327,7 +327,7 @@ def reinit(
     if isinstance(lsuv, LSUVScheme):
         plan = prepare(module, lsuv.base, generator=generator, strict=strict, overrides=overrides, seed=seed)
         reports: list[InitReport] = []
-        layers = lsuv_(_unwrap(module), data, lsuv, lambda: reports.append(plan.run(generator, False, seed, threads)))
+        layers = lsuv_(_unwrap(module), data, lsuv, lambda: reports.append(plan.run(generator, True, seed, threads)))
         report = reports[0]
         report.scheme = scheme if isinstance(scheme, str) else repr(lsuv)
         report.lsuv = layers
