@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from torchinit import ACTIVATIONS, InitError, calculate_gain, exact_gain
+from torchinit import InitError, calculate_gain, exact_gain
 from torchinit._gains import second_moment
+from torchinit.extend import ACTIVATIONS
 
 TORCH_NAMES = [
     "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",

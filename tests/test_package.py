@@ -16,26 +16,52 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_all_is_sorted_and_complete() -> None:
-    for module in (torchinit, torchinit.testing, strategies, torchinit.layers):
+    for module in (torchinit, torchinit.extend, torchinit.testing, strategies, torchinit.layers):
         assert module.__all__ == sorted(module.__all__)
         assert all(hasattr(module, name) for name in module.__all__)
 
 
 def test_public_api() -> None:
     assert set(torchinit.__all__) == {
-        "ACTIVATIONS", "Distribution", "FanMode", "FanRule", "Fans", "InitError", "__version__",
-        "calculate_gain", "exact_gain", "fans_of", "kaiming_normal_", "kaiming_uniform_", "lecun_normal_",
-        "lecun_uniform_", "orthogonal_", "register_fan_rule", "torch_fans", "trunc_normal_", "truncated_normal_",
-        "uniform_std_", "variance_scaling_", "xavier_normal_", "xavier_uniform_",
-        # reinit
-        "InitReport", "LegacyScheme", "Override", "ROLES", "ReportEntry", "Role", "RoleName", "RoleRule", "Scheme",
-        "SchemeDistribution", "UncoveredParameterWarning", "get_scheme", "list_schemes", "register_role_rule",
-        "register_scheme", "reinit",
+        "__version__",
+        # initializers, gains, fans
+        "kaiming_normal_", "kaiming_uniform_", "lecun_normal_", "lecun_uniform_", "orthogonal_", "trunc_normal_",
+        "truncated_normal_", "variance_scaling_", "xavier_normal_", "xavier_uniform_", "calculate_gain",
+        "exact_gain", "Fans", "fans_of",
+        # reinit and schemes
+        "reinit", "InitReport", "Scheme", "Override", "list_schemes",
         # construction time
         "SchemeMixin", "build", "default_scheme", "with_scheme",
-        # lsuv
-        "LSUVLayer", "LSUVScheme", "ShardedWithoutSeedWarning",
+        # types, errors and warnings
+        "Distribution", "FanMode", "SchemeLike", "InitError", "UncoveredParameterWarning", "ShardedWithoutSeedWarning",
     }  # fmt: skip
+    assert set(torchinit.extend.__all__) == {
+        "ACTIVATIONS", "Action", "BaseScheme", "Call", "FanRule", "LSUVLayer", "LSUVScheme", "LayerRule",
+        "LegacyDraws", "LegacyRule", "LegacyScheme", "Plan", "ROLES", "ReportEntry", "Role", "RoleName", "RoleRule",
+        "Step", "Target", "draw_", "get_scheme", "plan_by_role", "register_fan_rule", "register_layer",
+        "register_role_rule", "register_scheme", "torch_fans", "uniform_std_",
+    }  # fmt: skip
+
+
+def test_aliases_shown_in_the_0_1_docs_still_import() -> None:
+    for name in ("LSUVScheme", "LegacyScheme", "ReportEntry", "Role", "get_scheme", "register_fan_rule",
+                 "register_layer", "register_role_rule", "register_scheme", "torch_fans", "uniform_std_"):  # fmt: skip
+        assert getattr(torchinit, name) is getattr(torchinit.extend, name)
+
+
+def test_no_private_name_is_imported_across_modules() -> None:
+    import ast
+
+    for path in (ROOT / "torchinit").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torchinit"):
+                package = ROOT / (node.module or "").replace(".", "/")
+                private = [
+                    a.name
+                    for a in node.names
+                    if a.name.startswith("_") and a.name != "__version__" and not (package / f"{a.name}.py").exists()
+                ]  # a private *module* is fine; a private name inside one is not
+                assert not private, f"{path.name} imports {private} from {node.module}"
 
 
 def test_public_callables_have_docstrings() -> None:

@@ -1,8 +1,14 @@
-"""torchinit: correct weight initialization for PyTorch, with the true fans of every layer."""
+"""torchinit: correct weight initialization for PyTorch, with the true fans of every layer.
 
+The front door: what users call, the types they annotate with, the errors and warnings they catch.
+What plug-in authors need (layer descriptions, scheme protocol, plan types) is in `torchinit.extend`.
+"""
+
+from torchinit import _torch_layers as _torch_layers  # registers torch.nn's layer descriptions
+from torchinit import extend as extend
 from torchinit._construct import build, default_scheme
-from torchinit._fans import FanRule, Fans, fans_of, register_fan_rule, torch_fans
-from torchinit._gains import ACTIVATIONS, calculate_gain, exact_gain
+from torchinit._fans import Fans, torch_fans
+from torchinit._gains import calculate_gain, exact_gain
 from torchinit._initializers import (
     kaiming_normal_,
     kaiming_uniform_,
@@ -16,43 +22,27 @@ from torchinit._initializers import (
     xavier_normal_,
     xavier_uniform_,
 )
-from torchinit._lsuv import LSUVLayer, LSUVScheme
+from torchinit._layers import Role, fans_of, register_fan_rule, register_layer, register_role_rule
+from torchinit._legacy import LegacyScheme
+from torchinit._lsuv import LSUVScheme
 from torchinit._mixin import SchemeMixin, with_scheme
-from torchinit._reinit import ShardedWithoutSeedWarning, UncoveredParameterWarning, reinit
+from torchinit._registry import SchemeLike, get_scheme, list_schemes, register_scheme
+from torchinit._reinit import reinit
 from torchinit._report import InitReport, ReportEntry
-from torchinit._roles import ROLES, Role, RoleName, RoleRule, register_role_rule
-from torchinit._schemes import (
-    LegacyScheme,
-    Override,
-    Scheme,
-    SchemeDistribution,
-    get_scheme,
-    list_schemes,
-    register_scheme,
-)
-from torchinit._types import Distribution, FanMode, InitError
+from torchinit._schemes import Override, Scheme
+from torchinit._types import Distribution, FanMode, InitError, ShardedWithoutSeedWarning, UncoveredParameterWarning
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "ACTIVATIONS",
     "Distribution",
     "FanMode",
-    "FanRule",
     "Fans",
     "InitError",
     "InitReport",
-    "LSUVLayer",
-    "LSUVScheme",
-    "LegacyScheme",
     "Override",
-    "ROLES",
-    "ReportEntry",
-    "Role",
-    "RoleName",
-    "RoleRule",
     "Scheme",
-    "SchemeDistribution",
+    "SchemeLike",
     "SchemeMixin",
     "ShardedWithoutSeedWarning",
     "UncoveredParameterWarning",
@@ -62,23 +52,23 @@ __all__ = [
     "default_scheme",
     "exact_gain",
     "fans_of",
-    "get_scheme",
     "kaiming_normal_",
     "kaiming_uniform_",
     "lecun_normal_",
     "lecun_uniform_",
     "list_schemes",
     "orthogonal_",
-    "register_fan_rule",
-    "register_role_rule",
-    "register_scheme",
     "reinit",
-    "torch_fans",
     "trunc_normal_",
     "truncated_normal_",
-    "uniform_std_",
     "variance_scaling_",
     "with_scheme",
     "xavier_normal_",
     "xavier_uniform_",
 ]
+
+# Backward-compatible aliases (0.1 showed these in the README and docs); their home is torchinit.extend.
+_ALIASES = (
+    LSUVScheme, LegacyScheme, ReportEntry, Role, get_scheme, register_fan_rule, register_layer, register_role_rule,
+    register_scheme, torch_fans, uniform_std_,
+)  # fmt: skip

@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchinit._actions import torch_fan_in
-from torchinit._roles import role_of
-from torchinit._schemes import LegacyScheme, Scheme, resolve_scheme
+from torchinit._draw import torch_fan_in
+from torchinit._layers import role_of
+from torchinit._registry import resolve_scheme
 from torchinit._types import InitError
-from torchinit.testing._assertions import MIN_SAMPLES, std_tolerance
+from torchinit.testing import MIN_SAMPLES, std_tolerance
 
 
 class AuditError(Exception):
@@ -78,19 +78,6 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def _reference_std(scheme: Any, module: nn.Module, weight: torch.Tensor) -> float | None:
-    role = role_of(module, "weight")
-    if isinstance(scheme, LegacyScheme):
-        fan = torch_fan_in(weight)
-        return 1 / math.sqrt(3 * fan) if fan else None
-    if not isinstance(scheme, Scheme) or role is None or role.kind != "dense" or role.fans is None:
-        return None
-    if scheme.distribution == "orthogonal":
-        rows, cols = weight.shape[0] // role.fans.chunks, weight[0].numel()
-        return scheme.gain / math.sqrt(max(rows, cols))
-    return scheme.action(role).std
-
-
 def _looks_like_torch_default(weight: torch.Tensor) -> bool:
     """Std and support consistent with U(+-1/sqrt(torch fan_in)) at alpha=1e-6 (needs >= 100 elements)."""
     fan = torch_fan_in(weight)
@@ -140,7 +127,7 @@ def audit(
         if weight is None or role is None or role.kind != "dense" or weight.numel() == 0:
             continue
         std = float(weight.detach().double().square().mean().sqrt())
-        reference = _reference_std(scheme, module, weight)
+        reference = scheme.dense_std(module, role)
         fans = role.fans
         layers.append({
             "path": path, "type": type(module).__name__, "shape": list(weight.shape),

@@ -10,23 +10,9 @@ from torchinit._types import InitError
 
 
 def _schemes_text() -> str:
-    from torchinit._lsuv import LSUVScheme
-    from torchinit._schemes import LegacyScheme, Scheme, get_scheme, list_schemes
+    from torchinit._registry import get_scheme, list_schemes
 
-    lines = []
-    for name in list_schemes():
-        s = get_scheme(name)
-        if isinstance(s, LegacyScheme):
-            text = "torch's defaults bit for bit (Linear/Conv: U(+-1/sqrt(fan_in)) weights and biases, ...)"
-        elif isinstance(s, LSUVScheme):
-            text = f"orthogonal, then each layer scaled to output std 1 +- {s.tol:g} on a batch (Mishkin & Matas 2015)"
-        elif isinstance(s, Scheme) and s.distribution == "orthogonal":
-            text = f"dense weights orthogonal, gain {s.gain:.4g}; biases {s.bias:g}"
-        else:
-            assert isinstance(s, Scheme)
-            shape = {"normal": "N(0, s^2)", "uniform": "U(+-sqrt(3) s)", "truncated_normal": "TN(+-2 sigma, std s)"}
-            text = f"dense weights {shape[s.distribution]}, s = sqrt({s.scale:.4g} / {s.mode}); biases {s.bias:g}"
-        lines.append(f"{name:<22}{text}")
+    lines = [f"{name:<22}{get_scheme(name).summary()}" for name in list_schemes()]
     lines.append("\nAll use true fans; recurrent weights orthogonal per gate; norms 1/0; embeddings N(0, 1).")
     return "\n".join(lines)
 

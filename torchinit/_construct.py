@@ -13,64 +13,30 @@ import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
 
+from torchinit._context import Context, current, pushed
+from torchinit._layers import describe, registered, resets
 from torchinit._plan import Step
-from torchinit._reinit import prepare
+from torchinit._registry import SchemeLike, resolve_scheme, scheme_name
+from torchinit._reinit import apply_own, prepare, refuse_data_schemes
 from torchinit._report import InitReport
-from torchinit._roles import NORMS
-from torchinit._schemes import AnyScheme, LegacyScheme, Override, resolve_scheme
 from torchinit._types import InitError
 
+if TYPE_CHECKING:
+    from torchinit._schemes import Override
+
 M = TypeVar("M", bound=nn.Module)
-
-
-@dataclass
-class _Context:
-    scheme: AnyScheme | None  # None: skip every default draw (build)
-    generator: torch.Generator | None = None
-    pending: dict[int, torch.Tensor] = field(default_factory=dict)  # skipped parameters, by id
-
-    def mark(self, module: nn.Module) -> None:
-        for param in module._parameters.values():
-            if param is not None:
-                self.pending[id(param)] = param
-
-
-_local = threading.local()
-
-
-def _stack() -> list[_Context]:
-    if not hasattr(_local, "stack"):
-        _local.stack = []
-    stack: list[_Context] = _local.stack
-    return stack
-
-
-def current() -> _Context | None:
-    """This thread's innermost construction context, if any."""
-    stack = _stack()
-    return stack[-1] if stack else None
-
-
-def apply_own(module: nn.Module, ctx: _Context) -> None:
-    """What a wrapped reset does under a context: skip (and remember) or apply the scheme to own params."""
-    if ctx.scheme is None:
-        ctx.mark(module)
-        return
-    plan = prepare(module, ctx.scheme, generator=ctx.generator, own_only=True)
-    plan.run(ctx.generator, warn=False)
 
 
 def _wrap_reset(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def reset(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         ctx = current()
-        if ctx is None or isinstance(ctx.scheme, LegacyScheme):
+        if ctx is None or (ctx.scheme is not None and ctx.scheme.torch_default):
             return original(self, *args, **kwargs)
         apply_own(self, ctx)
         return None
@@ -79,16 +45,17 @@ def _wrap_reset(original: Callable[..., Any]) -> Callable[..., Any]:
     return reset
 
 
-def _wrap_stack_init(original: Callable[..., None]) -> Callable[..., None]:
-    # TransformerEncoder/Decoder deep-copy one prototype layer. Under a scheme the copies get
-    # independent draws (as reinit would give them); under build() they are pending like the prototype.
+def _wrap_clones_init(original: Callable[..., None]) -> Callable[..., None]:
+    # Stacks that deep-copy one prototype layer (TransformerEncoder/Decoder). Under a scheme the copies
+    # get independent draws (as reinit would give them); under build() they are pending like the prototype.
     @functools.wraps(original)
     def init(self: nn.Module, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         ctx = current()
-        if ctx is None or isinstance(ctx.scheme, LegacyScheme):
+        clones = describe(self).clones
+        if ctx is None or clones is None or (ctx.scheme is not None and ctx.scheme.torch_default):
             return
-        for layer in list(self.layers)[1:]:  # type: ignore[arg-type]
+        for layer in list(getattr(self, clones))[1:]:
             for module in layer.modules():
                 if ctx.scheme is None:
                     ctx.mark(module)
@@ -99,53 +66,35 @@ def _wrap_stack_init(original: Callable[..., None]) -> Callable[..., None]:
     return init
 
 
-_RESETS: tuple[tuple[type[nn.Module], str], ...] = (
-    (nn.Linear, "reset_parameters"),
-    (nn.Bilinear, "reset_parameters"),
-    (nn.modules.conv._ConvNd, "reset_parameters"),
-    (nn.Embedding, "reset_parameters"),
-    (nn.EmbeddingBag, "reset_parameters"),
-    (nn.RNNBase, "reset_parameters"),
-    (nn.RNNCellBase, "reset_parameters"),
-    (nn.PReLU, "reset_parameters"),
-    (nn.MultiheadAttention, "_reset_parameters"),
-    (nn.Transformer, "_reset_parameters"),
-    *((norm, "reset_parameters") for norm in NORMS),
-)
-_installed = False
 _install_lock = threading.Lock()
 
 
 def install() -> None:
-    """Wrap torch's reset methods once (idempotent, thread-safe). Without a context they behave as before."""
-    global _installed
+    """Wrap the default-draw methods of every described layer type (idempotent, thread-safe).
+
+    Without a context the wrapped methods behave exactly as before. Types described after the first
+    call are wrapped on the next one.
+    """
     with _install_lock:
-        if _installed:
-            return
-        for cls, name in _RESETS:
+        for cls, name in resets():
             method = cls.__dict__[name]
             if not hasattr(method, "__torchinit_wrapped__"):
                 setattr(cls, name, _wrap_reset(method))
-        for cls in (nn.TransformerEncoder, nn.TransformerDecoder):
-            init = cls.__dict__["__init__"]
-            if not hasattr(init, "__torchinit_wrapped__"):
-                cls.__init__ = _wrap_stack_init(init)  # type: ignore[method-assign]
-        _installed = True
+        for cls, rule in registered().items():
+            init = cls.__dict__.get("__init__")
+            if rule.clones is not None and init is not None and not hasattr(init, "__torchinit_wrapped__"):
+                cls.__init__ = _wrap_clones_init(init)  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
-def _pushed(ctx: _Context) -> Iterator[_Context]:
+def _pushed(ctx: Context) -> Iterator[Context]:
     install()
-    stack = _stack()
-    stack.append(ctx)
-    try:
+    with pushed(ctx):
         yield ctx
-    finally:
-        stack.pop()
 
 
 @contextlib.contextmanager
-def default_scheme(scheme: str | AnyScheme, *, generator: torch.Generator | None = None) -> Iterator[None]:
+def default_scheme(scheme: SchemeLike, *, generator: torch.Generator | None = None) -> Iterator[None]:
     """Make torch.nn modules constructed in this block (in this thread) use ``scheme`` instead of torch's default.
 
     torch's default draws are skipped, not overwritten: each layer's ``reset_parameters`` applies the
@@ -166,15 +115,16 @@ def default_scheme(scheme: str | AnyScheme, *, generator: torch.Generator | None
         (1.0, 0.0)
     """
     resolved = resolve_scheme(scheme)
+    refuse_data_schemes(scheme, resolved)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise InitError(f"generator must be a torch.Generator or None; got generator={generator!r}.")
-    with _pushed(_Context(resolved, generator)):
+    with _pushed(Context(resolved, generator)):
         yield
 
 
 def build(
     factory: Callable[[], M],
-    scheme: str | AnyScheme = "kaiming_relu",
+    scheme: SchemeLike = "kaiming_relu",
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
@@ -222,8 +172,9 @@ def build(
         raise InitError("device must hold real storage to be initialized; got device='meta'.")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise InitError(f"dtype must be a floating-point torch.dtype; got dtype={dtype!r}.")
-    resolve_scheme(scheme)  # fail on a bad name before constructing anything
-    ctx = _Context(None)
+    resolved = resolve_scheme(scheme)  # fail on a bad name before constructing anything
+    refuse_data_schemes(scheme, resolved)
+    ctx = Context(None)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_pushed(ctx))
         if device is not None:
@@ -254,5 +205,7 @@ def build(
             if id(param) in ctx.pending and id(param) not in written
         ]
 
-    plan = prepare(model, scheme, generator=generator, strict=strict, overrides=overrides, check=unwritten, seed=seed)
-    return model, plan.run(generator, seed=seed, threads=threads)
+    resolved, _, _, plan = prepare(
+        model, resolved, generator=generator, strict=strict, overrides=overrides, check=unwritten, seed=seed
+    )
+    return model, plan.run(scheme_name(scheme, resolved), generator, seed=seed, threads=threads)

@@ -13,10 +13,11 @@ import math
 import torch
 from torch import nn
 
-from torchinit._distributions import SQRT3, normal_cdf, truncated_normal_std
+from torchinit._distributions import SQRT3, normal_cdf
+from torchinit._draw import draw_, gain_std, variance_std, xavier_std
 from torchinit._fans import Fans, resolve_fan
 from torchinit._gains import calculate_gain
-from torchinit._types import DISTRIBUTIONS, Distribution, FanMode, InitError, choice_error
+from torchinit._types import VARIANCE_DISTRIBUTIONS, Distribution, FanMode, InitError, check_finite, choice_error
 
 FansArg = Fans | tuple[float, float] | None
 
@@ -30,29 +31,7 @@ def _check_tensor(tensor: object) -> torch.Tensor:
 
 
 def _check_std(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise InitError(f"{name} must be a finite number >= 0; got {name}={value!r}.")
-    return float(value)
-
-
-def _normal(tensor: torch.Tensor, std: float, generator: torch.Generator | None) -> torch.Tensor:
-    with torch.no_grad():
-        return tensor.normal_(0.0, std, generator=generator)
-
-
-def _uniform(tensor: torch.Tensor, bound: float, generator: torch.Generator | None) -> torch.Tensor:
-    with torch.no_grad():
-        return tensor.uniform_(-bound, bound, generator=generator)
-
-
-def _draw(
-    tensor: torch.Tensor, distribution: Distribution, std: float, generator: torch.Generator | None
-) -> torch.Tensor:
-    if distribution == "normal":
-        return _normal(tensor, std, generator)
-    if distribution == "uniform":
-        return _uniform(tensor, SQRT3 * std, generator)
-    return truncated_normal_(tensor, std, generator=generator)
+    return check_finite(name, value, minimum=0.0)
 
 
 def variance_scaling_(
@@ -97,12 +76,13 @@ def variance_scaling_(
     """
     tensor = _check_tensor(tensor)
     scale = _check_std("scale", scale)
-    if distribution not in DISTRIBUTIONS:
-        raise choice_error("distribution", "distribution", distribution, DISTRIBUTIONS)
+    if distribution not in VARIANCE_DISTRIBUTIONS:
+        hint = " (orthogonal has no fan: use orthogonal_(tensor, gain))" if distribution == "orthogonal" else ""
+        raise InitError(str(choice_error("distribution", "distribution", distribution, VARIANCE_DISTRIBUTIONS)) + hint)
     if tensor.numel() == 0:
         return tensor
-    fan = resolve_fan(tensor, mode, fans, fan_in, fan_out)
-    return _draw(tensor, distribution, math.sqrt(scale / fan), generator)
+    std = variance_std(scale, resolve_fan(tensor, mode, fans, fan_in, fan_out))
+    return draw_(tensor, distribution, SQRT3 * std if distribution == "uniform" else std, generator)
 
 
 def _kaiming_std(
@@ -118,7 +98,7 @@ def _kaiming_std(
     gain = calculate_gain(nonlinearity, a)
     if _check_tensor(tensor).numel() == 0:
         return None
-    return gain / math.sqrt(resolve_fan(tensor, mode, fans, fan_in, fan_out))
+    return gain_std(gain, resolve_fan(tensor, mode, fans, fan_in, fan_out))
 
 
 def kaiming_uniform_(
@@ -148,7 +128,7 @@ def kaiming_uniform_(
         1.0
     """
     std = _kaiming_std(tensor, a, mode, nonlinearity, fans, fan_in, fan_out)
-    return tensor if std is None else _uniform(tensor, math.sqrt(3.0) * std, generator)
+    return tensor if std is None else draw_(tensor, "uniform", math.sqrt(3.0) * std, generator)
 
 
 def kaiming_normal_(
@@ -173,13 +153,13 @@ def kaiming_normal_(
         1.0
     """
     std = _kaiming_std(tensor, a, mode, nonlinearity, fans, fan_in, fan_out)
-    return tensor if std is None else _normal(tensor, std, generator)
+    return tensor if std is None else draw_(tensor, "normal", std, generator)
 
 
 def _xavier_std(tensor: torch.Tensor, gain: float, fans: FansArg, fan_in: float | None, fan_out: float | None) -> float:
     n_in = resolve_fan(tensor, "fan_in", fans, fan_in, fan_out)
     n_out = resolve_fan(tensor, "fan_out", fans, fan_in, fan_out)
-    return gain * math.sqrt(2.0 / float(n_in + n_out))
+    return xavier_std(gain, n_in, n_out)
 
 
 def xavier_uniform_(
@@ -205,7 +185,7 @@ def xavier_uniform_(
     gain = _check_std("gain", gain)
     if tensor.numel() == 0:
         return tensor
-    return _uniform(tensor, math.sqrt(3.0) * _xavier_std(tensor, gain, fans, fan_in, fan_out), generator)
+    return draw_(tensor, "uniform", math.sqrt(3.0) * _xavier_std(tensor, gain, fans, fan_in, fan_out), generator)
 
 
 def xavier_normal_(
@@ -226,7 +206,7 @@ def xavier_normal_(
     gain = _check_std("gain", gain)
     if tensor.numel() == 0:
         return tensor
-    return _normal(tensor, _xavier_std(tensor, gain, fans, fan_in, fan_out), generator)
+    return draw_(tensor, "normal", _xavier_std(tensor, gain, fans, fan_in, fan_out), generator)
 
 
 def lecun_normal_(
@@ -280,7 +260,7 @@ def uniform_std_(
     """
     tensor = _check_tensor(tensor)
     std = _check_std("std", std)
-    return _uniform(tensor, SQRT3 * std, generator) if tensor.numel() else tensor
+    return draw_(tensor, "uniform", SQRT3 * std, generator) if tensor.numel() else tensor
 
 
 def truncated_normal_(
@@ -320,18 +300,7 @@ def truncated_normal_(
         raise InitError(f"the cut-offs must satisfy a < b with mass between them; got a={a!r}, b={b!r}.")
     if tensor.numel() == 0:
         return tensor
-    sigma = std / truncated_normal_std(a, b)
-    exact = tensor.dtype == torch.float64 or max(abs(a), abs(b)) > 5
-    work_dtype = torch.float64 if exact else torch.float32
-    with torch.no_grad():
-        work = tensor if tensor.dtype == work_dtype else torch.empty_like(tensor, dtype=work_dtype)
-        # sqrt(2) * erfinv(2u - 1) is the normal quantile of u.
-        work.uniform_(2 * normal_cdf(a) - 1, 2 * normal_cdf(b) - 1, generator=generator)
-        work.erfinv_().clamp_(a / math.sqrt(2.0), b / math.sqrt(2.0))
-        work.mul_(math.sqrt(2.0) * sigma).add_(mean)
-        if work is not tensor:
-            tensor.copy_(work)
-    return tensor
+    return draw_(tensor, "truncated_normal", std, generator, mean=mean, a=a, b=b)
 
 
 def trunc_normal_(
@@ -382,26 +351,4 @@ def orthogonal_(
         )
     if tensor.numel() == 0 or tensor.is_meta:
         return tensor
-    with torch.no_grad():
-        for block in tensor.chunk(chunks, dim=0) if chunks > 1 else (tensor,):
-            _orthogonal_block(block, gain, generator)
-    return tensor
-
-
-def _orthogonal_block(block: torch.Tensor, gain: float, generator: torch.Generator | None) -> None:
-    rows = block.size(0)
-    cols = block.numel() // rows
-    low_precision = block.dtype not in (torch.float32, torch.float64)
-    dtype = torch.float32 if low_precision else block.dtype
-    flat = torch.empty((rows, cols), dtype=dtype, device=block.device).normal_(0, 1, generator=generator)
-    if rows < cols:
-        flat.t_()
-    q, r = torch.linalg.qr(flat)
-    q *= torch.diag(r, 0).sign()
-    if rows < cols:
-        q.t_()
-    if low_precision:
-        block.copy_((q * gain).reshape(block.shape))
-    else:
-        block.copy_(q.reshape(block.shape))
-        block.mul_(gain)
+    return draw_(tensor, "orthogonal", gain, generator, chunks=chunks)

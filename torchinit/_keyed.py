@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from torchinit._actions import Action, _fill
+from torchinit._draw import Action, fill
 
 CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 24}
 """Chunk size (elements) per device type; part of the definition of the keyed values."""
@@ -185,7 +185,7 @@ def _run_all(tasks: list[Callable[[], None]]) -> None:
 
 def _fill_keyed(action: Action, piece: torch.Tensor, key: bytes) -> None:
     with torch.no_grad():  # grad mode is thread-local: pool threads start with it on
-        _fill(action, piece, keyed_generator(key, piece.device))
+        fill(action, piece, keyed_generator(key, piece.device))
 
 
 def _zero_row(t: torch.Tensor, action: Action, region: Region | None) -> None:
@@ -223,4 +223,4 @@ def _fill_post(action: Action, tensor: torch.Tensor, region: Region | None) -> N
         for i in range(tensor.shape[0]):
             tensor[i].fill_(action.chunk_values[(region.offset[0] + i) // rows])
         return
-    _fill(action, tensor, None)
+    fill(action, tensor, None)

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
-from torchinit._roles import role_of
-from torchinit._schemes import Scheme, register_scheme, scheme_types
+from torchinit._layers import role_of
+from torchinit._plan import Plan
+from torchinit._registry import BaseScheme, Call, register_scheme
+from torchinit._schemes import Scheme
 from torchinit._types import InitError
+
+if TYPE_CHECKING:
+    from torchinit._report import InitReport
 
 
 @dataclass(frozen=True, kw_only=True)
-class LSUVScheme:
+class LSUVScheme(BaseScheme):
     r"""Layer-sequential unit-variance init: ``reinit(model, "lsuv", data=batch)``.
 
     First every parameter gets ``base`` (orthogonal by default: Saxe et al. 2014); then, layer by
@@ -45,8 +50,24 @@ class LSUVScheme:
         if not isinstance(self.base, Scheme):
             raise InitError(f"base must be a Scheme; got base={self.base!r}.")
 
+    uses_data: ClassVar[bool] = True
 
-scheme_types.append(LSUVScheme)
+    def plan(self, module: nn.Module, call: Call) -> Plan:
+        """The base scheme's plan; the rescaling runs afterwards, in `finish`."""
+        if call.data is None:
+            raise InitError(
+                "lsuv needs a batch to measure activations on: reinit(model, 'lsuv', data=batch), where model(batch) "
+                "(or model(*batch) for a tuple, model(**batch) for a dict) runs a forward pass."
+            )
+        return self.base.plan(module, call)
+
+    def finish(self, module: nn.Module, report: InitReport, call: Call) -> None:
+        """Rescale layer by layer in forward order; ``report.lsuv`` gets what each layer reached."""
+        report.lsuv = lsuv_(module, call.data, self)
+
+    def summary(self) -> str:
+        """The base and the tolerance."""
+        return f"orthogonal, then each layer scaled to output std 1 +- {self.tol:g} on a batch (Mishkin & Matas 2015)"
 
 
 @dataclass(frozen=True)
@@ -111,8 +132,6 @@ def _output_of(model: nn.Module, layer: nn.Module, data: Any) -> torch.Tensor:
 
 
 def _scale_weight(layer: nn.Module, factor: float) -> None:
-    from torch.nn.utils import parametrize
-
     weight: torch.Tensor = layer.weight  # type: ignore[assignment]
     if parametrize.is_parametrized(layer, "weight"):
         setattr(layer, "weight", weight * factor)  # through right_inverse  # noqa: B010
@@ -120,19 +139,13 @@ def _scale_weight(layer: nn.Module, factor: float) -> None:
         weight.mul_(factor)
 
 
-def lsuv_(model: nn.Module, data: Any, scheme: LSUVScheme, run_base: Callable[[], object]) -> list[LSUVLayer]:
-    """Apply the base scheme (``run_base``), then rescale layer by layer; return what each layer got."""
-    if data is None:
-        raise InitError(
-            "lsuv needs a batch to measure activations on: reinit(model, 'lsuv', data=batch), where model(batch) "
-            "(or model(*batch) for a tuple, model(**batch) for a dict) runs a forward pass."
-        )
+def lsuv_(model: nn.Module, data: Any, scheme: LSUVScheme) -> list[LSUVLayer]:
+    """Rescale layer by layer (the base scheme already written); return what each layer got."""
     modes = {m: m.training for m in model.modules()}
     results: list[LSUVLayer] = []
     try:
         model.eval()
         with torch.no_grad():
-            run_base()
             for path, layer in _layers(model, data):
                 iterations, std = 0, math.nan
                 for iterations in range(scheme.max_iter + 1):

@@ -7,9 +7,9 @@ from typing import Any, ClassVar, TypeVar
 
 from torch import nn
 
-from torchinit._construct import apply_own, current
-from torchinit._reinit import prepare
-from torchinit._schemes import AnyScheme, resolve_scheme
+from torchinit._context import Context, current
+from torchinit._registry import BaseScheme, SchemeLike, resolve_scheme
+from torchinit._reinit import apply_own, refuse_data_schemes
 from torchinit._types import InitError
 
 M = TypeVar("M", bound=nn.Module)
@@ -32,7 +32,7 @@ class SchemeMixin:
         (True, 1.0)
     """
 
-    init_scheme: ClassVar[str | AnyScheme] = "kaiming_relu"
+    init_scheme: ClassVar[SchemeLike] = "kaiming_relu"
 
     def reset_parameters(self) -> None:
         """Apply ``init_scheme`` to this layer's own parameters (torch's RNG)."""
@@ -41,20 +41,20 @@ class SchemeMixin:
         if ctx is not None and ctx.scheme is None:  # inside build(): defer, like every other layer
             apply_own(module, ctx)
             return
-        prepare(module, type(self).init_scheme, own_only=True).run(None, warn=False)
+        apply_own(module, Context(resolve_scheme(type(self).init_scheme)))
 
 
-_CACHE: dict[tuple[type[nn.Module], AnyScheme], type[nn.Module]] = {}
+_CACHE: dict[tuple[type[nn.Module], BaseScheme], type[nn.Module]] = {}
 _LOCK = threading.Lock()
 
 
-def _rebuild(base: type[nn.Module], scheme: AnyScheme) -> nn.Module:
+def _rebuild(base: type[nn.Module], scheme: BaseScheme) -> nn.Module:
     # pickle then restores the instance's state through nn.Module.__setstate__
     cls = with_scheme(base, scheme)
     return cls.__new__(cls)
 
 
-def with_scheme(cls: type[M], scheme: str | AnyScheme) -> type[M]:
+def with_scheme(cls: type[M], scheme: SchemeLike) -> type[M]:
     """A subclass of the layer class ``cls`` whose ``reset_parameters`` applies ``scheme``.
 
     ``KConv2d = with_scheme(nn.Conv2d, "kaiming_relu")`` is a true subclass (``isinstance`` holds,
@@ -67,6 +67,7 @@ def with_scheme(cls: type[M], scheme: str | AnyScheme) -> type[M]:
     if not (isinstance(cls, type) and issubclass(cls, nn.Module) and hasattr(cls, "reset_parameters")):
         raise InitError(f"cls must be an nn.Module subclass with reset_parameters; got cls={cls!r}.")
     resolved = resolve_scheme(scheme)
+    refuse_data_schemes(scheme, resolved)
     with _LOCK:
         made = _CACHE.get((cls, resolved))
         if made is None:

@@ -1,18 +1,28 @@
-"""Plans: the ordered writes of one reinit call, built and validated before anything is written."""
+"""Plans: the ordered writes of one reinit call, built, validated as a whole, then carried out.
+
+A scheme turns a model into a `Plan` (see ``_registry.BaseScheme``); `plan_by_role` is the walk that
+role-based schemes share. Nothing is written before `Plan.check` has passed.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from torchinit._actions import Action, write
+from torchinit._draw import Action, write
 from torchinit._keyed import KeyedWriter, Region, local_block
-from torchinit._roles import Role
-from torchinit._types import is_lazy
+from torchinit._layers import Role, role_of
+from torchinit._report import InitReport, ReportEntry
+from torchinit._types import InitError, ShardedWithoutSeedWarning, UncoveredParameterWarning, is_lazy
+
+if TYPE_CHECKING:
+    from torchinit._schemes import Override
 
 
 @dataclass(slots=True)
@@ -72,6 +82,11 @@ def target_named(module: nn.Module, prefix: str, name: str) -> Target:
     return Target(prefix + name, module, name, module._parameters[name])  # type: ignore[arg-type]
 
 
+def tracks_running_stats(module: nn.Module) -> bool:
+    """A norm layer with running statistics to reset (BatchNorm, SyncBatchNorm, InstanceNorm(track=True))."""
+    return hasattr(type(module), "reset_running_stats") and bool(getattr(module, "track_running_stats", False))
+
+
 def problem(target: Target, needs_values: bool) -> str | None:
     """Why this target cannot be written, or None."""
     t = target.tensor
@@ -93,6 +108,14 @@ def problem(target: Target, needs_values: bool) -> str | None:
     return None
 
 
+def _is_sharded(tensor: torch.Tensor) -> bool:
+    """A DTensor split over more than one rank (a Shard placement on a mesh dimension of size > 1)."""
+    if type(tensor).__name__ != "DTensor":
+        return False
+    mesh, placements = tensor.device_mesh, tensor.placements  # type: ignore[attr-defined]
+    return any(type(p).__name__ == "Shard" and mesh.size(i) > 1 for i, p in enumerate(placements))
+
+
 def _region(tensor: torch.Tensor) -> tuple[torch.Tensor, Region | None]:
     """The local tensor to write and, for a sharded DTensor, where it sits in the global tensor."""
     if type(tensor).__name__ != "DTensor":
@@ -104,29 +127,11 @@ def _region(tensor: torch.Tensor) -> tuple[torch.Tensor, Region | None]:
     return local, Region(tuple(tensor.shape), tuple(offset))
 
 
-def execute_keyed(steps: list[Step], seed: int, threads: int | None) -> int:
-    """Carry out validated steps with keyed streams (see ``_keyed``); returns the elements drawn."""
-    writer = KeyedWriter(seed, threads)
-    later: list[tuple[Target, torch.Tensor]] = []
-    with torch.no_grad():
-        for step in steps:
-            target = step.target
-            if target.parametrized:
-                value = torch.empty(target.tensor.shape, dtype=target.tensor.dtype, device=target.tensor.device)
-                writer.add(step.action, value, target.path)
-                later.append((target, value))
-            else:
-                local, region = _region(target.tensor)
-                writer.add(step.action, local, target.path, region)
-        writer.run()
-        for target, value in later:
-            setattr(target.owner, target.name, value)
-            target.tensor = getattr(target.owner, target.name)
-    return writer.drawn
+def _fresh(target: Target) -> torch.Tensor:
+    return torch.empty(target.tensor.shape, dtype=target.tensor.dtype, device=target.tensor.device)
 
 
-def execute(steps: list[Step], generator: torch.Generator | None) -> None:
-    """Carry out validated steps in order."""
+def _execute(steps: list[Step], generator: torch.Generator | None) -> None:
     with torch.no_grad():
         for step in steps:
             target = step.target
@@ -135,7 +140,7 @@ def execute(steps: list[Step], generator: torch.Generator | None) -> None:
             elif step.scratch:
                 write(step.action, torch.empty_like(target.tensor), generator)
             elif target.parametrized:
-                value = torch.empty(target.tensor.shape, dtype=target.tensor.dtype, device=target.tensor.device)
+                value = _fresh(target)
                 write(step.action, value, generator)
                 setattr(target.owner, target.name, value)
                 target.tensor = getattr(target.owner, target.name)
@@ -149,3 +154,169 @@ def execute(steps: list[Step], generator: torch.Generator | None) -> None:
                 local.copy_(local_block(full.reshape(-1), 0, local, region))
             else:
                 write(step.action, target.tensor, generator)
+
+
+def _execute_keyed(steps: list[Step], seed: int, threads: int | None) -> int:
+    writer = KeyedWriter(seed, threads)
+    later: list[tuple[Target, torch.Tensor]] = []
+    with torch.no_grad():
+        for step in steps:
+            target = step.target
+            if target.parametrized:
+                value = _fresh(target)
+                writer.add(step.action, value, target.path)
+                later.append((target, value))
+            else:
+                local, region = _region(target.tensor)
+                writer.add(step.action, local, target.path, region)
+        writer.run()
+        for target, value in later:
+            setattr(target.owner, target.name, value)
+            target.tensor = getattr(target.owner, target.name)
+    return writer.drawn
+
+
+def _entries(steps: list[Step]) -> list[ReportEntry]:
+    latest: dict[str, ReportEntry] = {}
+    for step in steps:
+        if step.scratch:
+            continue
+        t = step.target
+        a = step.action
+        if step.copy_from is not None:
+            rule, std, fans, kind = f"copy of {step.copy_from.path}", None, None, None
+        else:
+            rule, std, fans, kind = a.describe(), a.std, a.fans, None if a.kind == "skip" else a.kind
+        entry = ReportEntry(
+            path=t.path,
+            shape=tuple(t.tensor.shape),
+            role=step.role.kind if step.role else None,
+            rule=rule,
+            distribution=kind,
+            fans=fans,
+            std=std,
+            aliases=tuple(step.aliases),
+            skipped=a.reason if a.kind == "skip" and step.copy_from is None else None,
+            source="legacy copy" if step.copy_from is not None else a.formula,
+        )
+        latest.pop(t.path, None)  # a later write to the same parameter replaces the earlier one
+        latest[t.path] = entry
+    return list(latest.values())
+
+
+@dataclass
+class Plan:
+    """The writes of one call in order, what no rule covers, and the norm layers whose statistics reset."""
+
+    steps: list[Step]
+    uncovered: list[Target]
+    norms: list[tuple[str, nn.Module]]
+
+    def check(self, *, strict: bool = False, extra: Callable[[list[Step]], list[str]] | None = None) -> None:
+        """Raise one InitError listing every problem (lazy, meta, dtype, uncovered under ``strict``, ``extra``)."""
+        problems = [p for step in self.steps if (p := problem(step.target, step.action.draws)) is not None]
+        if strict and self.uncovered:
+            problems += [
+                f"{t.path} ({type(t.owner).__name__}, shape {tuple(t.tensor.shape)}) has no rule; describe its "
+                "module with torchinit.register_layer, or select it with an Override"
+                for t in self.uncovered
+            ]
+        if extra is not None:
+            problems += extra(self.steps)
+        if problems:
+            unique = list(dict.fromkeys(problems))
+            raise InitError("reinit changed nothing; fix these first:\n  - " + "\n  - ".join(unique))
+
+    def run(
+        self,
+        name: str,
+        generator: torch.Generator | None,
+        *,
+        warn: bool = True,
+        seed: int | None = None,
+        threads: int | None = None,
+    ) -> InitReport:
+        """Write (keyed by ``seed`` when given), reset running statistics, and report under ``name``."""
+        if warn and self.uncovered:
+            listing = ", ".join(f"{t.path} {tuple(t.tensor.shape)}" for t in self.uncovered)
+            warnings.warn(
+                UncoveredParameterWarning(
+                    f"reinit left {len(self.uncovered)} parameter(s) untouched because no rule covers them: "
+                    f"{listing}. Describe their modules (torchinit.register_layer), add an Override, or pass "
+                    "strict=True to make this an error."
+                ),
+                stacklevel=4,
+            )
+        if seed is None:
+            sharded = [s.target.path for s in self.steps if s.action.draws and _is_sharded(s.target.tensor)]
+            if warn and sharded:
+                warnings.warn(
+                    ShardedWithoutSeedWarning(
+                        f"{len(sharded)} sharded parameter(s) (first: {sharded[0]}) drawn from torch's RNG: each "
+                        "rank draws the whole tensor and keeps its shard, which is right only if all ranks share "
+                        "the RNG state. Pass seed= to draw just the shard, from keyed, shard-invariant streams."
+                    ),
+                    stacklevel=4,
+                )
+            _execute(self.steps, generator)
+            drawn = sum(s.target.tensor.numel() for s in self.steps if s.action.draws)
+        else:
+            drawn = _execute_keyed(self.steps, seed, threads)
+        buffers = []
+        for prefix, norm in self.norms:
+            norm.reset_running_stats()  # type: ignore[operator]
+            buffers += [prefix + b for b in ("running_mean", "running_var", "num_batches_tracked")]
+        steps = self.steps
+        return InitReport(name, lambda: _entries(steps), buffers, drawn=drawn)
+
+
+def plan_by_role(
+    modules: Iterable[tuple[str, nn.Module]],
+    action_of: Callable[[Role], Action],
+    overrides: Sequence[Override] = (),
+) -> Plan:
+    """The plan of a role-based scheme: each parameter gets ``action_of(role)`` unless an override selects it.
+
+    The last matching override wins; tied parameters are written once, under their first path.
+    """
+    steps: list[Step] = []
+    uncovered: list[Target] = []
+    norms: list[tuple[str, nn.Module]] = []
+    first: dict[int, Step] = {}
+    chosen_from = tuple(reversed(overrides))
+    actions: dict[Role, Action] = {}  # action_of is a pure function of the (frozen) role
+    for prefix, module in modules:
+        prefix = f"{prefix}." if prefix else ""
+        if tracks_running_stats(module):
+            norms.append((prefix, module))
+        for target in own_targets(module, prefix):
+            key = target.key
+            if key in first:  # tied: written once, under its first path
+                first[key].aliases.append(target.path)
+                continue
+            if is_lazy(target.tensor):
+                steps.append(Step(target, Action("normal", formula="lazy")))  # refused by Plan.check
+                continue
+            role = role_of(module, target.name)
+            chosen = None
+            if chosen_from:
+                frozen = not target.tensor.requires_grad
+                chosen = next((o for o in chosen_from if o.selects(target.path, module, role, frozen)), None)
+            if chosen is not None:
+                action = chosen.action(role, target.path)
+            elif target.tensor.numel() == 0:
+                action = Action("skip", reason="zero elements: nothing to write")
+            elif role is not None:
+                action = actions.get(role) or actions.setdefault(role, action_of(role))
+            else:
+                uncovered.append(target)
+                action = Action("skip", reason="no rule covers it")
+            step = Step(target, action, role=role)
+            first[key] = step
+            steps.append(step)
+    return Plan(steps, uncovered, norms)
+
+
+def modules_of(root: nn.Module, own_only: bool) -> Iterable[tuple[str, nn.Module]]:
+    """What a plan walks: the root alone (a layer being constructed) or every module, in module order."""
+    return [("", root)] if own_only else root.named_modules()

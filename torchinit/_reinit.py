@@ -1,218 +1,45 @@
-"""reinit: plan every parameter's write, validate the whole plan, then write."""
+"""reinit: resolve the scheme once, let it plan every write, validate the whole plan, then write."""
 
 from __future__ import annotations
 
-import operator
-import warnings
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from torchinit._actions import Action
-from torchinit._legacy import LegacyPlanner
-from torchinit._lsuv import LSUVScheme, lsuv_
-from torchinit._plan import Step, Target, execute, execute_keyed, own_targets, problem
-from torchinit._report import InitReport, ReportEntry
-from torchinit._roles import NORMS, PURE_TYPES, Role, role_of, rules_pristine
-from torchinit._schemes import AnyScheme, LegacyScheme, Override, Scheme, resolve_scheme
-from torchinit._types import InitError, is_lazy
+from torchinit._context import Context
+from torchinit._plan import Plan, Step
+from torchinit._registry import BaseScheme, Call, SchemeLike, resolve_scheme, scheme_name
+from torchinit._report import InitReport
+from torchinit._types import InitError
+
+if TYPE_CHECKING:
+    from torchinit._schemes import Override
 
 
-class UncoveredParameterWarning(UserWarning):
-    """Some parameters have no rule and were left untouched (listed in the report)."""
-
-
-class ShardedWithoutSeedWarning(UserWarning):
-    """Sharded (DTensor / FSDP2) parameters drawn from torch's RNG: every rank draws whole tensors."""
-
-
-def _is_sharded(tensor: torch.Tensor) -> bool:
-    """A DTensor split over more than one rank (a Shard placement on a mesh dimension of size > 1)."""
-    if type(tensor).__name__ != "DTensor":
-        return False
-    mesh, placements = tensor.device_mesh, tensor.placements  # type: ignore[attr-defined]
-    return any(type(p).__name__ == "Shard" and mesh.size(i) > 1 for i, p in enumerate(placements))
-
-
-def _unwrap(module: nn.Module) -> nn.Module:
-    # torch.compile returns an OptimizedModule wrapping the real one; its parameters are shared.
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module a ``torch.compile`` wrapper (``OptimizedModule``) stands for; its parameters are shared."""
     inner = getattr(module, "_orig_mod", None)
     return inner if isinstance(inner, nn.Module) and type(module).__name__ == "OptimizedModule" else module
 
 
-def _scheme_plan(
-    modules: Iterable[tuple[str, nn.Module]], scheme: Scheme
-) -> tuple[list[Step], list[Target], list[tuple[str, nn.Module]]]:
-    steps: list[Step] = []
-    uncovered: list[Target] = []
-    norms: list[tuple[str, nn.Module]] = []
-    first: dict[int, Step] = {}
-    overrides = tuple(reversed(scheme.overrides))  # the last matching override wins
-    memo: dict[tuple[object, ...], tuple[Role | None, Action | None]] = {}
-    pristine = rules_pristine()
-    getters: dict[type, Callable[[dict[str, Any]], Any]] = {}
-    for prefix, module in modules:
-        prefix = f"{prefix}." if prefix else ""
-        if isinstance(module, NORMS) and getattr(module, "track_running_stats", False):
-            norms.append((prefix, module))
-        twins = _twin_key(module, getters) if pristine else None
-        for target in own_targets(module, prefix):
-            key = target.key
-            if key in first:  # tied: written once, under its first path
-                first[key].aliases.append(target.path)
-                continue
-            if is_lazy(target.tensor):
-                steps.append(Step(target, Action("normal", formula="lazy")))  # refused by validation
-                continue
-            role, planned = _role_and_action(module, target, scheme, memo, twins)
-            frozen = not target.tensor.requires_grad if overrides else False
-            chosen = None
-            if overrides:
-                chosen = next((o for o in overrides if o.selects(target.path, module, role, frozen)), None)
-            if chosen is not None:
-                action = chosen.action(role, target.path)
-            elif target.tensor.numel() == 0:
-                action = Action("skip", reason="zero elements: nothing to write")
-            elif planned is not None:
-                action = planned
-            else:
-                uncovered.append(target)
-                action = Action("skip", reason="no rule covers it")
-            step = Step(target, action, role=role)
-            first[key] = step
-            steps.append(step)
-    return steps, uncovered, norms
-
-
-def _twin_key(module: nn.Module, getters: dict[type, Callable[[dict[str, Any]], Any]]) -> object | None:
-    """For a built-in layer: its type and scalar attributes (what its parameters' roles depend on)."""
-    cls = type(module)
-    if cls not in PURE_TYPES:
-        return None
-    getter = getters.get(cls)
-    if getter is None:  # the scalar attributes of the first instance seen name them for its type
-        names = [k for k, v in module.__dict__.items() if v is None or isinstance(v, (int, float, str, tuple))]
-        getter = getters[cls] = operator.itemgetter(*names) if names else (lambda d: ())
-    try:
-        return (cls, getter(module.__dict__))
-    except KeyError:  # an instance without one of them: plan it on its own
-        return None
-
-
-def _role_and_action(
-    module: nn.Module,
-    target: Target,
-    scheme: Scheme,
-    memo: dict[tuple[object, ...], tuple[Role | None, Action | None]],
-    twins: object | None,
-) -> tuple[Role | None, Action | None]:
-    """The role and the scheme's action for one parameter; twins of a built-in layer share one answer."""
-    key: tuple[object, ...] | None = None
-    if twins is not None:
-        key = (twins, target.name, target.tensor.shape)
-        hit = memo.get(key)
-        if hit is not None:
-            return hit
-    role = role_of(module, target.name)
-    answer = (role, scheme.action(role) if role is not None else None)
-    if key is not None:
-        memo[key] = answer
-    return answer
-
-
-def _entries(steps: list[Step]) -> list[ReportEntry]:
-    latest: dict[str, ReportEntry] = {}
-    for step in steps:
-        if step.scratch:
-            continue
-        t = step.target
-        a = step.action
-        if step.copy_from is not None:
-            rule, std, fans, kind = f"copy of {step.copy_from.path}", None, None, None
-        else:
-            rule, std, fans, kind = a.describe(), a.std, a.fans, None if a.kind == "skip" else a.kind
-        entry = ReportEntry(
-            path=t.path,
-            shape=tuple(t.tensor.shape),
-            role=step.role.kind if step.role else None,
-            rule=rule,
-            distribution=kind,
-            fans=fans,
-            std=std,
-            aliases=tuple(step.aliases),
-            skipped=a.reason if a.kind == "skip" and step.copy_from is None else None,
-            source="legacy copy" if step.copy_from is not None else a.formula,
-        )
-        latest.pop(t.path, None)  # a later write to the same parameter replaces the earlier one
-        latest[t.path] = entry
-    return list(latest.values())
-
-
-@dataclass
-class Plan:
-    """A validated plan: the writes in order, what no rule covers, and the norm layers to reset."""
-
-    name: str
-    steps: list[Step]
-    uncovered: list[Target]
-    norms: list[tuple[str, nn.Module]]
-
-    def run(
-        self,
-        generator: torch.Generator | None,
-        warn: bool = True,
-        seed: int | None = None,
-        threads: int | None = None,
-    ) -> InitReport:
-        """Write (keyed by ``seed`` when given), reset running statistics, and report."""
-        if warn and self.uncovered:
-            listing = ", ".join(f"{t.path} {tuple(t.tensor.shape)}" for t in self.uncovered)
-            warnings.warn(
-                UncoveredParameterWarning(
-                    f"reinit left {len(self.uncovered)} parameter(s) untouched because no rule covers them: "
-                    f"{listing}. Register a rule (torchinit.register_role_rule / register_fan_rule), add an "
-                    "Override, or pass strict=True to make this an error."
-                ),
-                stacklevel=3,
-            )
-        if seed is None:
-            sharded = [s.target.path for s in self.steps if s.action.draws and _is_sharded(s.target.tensor)]
-            if warn and sharded:
-                warnings.warn(
-                    ShardedWithoutSeedWarning(
-                        f"{len(sharded)} sharded parameter(s) (first: {sharded[0]}) drawn from torch's RNG: each "
-                        "rank draws the whole tensor and keeps its shard, which is right only if all ranks share "
-                        "the RNG state. Pass seed= to draw just the shard, from keyed, shard-invariant streams."
-                    ),
-                    stacklevel=3,
-                )
-            execute(self.steps, generator)
-            drawn = sum(s.target.tensor.numel() for s in self.steps if s.action.draws)
-        else:
-            drawn = execute_keyed(self.steps, seed, threads)
-        buffers = []
-        for prefix, norm in self.norms:
-            norm.reset_running_stats()  # type: ignore[operator]
-            buffers += [prefix + b for b in ("running_mean", "running_var", "num_batches_tracked")]
-        steps = self.steps
-        return InitReport(self.name, lambda: _entries(steps), buffers, drawn=drawn)
-
-
 def prepare(
     module: nn.Module,
-    scheme: str | AnyScheme,
+    scheme: SchemeLike,
     *,
     generator: torch.Generator | None = None,
     strict: bool = False,
     overrides: Sequence[Override] = (),
-    own_only: bool = False,
-    check: Callable[[list[Step]], list[str]] | None = None,
     seed: int | None = None,
-) -> Plan:
-    """Plan and validate; raise InitError listing every problem before anything is written."""
+    data: object = None,
+    check: Callable[[list[Step]], list[str]] | None = None,
+) -> tuple[BaseScheme, Call, nn.Module, Plan]:
+    """Check the arguments, resolve the scheme (once), plan and validate; nothing is written.
+
+    Raises:
+        InitError: listing every problem, before anything is written.
+    """
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise InitError(f"seed must be a non-negative integer; got seed={seed!r}.")
@@ -221,68 +48,29 @@ def prepare(
     if not isinstance(module, nn.Module):
         raise InitError(f"module must be an nn.Module; got {type(module).__name__}.")
     resolved = resolve_scheme(scheme)
-    overrides = tuple(overrides)
-    if not all(isinstance(o, Override) for o in overrides):
-        raise InitError(f"overrides must be a sequence of Override; got overrides={overrides!r}.")
+    if not isinstance(overrides, (list, tuple)):
+        raise InitError(f"overrides must be a list or tuple of Override; got overrides={overrides!r}.")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise InitError(f"generator must be a torch.Generator or None; got generator={generator!r}.")
-    root = _unwrap(module)
-    if not isinstance(resolved, (Scheme, LegacyScheme)):
-        raise InitError(
-            f"scheme {scheme!r} calibrates on data and runs only through reinit(model, {scheme!r}, data=batch)."
-        )
-    if isinstance(resolved, LegacyScheme):
-        if seed is not None:
-            raise InitError(
-                "legacy replays torch's constructors on torch's own RNG stream; it cannot be keyed by seed=. "
-                "Call torch.manual_seed(seed) first instead."
-            )
-        if overrides:
-            raise InitError(
-                "legacy reproduces torch's defaults bit for bit and takes no overrides; got "
-                f"overrides={overrides!r}. Run reinit(model, 'legacy') first, then reinit a second time "
-                "with the overrides on a scheme."
-            )
-        planner = LegacyPlanner()
-        if own_only:
-            planner.own(root, "")
-        else:
-            planner.visit(root, "")
-        steps, uncovered, norms = planner.steps, planner.uncovered, planner.norms
-        skip = Action("skip", reason="no rule covers it")
-        steps += [Step(t, skip, role=role_of(t.owner, t.name)) for t in uncovered]
-        name = "legacy"
-    else:
-        resolved = resolved.with_overrides(*overrides) if overrides else resolved
-        modules = [("", root)] if own_only else root.named_modules()
-        steps, uncovered, norms = _scheme_plan(modules, resolved)
-        name = scheme if isinstance(scheme, str) else repr(resolved)
-
-    problems = [p for step in steps if (p := problem(step.target, step.action.draws)) is not None]
-    if strict and uncovered:
-        problems += [
-            f"{t.path} ({type(t.owner).__name__}, shape {tuple(t.tensor.shape)}) has no rule; register one with "
-            "torchinit.register_role_rule or register_fan_rule, or select it with an Override"
-            for t in uncovered
-        ]
-    if check is not None:
-        problems += check(steps)
-    if problems:
-        unique = list(dict.fromkeys(problems))
-        raise InitError("reinit changed nothing; fix these first:\n  - " + "\n  - ".join(unique))
-    return Plan(name, steps, uncovered, norms)
+    if data is not None and not resolved.uses_data:
+        raise InitError(f"data= is only used by the lsuv scheme; got scheme={scheme!r}.")
+    call = Call(overrides=tuple(overrides), seed=seed, data=data, generator=generator)
+    root = unwrap(module)
+    plan = resolved.plan(root, call)
+    plan.check(strict=strict, extra=check)
+    return resolved, call, root, plan
 
 
 def reinit(
     module: nn.Module,
-    scheme: str | AnyScheme = "kaiming_relu",
+    scheme: SchemeLike = "kaiming_relu",
     *,
     generator: torch.Generator | None = None,
     strict: bool = False,
     overrides: Sequence[Override] = (),
     seed: int | None = None,
     threads: int | None = None,
-    data: Any = None,
+    data: object = None,
 ) -> InitReport:
     r"""Initialize every parameter of ``module`` in place by ``scheme``, with the true fans of each layer.
 
@@ -297,7 +85,7 @@ def reinit(
     Args:
         module: the model.
         scheme: a registered name (``"kaiming_relu"``, ``"legacy"``, see `list_schemes`) or a
-            `Scheme`.
+            scheme object (`Scheme`, ``LegacyScheme``, ``LSUVScheme``, any ``torchinit.extend.BaseScheme``).
         generator: the RNG for every draw; torch's default generator when None.
         strict: raise, naming each path and shape, when a parameter has no rule, instead of
             warning and leaving it untouched.
@@ -307,7 +95,7 @@ def reinit(
             threads or the sharding (DTensor / FSDP2 parameters draw only the chunks their shard
             covers). Chunks are filled in parallel. Not with ``generator`` or ``legacy``.
         threads: worker threads for keyed fills; ``torch.get_num_threads()`` when None.
-        data: for ``"lsuv"`` (an `LSUVScheme`): the batch the layers are calibrated on.
+        data: for ``"lsuv"``: the batch the layers are calibrated on.
 
     Returns:
         An `InitReport`: per parameter its path, shape, role, rule, fans and target std.
@@ -323,16 +111,29 @@ def reinit(
         >>> report["0.weight"].std == (2 / 27) ** 0.5
         True
     """
-    lsuv = resolve_scheme(scheme)
-    if isinstance(lsuv, LSUVScheme):
-        plan = prepare(module, lsuv.base, generator=generator, strict=strict, overrides=overrides, seed=seed)
-        reports: list[InitReport] = []
-        layers = lsuv_(_unwrap(module), data, lsuv, lambda: reports.append(plan.run(generator, True, seed, threads)))
-        report = reports[0]
-        report.scheme = scheme if isinstance(scheme, str) else repr(lsuv)
-        report.lsuv = layers
-        return report
-    if data is not None:
-        raise InitError(f"data= is only used by the lsuv scheme; got scheme={scheme!r}.")
-    plan = prepare(module, scheme, generator=generator, strict=strict, overrides=overrides, seed=seed)
-    return plan.run(generator, seed=seed, threads=threads)
+    resolved, call, root, plan = prepare(
+        module, scheme, generator=generator, strict=strict, overrides=overrides, seed=seed, data=data
+    )
+    report = plan.run(scheme_name(scheme, resolved), generator, seed=seed, threads=threads)
+    resolved.finish(root, report, call)
+    return report
+
+
+def refuse_data_schemes(scheme: SchemeLike, resolved: BaseScheme) -> None:
+    """Construction-time helpers cannot run a scheme that calibrates on data."""
+    if resolved.uses_data:
+        raise InitError(
+            f"scheme {scheme!r} calibrates on data and runs only through reinit(model, {scheme!r}, data=batch); "
+            "it cannot be used while a model is being constructed."
+        )
+
+
+def apply_own(module: nn.Module, ctx: Context) -> None:
+    """What a replaced default-draw method does under a context: skip (and remember), or apply the scheme
+    to the module's own parameters."""
+    if ctx.scheme is None:
+        ctx.mark(module)
+        return
+    plan = ctx.scheme.plan(module, Call(own_only=True, generator=ctx.generator))
+    plan.check()
+    plan.run(repr(ctx.scheme), ctx.generator, warn=False)

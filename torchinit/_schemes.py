@@ -1,8 +1,10 @@
-"""Schemes: what each parameter role gets. Small frozen values; names are registry keys for defaults."""
+"""Variance-scaling schemes (`Scheme`: what each parameter role gets) and `Override` (a change layered on one).
+
+Small frozen values; names are registry keys for default instances.
+"""
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import math
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -10,22 +12,21 @@ from typing import Any, Literal
 
 from torch import nn
 
-from torchinit._actions import Action, variance_action
+from torchinit._draw import Action, variance_std
 from torchinit._gains import exact_gain
-from torchinit._roles import ROLES, Role, RoleName
-from torchinit._types import DISTRIBUTIONS, FAN_MODES, Distribution, FanMode, InitError, choice_error
-
-SchemeDistribution = Literal["normal", "uniform", "truncated_normal", "orthogonal"]
-"""How a scheme draws dense weights: a variance-scaling shape, or (semi-)orthogonal."""
-
-_SCHEME_DISTRIBUTIONS: tuple[SchemeDistribution, ...] = ("normal", "uniform", "truncated_normal", "orthogonal")
-
-
-def _finite(name: str, value: object, *, minimum: float | None = None) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (minimum is not None and value < minimum):  # type: ignore[operator]
-        bound = f" >= {minimum:g}" if minimum is not None else ""
-        raise InitError(f"{name} must be a finite number{bound}; got {name}={value!r}.")
+from torchinit._layers import ROLES, Role, RoleName
+from torchinit._plan import Plan, modules_of, plan_by_role
+from torchinit._registry import BaseScheme, Call, get_scheme, register_scheme
+from torchinit._types import (
+    DISTRIBUTIONS,
+    FAN_MODES,
+    VARIANCE_DISTRIBUTIONS,
+    Distribution,
+    FanMode,
+    InitError,
+    check_finite,
+    choice_error,
+)
 
 
 def _type_name(t: type) -> str:
@@ -91,15 +92,21 @@ class Override:
                 f"an Override needs exactly one action among skip=True, constant=, std= and scheme=; got {self!r}."
             )
         if self.constant is not None:
-            _finite("constant", self.constant)
+            check_finite("constant", self.constant)
         if self.std is not None:
-            _finite("std", self.std, minimum=0.0)
-        if self.distribution not in DISTRIBUTIONS:
-            raise choice_error("distribution", "distribution", self.distribution, DISTRIBUTIONS)
-        if isinstance(self.scheme, str):
-            get_scheme(self.scheme)  # unknown names fail here, not mid-walk
-        elif self.scheme is not None and not isinstance(self.scheme, Scheme):
+            check_finite("std", self.std, minimum=0.0)
+        if self.distribution not in VARIANCE_DISTRIBUTIONS:
+            raise choice_error("distribution", "distribution", self.distribution, VARIANCE_DISTRIBUTIONS)
+        # A name is resolved once, here: unknown names fail before any walk.
+        resolved = get_scheme(self.scheme) if isinstance(self.scheme, str) else self.scheme
+        if isinstance(self.scheme, str) and not isinstance(resolved, Scheme):
+            raise InitError(
+                f"Override(scheme={self.scheme!r}): only non-legacy schemes can be layered (variance-scaling ones, "
+                "which map a role to a draw); use a Scheme or the name of one."
+            )
+        if resolved is not None and not isinstance(resolved, Scheme):
             raise InitError(f"scheme must be a Scheme or a registered name; got scheme={self.scheme!r}.")
+        object.__setattr__(self, "_scheme", resolved)
 
     __repr__ = _repr
 
@@ -120,10 +127,8 @@ class Override:
         if self.constant is not None:
             return Action("constant", float(self.constant), formula=f"override constant {self.constant:g}")
         if self.std is not None:
-            return variance_action(self.distribution, float(self.std), None, f"override std {self.std:g}")
-        scheme = get_scheme(self.scheme) if isinstance(self.scheme, str) else self.scheme
-        if not isinstance(scheme, Scheme):
-            raise InitError(f"override {self!r} selects {path!r}, but only non-legacy schemes can be layered.")
+            return Action.with_std(self.distribution, float(self.std), None, f"override std {self.std:g}")
+        scheme: Scheme = self._scheme  # type: ignore[attr-defined]
         if role is None:
             raise InitError(
                 f"override {self!r} applies a scheme to {path!r}, which has no known role; use constant= or "
@@ -133,7 +138,7 @@ class Override:
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
-class Scheme:
+class Scheme(BaseScheme):
     r"""What each parameter role gets.
 
     Dense weights (Linear, Conv, ConvTranspose, Bilinear, attention projections, RNN input and
@@ -161,22 +166,22 @@ class Scheme:
 
     scale: float = 2.0
     mode: FanMode = "fan_in"
-    distribution: SchemeDistribution = "normal"
+    distribution: Distribution = "normal"
     recurrent: Literal["orthogonal", "dense"] = "orthogonal"
     bias: float = 0.0
     forget_bias: float = 0.0
     overrides: tuple[Override, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        _finite("scale", self.scale, minimum=0.0)
+        check_finite("scale", self.scale, minimum=0.0)
         if self.mode not in FAN_MODES:
             raise choice_error("mode", "mode", self.mode, FAN_MODES)
-        if self.distribution not in _SCHEME_DISTRIBUTIONS:
-            raise choice_error("distribution", "distribution", self.distribution, _SCHEME_DISTRIBUTIONS)
+        if self.distribution not in DISTRIBUTIONS:
+            raise choice_error("distribution", "distribution", self.distribution, DISTRIBUTIONS)
         if self.recurrent not in ("orthogonal", "dense"):
             raise choice_error("recurrent", "recurrent", self.recurrent, ("orthogonal", "dense"))
-        _finite("bias", self.bias)
-        _finite("forget_bias", self.forget_bias)
+        check_finite("bias", self.bias)
+        check_finite("forget_bias", self.forget_bias)
         overrides = tuple(self.overrides) if isinstance(self.overrides, (list, tuple)) else None
         if overrides is None or not all(isinstance(o, Override) for o in overrides):
             raise InitError(f"overrides must be a sequence of Override; got overrides={self.overrides!r}.")
@@ -196,7 +201,7 @@ class Scheme:
         param: float | None = None,
         *,
         mode: FanMode = "fan_in",
-        distribution: SchemeDistribution = "normal",
+        distribution: Distribution = "normal",
         **options: Any,
     ) -> Scheme:
         r"""He et al. (2015) for any activation: ``scale = exact_gain(nonlinearity, param) ** 2``.
@@ -208,7 +213,7 @@ class Scheme:
             scale = 2.0
         elif nonlinearity == "leaky_relu":
             slope = 0.01 if param is None else param
-            _finite("param", slope)
+            check_finite("param", slope)
             scale = 2.0 / (1.0 + slope**2)
         elif nonlinearity == "linear" and param is None:
             scale = 1.0
@@ -217,20 +222,20 @@ class Scheme:
         return cls(scale=scale, mode=mode, distribution=distribution, **options)
 
     @classmethod
-    def lecun(cls, distribution: SchemeDistribution = "normal", **options: Any) -> Scheme:
+    def lecun(cls, distribution: Distribution = "normal", **options: Any) -> Scheme:
         """LeCun et al. (1998): ``Var(w) = 1/fan_in``."""
         return cls(scale=1.0, mode="fan_in", distribution=distribution, **options)
 
     @classmethod
-    def xavier(cls, distribution: SchemeDistribution = "uniform", gain: float = 1.0, **options: Any) -> Scheme:
+    def xavier(cls, distribution: Distribution = "uniform", gain: float = 1.0, **options: Any) -> Scheme:
         """Glorot & Bengio (2010): ``Var(w) = gain**2 / fan_avg = 2 gain**2 / (fan_in + fan_out)``."""
-        _finite("gain", gain, minimum=0.0)
+        check_finite("gain", gain, minimum=0.0)
         return cls(scale=gain**2, mode="fan_avg", distribution=distribution, **options)
 
     @classmethod
     def orthogonal(cls, gain: float = 1.0, **options: Any) -> Scheme:
         """Saxe et al. (2014): every dense weight (semi-)orthogonal times ``gain``, chunk by chunk."""
-        _finite("gain", gain, minimum=0.0)
+        check_finite("gain", gain, minimum=0.0)
         return cls(scale=gain**2, distribution="orthogonal", **options)
 
     def with_overrides(self, *overrides: Override) -> Scheme:
@@ -248,8 +253,8 @@ class Scheme:
             assert fans is not None
             if self.distribution == "orthogonal":
                 return Action("orthogonal", self.gain, chunks=fans.chunks, fans=fans, formula="orthogonal")
-            std = math.sqrt(self.scale / fans.fan(self.mode))
-            return variance_action(self.distribution, std, fans, "variance scaling")
+            std = variance_std(self.scale, fans.fan(self.mode))
+            return Action.with_std(self.distribution, std, fans, "variance scaling")
         if kind == "bias":
             if role.forget_chunk is not None and role.input_side and self.forget_bias != self.bias:
                 values = [self.bias] * role.chunks
@@ -267,73 +272,36 @@ class Scheme:
         assert kind == "attention_kv" and role.width is not None
         return Action("normal", 1.0 / math.sqrt(role.width), formula="N(0, 1/E) as torch")
 
+    def plan(self, module: nn.Module, call: Call) -> Plan:
+        """Every parameter by its role (`action`), the scheme's and the call's overrides layered on top."""
+        if not all(isinstance(o, Override) for o in call.overrides):
+            raise InitError(f"overrides must be a sequence of Override; got overrides={tuple(call.overrides)!r}.")
+        overrides = (*self.overrides, *call.overrides)
+        return plan_by_role(modules_of(module, call.own_only), self.action, overrides)
 
-@dataclass(frozen=True, repr=False)
-class LegacyScheme:
-    """torch's own defaults, reproduced bit for bit from the same RNG state (no overrides)."""
+    def dense_std(self, module: nn.Module, role: Role) -> float | None:
+        r"""The element std of a dense weight: $\sqrt{\mathrm{scale}/\mathrm{fan}}$, or the orthogonal one."""
+        if role.fans is None:
+            return None
+        if self.distribution == "orthogonal":
+            weight = module._parameters.get("weight")
+            if weight is None:
+                return None
+            rows, cols = weight.shape[0] // role.fans.chunks, weight[0].numel()
+            return self.gain / math.sqrt(max(rows, cols))
+        return self.action(role).std
 
-    def __repr__(self) -> str:
-        return "LegacyScheme()"
-
-
-AnyScheme = Scheme | LegacyScheme | Any
-"""A scheme object: a `Scheme`, `LegacyScheme`, or ``LSUVScheme``."""
-
-scheme_types: list[type] = [Scheme, LegacyScheme]  # LSUVScheme joins from _lsuv (it needs a batch)
-
-_REGISTRY: dict[str, AnyScheme] = {}
-
-
-def register_scheme(name: str, scheme: AnyScheme, *, overwrite: bool = False) -> None:
-    """Make ``scheme`` available as ``reinit(model, name)``.
-
-    Raises:
-        InitError: a non-identifier name, a non-scheme value, or an existing name without ``overwrite``.
-    """
-    if not isinstance(name, str) or not name.isidentifier():
-        raise InitError(f"name must be an identifier-like string; got name={name!r}.")
-    if not isinstance(scheme, tuple(scheme_types)):
-        raise InitError(f"scheme must be a Scheme; got scheme={scheme!r}.")
-    if name in _REGISTRY and not overwrite:
-        raise InitError(f"scheme {name!r} is already registered; pass overwrite=True to replace it.")
-    _REGISTRY[name] = scheme
+    def summary(self) -> str:
+        """The dense-weight formula and the bias."""
+        if self.distribution == "orthogonal":
+            return f"dense weights orthogonal, gain {self.gain:.4g}; biases {self.bias:g}"
+        shape = {"normal": "N(0, s^2)", "uniform": "U(+-sqrt(3) s)", "truncated_normal": "TN(+-2 sigma, std s)"}
+        return (
+            f"dense weights {shape[self.distribution]}, s = sqrt({self.scale:.4g} / {self.mode}); biases {self.bias:g}"
+        )
 
 
-def get_scheme(name: str) -> AnyScheme:
-    """The scheme registered under ``name``.
-
-    Raises:
-        InitError: (a ValueError) for an unknown name, with the nearest name and the list.
-    """
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise InitError(
-        f"scheme must be a registered name; got scheme={name!r}.{hint} Registered: {', '.join(sorted(_REGISTRY))}."
-    )
-
-
-def list_schemes() -> list[str]:
-    """The registered scheme names, sorted; each works as ``reinit(model, name)``.
-
-    Example:
-        >>> "kaiming_relu" in list_schemes() and "legacy" in list_schemes()
-        True
-    """
-    return sorted(_REGISTRY)
-
-
-def resolve_scheme(scheme: str | AnyScheme) -> AnyScheme:
-    """A scheme object from a name or a scheme."""
-    if isinstance(scheme, str):
-        return get_scheme(scheme)
-    if isinstance(scheme, tuple(scheme_types)):
-        return scheme
-    raise InitError(f"scheme must be a registered name or a Scheme; got scheme={scheme!r}.")
-
-
-_BUILT_IN: dict[str, AnyScheme] = {
+_BUILT_IN: dict[str, Scheme] = {
     "kaiming_relu": Scheme.kaiming("relu"),
     "kaiming_relu_uniform": Scheme.kaiming("relu", distribution="uniform"),
     "kaiming_relu_fan_out": Scheme.kaiming("relu", mode="fan_out"),
@@ -345,7 +313,6 @@ _BUILT_IN: dict[str, AnyScheme] = {
     "xavier_uniform": Scheme.xavier("uniform"),
     "xavier_normal": Scheme.xavier("normal"),
     "orthogonal": Scheme.orthogonal(),
-    "legacy": LegacyScheme(),
 }
 for _name, _scheme in _BUILT_IN.items():
     register_scheme(_name, _scheme)
