@@ -55,18 +55,20 @@ def draw_(
     $[a, b]$ and $s = \mathrm{param}/\mathrm{sd}(Z)$, so the std is ``param`` after truncation.
     ``normal`` and ``uniform`` are torch's own kernels: the same generator state gives torch's values.
     """
-    with torch.no_grad():
-        if distribution == "normal":
-            return tensor.normal_(mean, param, generator=generator)
-        if distribution == "uniform":
-            return tensor.uniform_(mean - param, mean + param, generator=generator)
-        if distribution == "constant":
-            return tensor.fill_(param)
-        if distribution == "truncated_normal":
-            return _truncated_normal(tensor, param, mean, a, b, generator)
-        for block in tensor.chunk(chunks, dim=0) if chunks > 1 else (tensor,):
-            _orthogonal_block(block, param, generator)
-        return tensor
+    if torch.is_grad_enabled():  # entering no_grad costs more than the check; planned writes already hold it
+        with torch.no_grad():
+            return draw_(tensor, distribution, param, generator, chunks=chunks, mean=mean, a=a, b=b)
+    if distribution == "normal":
+        return tensor.normal_(mean, param, generator=generator)
+    if distribution == "uniform":
+        return tensor.uniform_(mean - param, mean + param, generator=generator)
+    if distribution == "constant":
+        return tensor.fill_(param)
+    if distribution == "truncated_normal":
+        return _truncated_normal(tensor, param, mean, a, b, generator)
+    for block in tensor.chunk(chunks, dim=0) if chunks > 1 else (tensor,):
+        _orthogonal_block(block, param, generator)
+    return tensor
 
 
 def _truncated_normal(
@@ -184,7 +186,10 @@ def write(action: Action, tensor: torch.Tensor, generator: torch.Generator | Non
     if action.kind == "skip" or tensor.numel() == 0:
         return
     target = tensor if tensor.is_contiguous() else torch.empty_like(tensor, memory_format=torch.contiguous_format)
-    fill(action, target, generator)
+    if action.chunk_values is None:
+        draw_(target, action.kind, action.param, generator, chunks=action.chunks)
+    else:
+        fill(action, target, generator)
     if action.zero_row is not None:
         target[action.zero_row].fill_(0)
     if target is not tensor:

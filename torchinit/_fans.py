@@ -8,6 +8,7 @@ This file holds the value type and the shape-only arithmetic.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -17,6 +18,9 @@ from torchinit._types import FAN_MODES, FanMode, InitError, choice_error
 
 
 def check_fan(name: str, value: object) -> int | float:
+    """``value`` as an int (when whole) or a float, or an InitError unless it is a positive finite number."""
+    if type(value) is int and value > 0:  # the common case, checked first
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InitError(f"{name} must be a positive finite number; got {name}={value!r}.")
     if not (math.isfinite(value) and value > 0):
@@ -45,6 +49,9 @@ class Fans:
     chunks: int = 1
 
     def __post_init__(self) -> None:
+        ints = type(self.fan_in) is int and type(self.fan_out) is int and type(self.chunks) is int
+        if ints and self.fan_in > 0 and self.fan_out > 0 and self.chunks > 0:
+            return  # the common case: nothing to normalize
         object.__setattr__(self, "fan_in", check_fan("fan_in", self.fan_in))
         object.__setattr__(self, "fan_out", check_fan("fan_out", self.fan_out))
         if isinstance(self.chunks, bool) or not isinstance(self.chunks, int) or self.chunks < 1:
@@ -63,6 +70,12 @@ class Fans:
         if mode == "fan_avg":
             return (self.fan_in + self.fan_out) / 2
         raise choice_error("mode", "mode", mode, FAN_MODES)
+
+
+@functools.lru_cache(maxsize=4096)
+def cached_fans(fan_in: float, fan_out: float, chunks: int = 1) -> Fans:
+    """``Fans(fan_in, fan_out, chunks)``, one shared instance per value (layer rules build the same fans often)."""
+    return Fans(fan_in, fan_out, chunks)
 
 
 def torch_fans(tensor: torch.Tensor) -> Fans:

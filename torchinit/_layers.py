@@ -10,6 +10,7 @@ described in ``_torch_layers.py``, through the same `register_layer` users call.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -255,12 +256,12 @@ def restore(saved: dict[type, LayerRule]) -> None:
     _CHAINS.clear()
 
 
-def find_fans(module: nn.Module, name: str) -> Fans | None:
+def find_fans(module: nn.Module, name: str, described: Described | None = None) -> Fans | None:
     """The fans of ``module``'s own parameter ``name`` by the registered rules, or None if none covers it.
 
     A zero-element or lazy (shapeless) parameter has no fans.
     """
-    rules = _chain(type(module)).fans
+    rules = (described or _chain(type(module))).fans
     if not rules:
         return None
     param = module._parameters.get(name)
@@ -277,12 +278,18 @@ def find_fans(module: nn.Module, name: str) -> Fans | None:
 
 def role_of(module: nn.Module, name: str) -> Role | None:
     """The role of ``module``'s own parameter ``name``, or None when no rule covers it."""
-    for rule in _chain(type(module)).roles:
+    described = _chain(type(module))
+    for rule in described.roles:
         role = rule(module, name)
         if role is not None:
             return role
-    fans = find_fans(module, name)
-    return Role("dense", fans) if fans is not None else None
+    fans = find_fans(module, name, described)
+    return _dense(fans) if fans is not None else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _dense(fans: Fans) -> Role:
+    return Role("dense", fans)  # frozen: one shared instance per fans value
 
 
 def fans_of(module: nn.Module, name: str) -> Fans:

@@ -284,13 +284,19 @@ def plan_by_role(
     norms: list[tuple[str, nn.Module]] = []
     first: dict[int, Step] = {}
     chosen_from = tuple(reversed(overrides))
-    actions: dict[Role, Action] = {}  # action_of is a pure function of the (frozen) role
+    # action_of is a pure function of the (frozen) role, and rules hand out shared role instances: memo by
+    # identity, keeping each role alive in the value so its id cannot be reused during the walk.
+    actions: dict[int, tuple[Role, Action]] = {}
     for prefix, module in modules:
         prefix = f"{prefix}." if prefix else ""
         if tracks_running_stats(module):
             norms.append((prefix, module))
-        for target in own_targets(module, prefix):
-            key = target.key
+        if "parametrizations" in module._modules or isinstance(module, parametrize.ParametrizationList):
+            targets: Iterable[Target] = own_targets(module, prefix)
+        else:  # the common case, without the generator
+            targets = [Target(prefix + n, module, n, p) for n, p in module._parameters.items() if p is not None]
+        for target in targets:
+            key = id(target.tensor) if not target.parametrized else target.key
             if key in first:  # tied: written once, under its first path
                 first[key].aliases.append(target.path)
                 continue
@@ -307,7 +313,10 @@ def plan_by_role(
             elif target.tensor.numel() == 0:
                 action = Action("skip", reason="zero elements: nothing to write")
             elif role is not None:
-                action = actions.get(role) or actions.setdefault(role, action_of(role))
+                known = actions.get(id(role))
+                if known is None:
+                    known = actions[id(role)] = (role, action_of(role))
+                action = known[1]
             else:
                 uncovered.append(target)
                 action = Action("skip", reason="no rule covers it")

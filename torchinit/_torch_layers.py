@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from torchinit._draw import Action, gain_std, torch_fan_in, xavier_std
-from torchinit._fans import Fans
+from torchinit._fans import Fans, cached_fans
 from torchinit._layers import LegacyDraws, Role, register_layer
 
 _RESET = "reset_parameters"
@@ -58,8 +58,9 @@ def _weight_bias_legacy(d: LegacyDraws, m: Any, prefix: str) -> None:
 def _linear_fans(m: Any, name: str) -> Fans | None:
     if name != "weight":
         return None
-    out_features, in_features = m.weight.shape
-    return Fans(in_features, out_features)
+    weight = m._parameters.get("weight")
+    out_features, in_features = (m.weight if weight is None else weight).shape  # parametrized: through the owner
+    return cached_fans(in_features, out_features)
 
 
 def _bilinear_fans(m: Any, name: str) -> Fans | None:
@@ -85,8 +86,8 @@ def _conv_fans(m: Any, name: str) -> Fans | None:
     per_group_in = m.in_channels // m.groups
     per_group_out = m.out_channels // m.groups
     if m.transposed:
-        return Fans(per_group_in * kernel / stride, per_group_out * kernel)
-    return Fans(per_group_in * kernel, per_group_out * kernel / stride)
+        return cached_fans(per_group_in * kernel / stride, per_group_out * kernel)
+    return cached_fans(per_group_in * kernel, per_group_out * kernel / stride)
 
 
 register_layer(nn.Linear, fans=_linear_fans, roles=_bias, legacy=_weight_bias_legacy, reset=_RESET)
