@@ -79,7 +79,10 @@ def test_one_registration_gives_fans_roles_legacy_and_construction(registered: N
 
 
 def test_without_a_description_the_custom_parameters_are_uncovered() -> None:
-    with pytest.warns(torchinit.UncoveredParameterWarning, match=r"1\.w \(64, 64\), 1\.scale \(32,\)"):
+    with pytest.warns(
+        torchinit.UncoveredParameterWarning,
+        match=r"GatedLinear\.w x 1: 1\.w \(64, 64\)\n  GatedLinear\.scale x 1: 1\.scale \(32,\)",
+    ):
         report = torchinit.reinit(_net(), "kaiming_relu")
     assert [e.path for e in report.skipped] == ["1.w", "1.scale"]
 

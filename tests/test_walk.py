@@ -53,7 +53,12 @@ def test_tied_parameters_written_once_and_still_tied(gen: torch.Generator) -> No
     assert model[1].weight is model[0].weight
     assert report["0.weight"].aliases == ("1.weight",) and report["1.weight"] is report["0.weight"]
     assert len(report) == 1
-    assert_std(model[0].weight, 1.0)  # the embedding rule, applied once
+    # A table shared by the input embedding and the output layer is the readout: drawn once by the
+    # readout's linear rule (gain 1 over the Linear's fan_in 64), never N(0, 1).
+    assert report["0.weight"].role == "readout" and "tied to the input embedding 0.weight" in report["0.weight"].source
+    assert_std(model[0].weight, (1 / 64) ** 0.5)
+    with pytest.raises(AssertionError):
+        assert_std(model[0].weight, 1.0)
 
 
 def test_identity_dtype_device_grad_and_memory_format(gen: torch.Generator) -> None:
@@ -123,7 +128,9 @@ def test_lstm_forget_gate_bias(gen: torch.Generator) -> None:
 
 def test_uncovered_parameters_are_warned_about_and_listed(gen: torch.Generator) -> None:
     model = Custom()
-    with pytest.warns(UncoveredParameterWarning, match=r"untouched because no rule covers them: gamma \(8,\)"):
+    with pytest.warns(
+        UncoveredParameterWarning, match=r"untouched because no rule covers them:\n  Custom.gamma x 1: gamma \(8,\)"
+    ):
         report = reinit(model, "kaiming_relu", generator=gen)
     assert [e.path for e in report.skipped] == ["gamma"]
     assert report["gamma"].skipped == "no rule covers it"

@@ -108,7 +108,7 @@ def _orthogonal_block(block: torch.Tensor, gain: float, generator: torch.Generat
         block.mul_(gain)
 
 
-ActionKind = Literal["normal", "uniform", "truncated_normal", "orthogonal", "constant", "skip"]
+ActionKind = Literal["normal", "uniform", "truncated_normal", "orthogonal", "constant", "keep", "skip"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +116,8 @@ class Action:
     """One planned write into one tensor.
 
     ``param`` is what `draw_` takes: the std (normal, truncated_normal), the bound (uniform), the gain
-    (orthogonal) or the value (constant). ``chunk_values`` gives a constant per dim-0 block (an LSTM
+    (orthogonal) or the value (constant); ``keep`` leaves the value as the model's constructor set it (a
+    rule's choice, so not a skip). ``chunk_values`` gives a constant per dim-0 block (an LSTM
     forget-gate bias); ``zero_row`` zeroes one row after the draw (an embedding's padding index).
     """
 
@@ -159,6 +160,8 @@ class Action:
             return f"constant({self.param:g})"
         if self.kind == "skip":
             return f"skip ({self.reason})" if self.reason else "skip"
+        if self.kind == "keep":
+            return "kept as constructed"
         name = {"normal": "std", "truncated_normal": "std", "uniform": "bound", "orthogonal": "gain"}[self.kind]
         text = f"{self.kind}({name}={self.param:.6g})"
         if self.chunks > 1:
@@ -173,7 +176,7 @@ def fill(action: Action, tensor: torch.Tensor, generator: torch.Generator | None
     if action.chunk_values is not None:
         for block, value in zip(tensor.chunk(len(action.chunk_values)), action.chunk_values, strict=True):
             block.fill_(value)
-    elif action.kind != "skip":
+    elif action.kind != "skip" and action.kind != "keep":
         draw_(tensor, action.kind, action.param, generator, chunks=action.chunks)
 
 
@@ -183,11 +186,12 @@ def write(action: Action, tensor: torch.Tensor, generator: torch.Generator | Non
     A tensor that is not contiguous (channels_last, a strided view) is filled through a contiguous
     temporary, so its logical values do not depend on its memory format (torch's Conv does the same).
     """
-    if action.kind == "skip" or tensor.numel() == 0:
+    kind = action.kind
+    if kind == "skip" or kind == "keep" or tensor.numel() == 0:
         return
     target = tensor if tensor.is_contiguous() else torch.empty_like(tensor, memory_format=torch.contiguous_format)
     if action.chunk_values is None:
-        draw_(target, action.kind, action.param, generator, chunks=action.chunks)
+        draw_(target, kind, action.param, generator, chunks=action.chunks)
     else:
         fill(action, target, generator)
     if action.zero_row is not None:

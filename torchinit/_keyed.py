@@ -108,7 +108,7 @@ class KeyedWriter:
 
     def add(self, action: Action, tensor: torch.Tensor, name: str, region: Region | None = None) -> None:
         """Schedule ``action`` on ``tensor`` (the local block of ``region`` when sharded)."""
-        if action.kind == "skip" or tensor.numel() == 0:
+        if action.kind in ("skip", "keep") or tensor.numel() == 0:
             return
         if not action.draws:
             self.finish.append(lambda: _fill_post(action, tensor, region))

@@ -24,17 +24,24 @@ from torchinit._types import InitError, is_lazy
 if TYPE_CHECKING:
     from torchinit._draw import Action
 
-RoleName = Literal["dense", "recurrent", "bias", "norm_weight", "norm_bias", "embedding", "prelu", "attention_kv"]
+RoleName = Literal[
+    "dense", "readout", "recurrent", "bias", "norm_weight", "norm_bias", "embedding", "prelu", "attention_kv",
+    "token", "layer_scale",
+]  # fmt: skip
 """What a parameter is for.
 
-``dense``: a weight that maps inputs to outputs (Linear, Conv, ConvTranspose, Bilinear, attention
-projections, RNN input and projection weights); ``recurrent``: an RNN's hidden-to-hidden weight;
-``bias``; ``norm_weight`` and ``norm_bias`` of normalization layers; ``embedding`` tables;
-``prelu`` slopes; ``attention_kv``: MultiheadAttention's learned ``bias_k``/``bias_v`` tokens.
+``dense``: a weight that maps inputs to outputs (Linear, Conv, ConvTranspose, Bilinear, HF ``Conv1D``,
+attention projections, RNN input and projection weights); ``readout``: the dense weight that produces
+the model's output (an LM head, a classifier), not followed by the activation a scheme is named for;
+``recurrent``: an RNN's hidden-to-hidden weight; ``bias``; ``norm_weight`` and ``norm_bias`` of
+normalization layers; ``embedding`` tables; ``prelu`` slopes; ``attention_kv``: MultiheadAttention's
+learned ``bias_k``/``bias_v``; ``token``: learned tokens and position tables (``cls_token``,
+``pos_embed``, ``relative_position_bias_table``, ...); ``layer_scale``: per-channel residual scales.
 """
 
 ROLES: tuple[RoleName, ...] = (
-    "dense", "recurrent", "bias", "norm_weight", "norm_bias", "embedding", "prelu", "attention_kv",
+    "dense", "readout", "recurrent", "bias", "norm_weight", "norm_bias", "embedding", "prelu", "attention_kv",
+    "token", "layer_scale",
 )  # fmt: skip
 
 
@@ -51,6 +58,7 @@ class Role:
         padding_idx: the embedding row kept at zero.
         value: the constant a ``prelu`` starts from.
         width: ``attention_kv`` embedding width (torch draws N(0, 1/width)).
+        via: for a ``readout``, how it was found (tied to an input embedding, or its name).
     """
 
     kind: RoleName
@@ -61,11 +69,12 @@ class Role:
     padding_idx: int | None = None
     value: float | None = None
     width: int | None = None
+    via: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ROLES:
             raise InitError(f"kind must be one of {', '.join(map(repr, ROLES))}; got kind={self.kind!r}.")
-        if self.kind in ("dense", "recurrent") and self.fans is None:
+        if self.kind in ("dense", "readout", "recurrent") and self.fans is None:
             raise InitError(f"a {self.kind} role needs fans=Fans(fan_in, fan_out); got fans=None.")
 
 

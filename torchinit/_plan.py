@@ -108,6 +108,26 @@ def problem(target: Target, needs_values: bool) -> str | None:
     return None
 
 
+def uncovered_message(uncovered: Sequence[Target], groups: int = 12) -> str:
+    """The uncovered-parameter warning: grouped by module type and parameter name, with counts and examples."""
+    by_kind: dict[str, list[Target]] = {}
+    for t in uncovered:
+        by_kind.setdefault(f"{type(t.owner).__name__}.{t.name}", []).append(t)
+    lines = []
+    for kind, targets in list(by_kind.items())[:groups]:
+        examples = ", ".join(f"{t.path} {tuple(t.tensor.shape)}" for t in targets[:2])
+        more = f", ... ({len(targets) - 2} more)" if len(targets) > 2 else ""
+        lines.append(f"  {kind} x {len(targets)}: {examples}{more}")
+    if len(by_kind) > groups:
+        rest = sum(len(targets) for targets in list(by_kind.values())[groups:])
+        lines.append(f"  ... and {len(by_kind) - groups} more kinds ({rest} parameters)")
+    return (
+        f"reinit left {len(uncovered)} parameter(s) untouched because no rule covers them:\n" + "\n".join(lines) + "\n"
+        "Fix: describe their module types with torchinit.extend.register_layer(cls, fans=..., roles=...), select "
+        "them with an Override (path=, module=), or pass strict=True to make this an error."
+    )
+
+
 def _is_sharded(tensor: torch.Tensor) -> bool:
     """A DTensor split over more than one rank (a Shard placement on a mesh dimension of size > 1)."""
     if type(tensor).__name__ != "DTensor":
@@ -238,15 +258,7 @@ class Plan:
     ) -> InitReport:
         """Write (keyed by ``seed`` when given), reset running statistics, and report under ``name``."""
         if warn and self.uncovered:
-            listing = ", ".join(f"{t.path} {tuple(t.tensor.shape)}" for t in self.uncovered)
-            warnings.warn(
-                UncoveredParameterWarning(
-                    f"reinit left {len(self.uncovered)} parameter(s) untouched because no rule covers them: "
-                    f"{listing}. Describe their modules (torchinit.register_layer), add an Override, or pass "
-                    "strict=True to make this an error."
-                ),
-                stacklevel=4,
-            )
+            warnings.warn(UncoveredParameterWarning(uncovered_message(self.uncovered)), stacklevel=4)
         if seed is None:
             sharded = [s.target.path for s in self.steps if s.action.draws and _is_sharded(s.target.tensor)]
             if warn and sharded:
@@ -270,6 +282,12 @@ class Plan:
         return InitReport(name, lambda: _entries(steps), buffers, drawn=drawn)
 
 
+READOUT_NAMES = frozenset(
+    {"lm_head", "head", "heads", "fc", "classifier", "logits", "score", "readout", "output_layer"}
+)
+"""Module names that mark the model's output layer when it is also the last dense layer registered."""
+
+
 def plan_by_role(
     modules: Iterable[tuple[str, nn.Module]],
     action_of: Callable[[Role], Action],
@@ -277,16 +295,16 @@ def plan_by_role(
 ) -> Plan:
     """The plan of a role-based scheme: each parameter gets ``action_of(role)`` unless an override selects it.
 
-    The last matching override wins; tied parameters are written once, under their first path.
+    The last matching override wins; tied parameters are written once, under their first path. The
+    readout is found first: a dense weight tied to an input embedding, or else the last dense layer
+    registered when its name is a conventional output name (`READOUT_NAMES`: ``lm_head``, ``fc``, ...).
     """
     steps: list[Step] = []
     uncovered: list[Target] = []
     norms: list[tuple[str, nn.Module]] = []
     first: dict[int, Step] = {}
-    chosen_from = tuple(reversed(overrides))
-    # action_of is a pure function of the (frozen) role, and rules hand out shared role instances: memo by
-    # identity, keeping each role alive in the value so its id cannot be reused during the walk.
-    actions: dict[int, tuple[Role, Action]] = {}
+    tied_readout: Step | None = None
+    last_dense: Step | None = None
     for prefix, module in modules:
         prefix = f"{prefix}." if prefix else ""
         if tracks_running_stats(module):
@@ -297,33 +315,71 @@ def plan_by_role(
             targets = [Target(prefix + n, module, n, p) for n, p in module._parameters.items() if p is not None]
         for target in targets:
             key = id(target.tensor) if not target.parametrized else target.key
-            if key in first:  # tied: written once, under its first path
-                first[key].aliases.append(target.path)
+            known = first.get(key)
+            if known is not None:  # tied: written once, under its first path
+                known.aliases.append(target.path)
+                if tied_readout is None and known.role is not None:
+                    tied_readout = _tied_readout(known, target)
                 continue
             if is_lazy(target.tensor):
                 steps.append(Step(target, Action("normal", formula="lazy")))  # refused by Plan.check
                 continue
-            role = role_of(module, target.name)
-            chosen = None
-            if chosen_from:
-                frozen = not target.tensor.requires_grad
-                chosen = next((o for o in chosen_from if o.selects(target.path, module, role, frozen)), None)
-            if chosen is not None:
-                action = chosen.action(role, target.path)
-            elif target.tensor.numel() == 0:
-                action = Action("skip", reason="zero elements: nothing to write")
-            elif role is not None:
-                known = actions.get(id(role))
-                if known is None:
-                    known = actions[id(role)] = (role, action_of(role))
-                action = known[1]
-            else:
-                uncovered.append(target)
-                action = Action("skip", reason="no rule covers it")
-            step = Step(target, action, role=role)
+            step = Step(target, _UNDECIDED, role=role_of(module, target.name))
+            if step.role is not None and step.role.kind == "dense":
+                last_dense = step
             first[key] = step
             steps.append(step)
+    if (
+        tied_readout is None
+        and last_dense is not None
+        and READOUT_NAMES.intersection(last_dense.target.path.split("."))
+    ):
+        assert last_dense.role is not None
+        name = next(n for n in last_dense.target.path.split(".") if n in READOUT_NAMES)
+        last_dense.role = Role("readout", last_dense.role.fans, via=f"named {name!r}, the last dense layer")
+    # Decide every action, now that the readout is known. action_of is a pure function of the (frozen)
+    # role, and rules hand out shared role instances: memo by identity, keeping each role alive in the
+    # value so its id cannot be reused during the walk.
+    chosen_from = tuple(reversed(overrides))
+    actions: dict[int, tuple[Role, Action]] = {}
+    for step in steps:
+        if step.action is not _UNDECIDED:
+            continue
+        target, role = step.target, step.role
+        chosen = None
+        if chosen_from:
+            frozen = not target.tensor.requires_grad
+            chosen = next((o for o in chosen_from if o.selects(target.path, target.owner, role, frozen)), None)
+        if chosen is not None:
+            step.action = chosen.action(role, target.path)
+        elif target.tensor.numel() == 0:
+            step.action = Action("skip", reason="zero elements: nothing to write")
+        elif role is not None:
+            known_action = actions.get(id(role))
+            if known_action is None:
+                known_action = actions[id(role)] = (role, action_of(role))
+            step.action = known_action[1]
+        else:
+            uncovered.append(target)
+            step.action = Action("skip", reason="no rule covers it")
     return Plan(steps, uncovered, norms)
+
+
+_UNDECIDED = Action("skip", reason="undecided")
+
+
+def _tied_readout(known: Step, alias: Target) -> Step | None:
+    """A weight shared by an input embedding and a dense layer is the readout (drawn by the dense use's fans)."""
+    assert known.role is not None
+    other = role_of(alias.owner, alias.name)
+    if other is None:
+        return None
+    kinds = {known.role.kind, other.kind}
+    if kinds != {"embedding", "dense"}:
+        return None
+    dense, embedding = (other, known.target.path) if other.kind == "dense" else (known.role, alias.path)
+    known.role = Role("readout", dense.fans, padding_idx=None, via=f"tied to the input embedding {embedding}")
+    return known
 
 
 def modules_of(root: nn.Module, own_only: bool) -> Iterable[tuple[str, nn.Module]]:

@@ -150,6 +150,13 @@ class Scheme(BaseScheme):
     weight 1, bias 0 and fresh running statistics; embeddings N(0, 1) with the padding row zero;
     PReLU its ``init``; attention ``bias_k``/``bias_v`` N(0, 1/E), as torch does.
 
+    The readout (the layer producing the model's output: an LM head, a classifier) feeds a loss, not
+    the activation the scheme is named for: by default it gets the linear rule, gain 1
+    ($\mathrm{Var}(w) = 1/\mathrm{fan}$ in the scheme's mode and distribution). A readout tied to the
+    input embedding is drawn once, by the readout's rule, so the table is never N(0, 1) there.
+    Learned tokens and position tables get a truncated normal of std ``token_std`` (as timm and Hugging
+    Face do); layer-scale vectors keep their constructed value.
+
     Args:
         scale: the variance numerator: $\mathrm{gain}^2$, 2 for ReLU.
         mode: the fan to divide by: ``fan_in``, ``fan_out`` or ``fan_avg``.
@@ -157,6 +164,9 @@ class Scheme(BaseScheme):
         recurrent: ``orthogonal`` or ``dense`` for ``weight_hh``.
         bias: the constant for biases.
         forget_bias: the LSTM forget-gate bias (on ``bias_ih``; ``bias_hh`` keeps ``bias``).
+        readout: ``"linear"`` (gain 1), ``"zero"`` (zeros, as timm's ViT ``jax`` mode; a tied readout then
+            stays linear, since the embedding shares it), or a float: the std of a normal draw.
+        token_std: the std (after truncation at $\pm 2\sigma$) of learned tokens and position tables.
         overrides: `Override` values applied in order.
 
     Example:
@@ -170,6 +180,8 @@ class Scheme(BaseScheme):
     recurrent: Literal["orthogonal", "dense"] = "orthogonal"
     bias: float = 0.0
     forget_bias: float = 0.0
+    readout: Literal["linear", "zero"] | float = "linear"
+    token_std: float = 0.02
     overrides: tuple[Override, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -182,6 +194,11 @@ class Scheme(BaseScheme):
             raise choice_error("recurrent", "recurrent", self.recurrent, ("orthogonal", "dense"))
         check_finite("bias", self.bias)
         check_finite("forget_bias", self.forget_bias)
+        if self.readout not in ("linear", "zero"):
+            if isinstance(self.readout, str):
+                raise choice_error("readout", "readout", self.readout, ("linear", "zero"))
+            check_finite("readout", self.readout, minimum=0.0)
+        check_finite("token_std", self.token_std, minimum=0.0)
         overrides = tuple(self.overrides) if isinstance(self.overrides, (list, tuple)) else None
         if overrides is None or not all(isinstance(o, Override) for o in overrides):
             raise InitError(f"overrides must be a sequence of Override; got overrides={self.overrides!r}.")
@@ -248,6 +265,8 @@ class Scheme(BaseScheme):
         if kind == "recurrent" and self.recurrent == "orthogonal":
             assert role.fans is not None
             return Action("orthogonal", 1.0, chunks=role.fans.chunks, fans=role.fans, formula="orthogonal per gate")
+        if kind == "readout":
+            return self._readout(role)
         if kind in ("dense", "recurrent"):
             fans = role.fans
             assert fans is not None
@@ -269,8 +288,26 @@ class Scheme(BaseScheme):
             return Action("normal", 1.0, zero_row=role.padding_idx, formula="N(0, 1) as torch")
         if kind == "prelu":
             return Action("constant", float(role.value if role.value is not None else 0.25), formula="PReLU init")
+        if kind == "token":
+            return Action("truncated_normal", self.token_std, formula=f"token TN(std {self.token_std:g})")
+        if kind == "layer_scale":
+            return Action("keep", formula="layer scale: kept as constructed")
         assert kind == "attention_kv" and role.width is not None
         return Action("normal", 1.0 / math.sqrt(role.width), formula="N(0, 1/E) as torch")
+
+    def _readout(self, role: Role) -> Action:
+        fans = role.fans
+        assert fans is not None
+        via = f"readout ({role.via})" if role.via else "readout"
+        tied = bool(role.via and role.via.startswith("tied"))
+        if self.readout == "zero" and not tied:
+            return Action("constant", 0.0, fans=fans, formula=f"{via}: zero")
+        if isinstance(self.readout, (int, float)) and not isinstance(self.readout, bool):
+            return Action("normal", float(self.readout), fans=fans, formula=f"{via}: N(0, {self.readout:g}^2)")
+        if self.distribution == "orthogonal":
+            return Action("orthogonal", 1.0, chunks=fans.chunks, fans=fans, formula=f"{via}: orthogonal, gain 1")
+        std = variance_std(1.0, fans.fan(self.mode))
+        return Action.with_std(self.distribution, std, fans, f"{via}: linear, gain 1")
 
     def plan(self, module: nn.Module, call: Call) -> Plan:
         """Every parameter by its role (`action`), the scheme's and the call's overrides layered on top."""
