@@ -34,6 +34,7 @@ def test_public_api() -> None:
         "SchemeMixin", "build", "default_scheme", "with_scheme",
         # types, errors and warnings
         "Distribution", "FanMode", "SchemeLike", "InitError", "UncoveredParameterWarning", "ShardedWithoutSeedWarning",
+        "SchemeOverwrittenWarning",
     }  # fmt: skip
     assert set(torchinit.extend.__all__) == {
         "ACTIVATIONS", "Action", "BaseScheme", "Call", "FanRule", "LSUVLayer", "LSUVScheme", "LayerRule",

@@ -31,7 +31,14 @@ from torchinit._registry import SchemeLike, get_scheme, list_schemes, register_s
 from torchinit._reinit import reinit
 from torchinit._report import InitReport, ReportEntry
 from torchinit._schemes import Override, Scheme
-from torchinit._types import Distribution, FanMode, InitError, ShardedWithoutSeedWarning, UncoveredParameterWarning
+from torchinit._types import (
+    Distribution,
+    FanMode,
+    InitError,
+    SchemeOverwrittenWarning,
+    ShardedWithoutSeedWarning,
+    UncoveredParameterWarning,
+)
 
 __version__ = "0.2.0"
 
@@ -45,6 +52,7 @@ __all__ = [
     "Scheme",
     "SchemeLike",
     "SchemeMixin",
+    "SchemeOverwrittenWarning",
     "ShardedWithoutSeedWarning",
     "UncoveredParameterWarning",
     "__version__",

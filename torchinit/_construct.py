@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from torchinit._context import Context, current, pushed
 from torchinit._layers import describe, registered, resets
@@ -24,7 +26,7 @@ from torchinit._plan import Step
 from torchinit._registry import SchemeLike, resolve_scheme, scheme_name
 from torchinit._reinit import apply_own, prepare, refuse_data_schemes
 from torchinit._report import InitReport
-from torchinit._types import InitError
+from torchinit._types import InitError, SchemeOverwrittenWarning
 
 if TYPE_CHECKING:
     from torchinit._schemes import Override
@@ -69,13 +71,64 @@ def _wrap_clones_init(original: Callable[..., None]) -> Callable[..., None]:
 _install_lock = threading.Lock()
 
 
+_RANDOM_FILLS = frozenset({
+    torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.random_, torch.Tensor.bernoulli_,
+    torch.Tensor.exponential_, torch.Tensor.geometric_, torch.Tensor.log_normal_, torch.Tensor.cauchy_,
+})  # fmt: skip
+
+
+class _SkipParameterFills(TorchFunctionMode):
+    """While build() constructs: random in-place fills of parameters are recorded, not run.
+
+    Catches what model code draws after the layers' own defaults (Hugging Face ``_init_weights``,
+    torchvision's and timm's init loops), whether it calls ``torch.nn.init`` or ``param.normal_()`` /
+    ``param.data.normal_()``. The scheme then draws once; a recorded fill of a parameter the scheme
+    does not write is replayed, so such values stay what the model's code gives them.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func in _RANDOM_FILLS and args and isinstance(args[0], torch.Tensor):
+            target = args[0]
+            if isinstance(target, nn.Parameter) or _storage(target) in self.ctx.storages:
+                self.ctx.fills.append((target, func, tuple(args), dict(kwargs)))
+                return target
+        return func(*args, **kwargs)
+
+
+def _storage(t: torch.Tensor) -> int:
+    try:
+        return int(t.untyped_storage().data_ptr())
+    except (RuntimeError, NotImplementedError):  # meta, or a tensor subclass without storage
+        return -1
+
+
+def _record_parameter(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+    # A global registration hook, a no-op outside build(): remembers where parameters' storage is, so
+    # fills through `.data` views are recognized.
+    ctx = current()
+    if ctx is not None and ctx.scheme is None and param is not None:
+        ctx.storages.add(_storage(param))
+
+
+_hook_installed = False
+
+
 def install() -> None:
     """Wrap the default-draw methods of every described layer type (idempotent, thread-safe).
 
     Without a context the wrapped methods behave exactly as before. Types described after the first
     call are wrapped on the next one.
     """
+    global _hook_installed
     with _install_lock:
+        if not _hook_installed:
+            nn.modules.module.register_module_parameter_registration_hook(_record_parameter)
+            _hook_installed = True
         for cls, name in resets():
             method = cls.__dict__[name]
             if not hasattr(method, "__torchinit_wrapped__"):
@@ -118,8 +171,20 @@ def default_scheme(scheme: SchemeLike, *, generator: torch.Generator | None = No
     refuse_data_schemes(scheme, resolved)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise InitError(f"generator must be a torch.Generator or None; got generator={generator!r}.")
-    with _pushed(Context(resolved, generator)):
+    ctx = Context(resolved, generator)
+    with _pushed(ctx):
         yield
+    overwritten = sum(1 for param, version in ctx.written if param._version != version)
+    if overwritten:
+        warnings.warn(
+            SchemeOverwrittenWarning(
+                f"{overwritten} of the {len(ctx.written)} parameters that default_scheme({scheme!r}) wrote were "
+                "overwritten afterwards by the model's own init code (torchvision's and timm's init loops and Hugging "
+                "Face's post_init re-initialize their models), so the scheme did not take effect there. Use "
+                "torchinit.build(lambda: Model(...), scheme) or torchinit.reinit(model, scheme) after construction."
+            ),
+            stacklevel=3,
+        )
 
 
 def build(
@@ -175,8 +240,10 @@ def build(
     resolved = resolve_scheme(scheme)  # fail on a bad name before constructing anything
     refuse_data_schemes(scheme, resolved)
     ctx = Context(None)
+    rng = torch.get_rng_state() if seed is not None else None
     with contextlib.ExitStack() as stack:
         stack.enter_context(_pushed(ctx))
+        stack.enter_context(_SkipParameterFills(ctx))
         if device is not None:
             stack.enter_context(torch.device(device))
         if dtype is not None:
@@ -189,15 +256,7 @@ def build(
 
     def unwritten(steps: list[Step]) -> list[str]:
         # A skipped default draw must be replaced by the scheme, or the parameter holds garbage.
-        written: set[int] = set()
-        for step in steps:
-            if step.action.kind == "skip" and step.copy_from is None:
-                continue
-            target = step.target
-            if target.parametrized:
-                written |= {id(p) for p in target.owner.parametrizations[target.name].parameters()}  # type: ignore[index, union-attr]
-            else:
-                written.add(id(target.tensor))
+        written = _written(steps)
         return [
             f"{path} (shape {tuple(param.shape)}) had its default init skipped but the scheme does not write "
             "it, so it would hold uninitialized memory; add a rule or an Override that writes it"
@@ -208,4 +267,26 @@ def build(
     resolved, _, _, plan = prepare(
         model, resolved, generator=generator, strict=strict, overrides=overrides, check=unwritten, seed=seed
     )
+    written = _written(plan.steps)
+    storages = {_storage(p) for p in model.parameters() if id(p) in written}
+    with torch.no_grad():
+        for target, func, args, kwargs in ctx.fills:  # what the model's code drew for what the scheme leaves alone
+            if id(target) not in written and _storage(target) not in storages:
+                func(*args, **kwargs)
+    if rng is not None:
+        torch.set_rng_state(rng)  # with seed=, construction leaves torch's global RNG as it found it
     return model, plan.run(scheme_name(scheme, resolved), generator, seed=seed, threads=threads)
+
+
+def _written(steps: list[Step]) -> set[int]:
+    """Ids of the parameters a plan writes (a parametrization's originals count for its weight)."""
+    written: set[int] = set()
+    for step in steps:
+        if step.action.kind in ("skip", "keep") and step.copy_from is None:
+            continue
+        target = step.target
+        if target.parametrized:
+            written |= {id(p) for p in target.owner.parametrizations[target.name].parameters()}  # type: ignore[index, union-attr]
+        else:
+            written.add(id(target.tensor))
+    return written

@@ -10,7 +10,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,6 +27,9 @@ class Context:
     scheme: BaseScheme | None
     generator: torch.Generator | None = None
     pending: dict[int, torch.Tensor] = field(default_factory=dict)  # skipped parameters, by id
+    written: list[tuple[torch.Tensor, int]] = field(default_factory=list)  # (parameter, its version after the write)
+    storages: set[int] = field(default_factory=set)  # data pointers of parameters registered in this context
+    fills: list[tuple[torch.Tensor, Any, tuple[Any, ...], dict[str, Any]]] = field(default_factory=list)
 
     def mark(self, module: nn.Module) -> None:
         """Remember ``module``'s own parameters as skipped (build checks the scheme writes them all)."""

@@ -137,3 +137,6 @@ def apply_own(module: nn.Module, ctx: Context) -> None:
     plan = ctx.scheme.plan(module, Call(own_only=True, generator=ctx.generator))
     plan.check()
     plan.run(repr(ctx.scheme), ctx.generator, warn=False)
+    for step in plan.steps:  # remembered so default_scheme can tell when model code overwrites them
+        if step.action.kind not in ("skip", "keep") and not step.scratch and not step.target.parametrized:
+            ctx.written.append((step.target.tensor, step.target.tensor._version))

@@ -36,6 +36,10 @@ class UncoveredParameterWarning(UserWarning):
     """Some parameters have no rule and were left untouched (listed in the report)."""
 
 
+class SchemeOverwrittenWarning(UserWarning):
+    """Parameters a construction-time scheme wrote were overwritten afterwards by the model's own init code."""
+
+
 class ShardedWithoutSeedWarning(UserWarning):
     """Sharded (DTensor / FSDP2) parameters drawn from torch's RNG: every rank draws whole tensors."""
 

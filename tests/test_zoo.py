@@ -1,0 +1,205 @@
+"""Output heads, tied embeddings and the model zoos' layers (recognized by structure, never imported)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import torchinit
+from torchinit import Fans, InitError, Scheme, reinit
+from torchinit.testing import assert_std
+
+
+class Conv1D(nn.Module):  # the layout of transformers.pytorch_utils.Conv1D: y = x @ W + b, W stored (in, out)
+    def __init__(self, nf: int, nx: int) -> None:
+        super().__init__()
+        self.nf, self.nx = nf, nx
+        self.weight = nn.Parameter(torch.empty(nx, nf))
+        self.bias = nn.Parameter(torch.zeros(nf))
+        nn.init.normal_(self.weight, std=0.02)
+
+
+class LlamaRMSNorm(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((d,), 7.0))
+
+
+class LayerScale(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((d,), 1e-5))
+
+
+class TinyViT(nn.Module):
+    def __init__(self, d: int = 64, classes: int = 10) -> None:
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 17, d))
+        self.proj = Conv1D(d, d)
+        self.norm = LlamaRMSNorm(d)
+        self.ls = LayerScale(d)
+        self.head = nn.Linear(d, classes)
+
+
+class TiedLM(nn.Module):
+    def __init__(self, vocab: int = 500, d: int = 64) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(vocab, d)
+        self.block = nn.Linear(d, d)
+        self.lm_head = nn.Linear(d, vocab, bias=False)
+        self.lm_head.weight = self.wte.weight
+
+
+def test_a_tied_embedding_is_drawn_once_by_the_readout_rule(gen: torch.Generator) -> None:
+    model = TiedLM()
+    report = reinit(model, "kaiming_gelu", generator=gen)
+    entry = report["lm_head.weight"]
+    assert entry is report["wte.weight"] and entry.role == "readout"
+    assert entry.source == "readout (tied to the input embedding wte.weight): linear, gain 1"
+    assert entry.std == math.sqrt(1 / 64)  # gain 1 over the head's fan_in, not the GELU gain
+    assert_std(model.wte.weight.detach(), math.sqrt(1 / 64))
+    with pytest.raises(AssertionError):  # and not torch's N(0, 1) embedding rule
+        assert_std(model.wte.weight.detach(), 1.0)
+    assert model.lm_head.weight is model.wte.weight
+
+
+def test_a_tied_readout_stays_linear_under_readout_zero(gen: torch.Generator) -> None:
+    report = reinit(TiedLM(), Scheme.kaiming("gelu", readout="zero"), generator=gen)
+    assert report["wte.weight"].std == math.sqrt(1 / 64)
+
+
+def test_a_named_last_layer_is_the_readout_and_schemes_choose_its_rule(gen: torch.Generator) -> None:
+    model = nn.Sequential()
+    model.add_module("body", nn.Linear(32, 64))
+    model.add_module("fc", nn.Linear(64, 10))
+    report = reinit(model, "kaiming_relu", generator=gen)
+    assert report["fc.weight"].role == "readout" and report["fc.weight"].std == math.sqrt(1 / 64)
+    assert "named 'fc', the last dense layer" in report["fc.weight"].source
+    assert report["body.weight"].role == "dense" and report["body.weight"].std == math.sqrt(2 / 32)
+    reinit(model, Scheme.kaiming("relu", readout="zero"), generator=gen)
+    assert not model.fc.weight.any()
+    report = reinit(model, Scheme.kaiming("relu", readout=0.01), generator=gen)
+    assert report["fc.weight"].std == 0.01
+    # selectable like any role
+    report = reinit(model, "kaiming_relu", overrides=[torchinit.Override(role="readout", constant=0.5)])
+    assert torch.equal(model.fc.weight, torch.full((10, 64), 0.5))
+
+
+def test_an_unnamed_last_layer_keeps_the_scheme(gen: torch.Generator) -> None:
+    report = reinit(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)), "kaiming_relu", generator=gen)
+    assert report["2.weight"].role == "dense"
+
+
+def test_readout_validation() -> None:
+    with pytest.raises(InitError, match="readout must be one of 'linear', 'zero'; got readout='zeros'"):
+        Scheme(readout="zeros")  # type: ignore[arg-type]
+    with pytest.raises(InitError, match="readout must be a finite number >= 0; got readout=-1"):
+        Scheme(readout=-1)
+    with pytest.raises(InitError, match="token_std must be a finite number >= 0; got token_std=nan"):
+        Scheme(token_std=math.nan)
+
+
+def test_zoo_layers_by_structure(gen: torch.Generator) -> None:
+    model = TinyViT()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing uncovered
+        report = reinit(model, "kaiming_relu", generator=gen)
+    assert torchinit.fans_of(model, "proj.weight") == Fans(64, 64)
+    assert {e.path: e.role for e in report} == {
+        "cls_token": "token", "pos_embed": "token", "proj.weight": "dense", "proj.bias": "bias",
+        "norm.weight": "norm_weight", "ls.gamma": "layer_scale", "head.weight": "readout", "head.bias": "bias",
+    }  # fmt: skip
+    assert torch.equal(model.norm.weight, torch.ones(64))
+    assert torch.equal(model.ls.gamma, torch.full((64,), 1e-5)) and report["ls.gamma"].skipped is None
+    assert report["ls.gamma"].rule == "kept as constructed"
+    tokens = torch.cat([model.cls_token.flatten(), model.pos_embed.flatten()]).detach()
+    assert_std(tokens, 0.02, kurtosis="truncated_normal")
+    assert float(tokens.abs().max()) <= 2 * 0.02 / 0.8796256610 * (1 + 1e-6)
+
+
+def test_legacy_replays_conv1d_and_keeps_tokens() -> None:
+    torch.manual_seed(3)
+    reference = TinyViT()
+    model = TinyViT()
+    with torch.no_grad():
+        model.cls_token.fill_(0.5)  # tokens are model-set: legacy keeps what is there
+    torch.manual_seed(3)
+    report = reinit(model, "legacy")
+    assert torch.equal(model.proj.weight, reference.proj.weight)  # normal_(std=0.02), same RNG order
+    assert torch.equal(model.norm.weight, torch.ones(64)) and not report.skipped
+    assert torch.equal(model.cls_token, torch.full((1, 1, 64), 0.5))
+
+
+def test_a_more_specific_registration_wins_over_the_zoo_fallback() -> None:
+    torchinit.extend.register_role_rule(
+        LlamaRMSNorm, lambda m, name: torchinit.extend.Role("prelu", value=0.5) if name == "weight" else None
+    )
+    model = LlamaRMSNorm(8)
+    reinit(model, "kaiming_relu")
+    assert torch.equal(model.weight, torch.full((8,), 0.5))
+
+
+def test_uncovered_warning_groups_by_module_type_and_name() -> None:
+    class Raw(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            for i in range(2000):
+                self.register_parameter(f"p{i}", nn.Parameter(torch.zeros(3)))
+
+    model = nn.Sequential(*[Raw() for _ in range(2)])
+    with pytest.warns(torchinit.UncoveredParameterWarning) as record:
+        reinit(model, "kaiming_relu")
+    text = str(record[0].message)
+    assert text.startswith(
+        "reinit left 4000 parameter(s) untouched because no rule covers them:\n  Raw.p0 x 2: 0.p0 (3,), 1.p0"
+    )
+    assert "... and 1988 more kinds (3976 parameters)" in text and len(text) < 1500
+    assert "torchinit.extend.register_layer" in text
+
+
+class SelfInit(nn.Module):
+    """A model with its own init loop after construction, as torchvision, timm and Hugging Face models have."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(64, 64)
+        self.extra = nn.Parameter(torch.empty(5, 3))  # uncovered: only the model's own code sets it
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+                m.bias.data.normal_(std=0.02)  # through .data, as older HF code does
+        nn.init.uniform_(self.extra)
+
+
+def test_default_scheme_warns_when_the_model_overwrites_it() -> None:
+    # the weight is overwritten through nn.init (its version counter moves); a write through .data is not seen
+    overwritten = pytest.warns(torchinit.SchemeOverwrittenWarning, match=r"1 of the 2 parameters that default_scheme")
+    with overwritten, torchinit.default_scheme("kaiming_relu"):
+        SelfInit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torchinit.default_scheme("kaiming_relu"):
+            nn.Linear(4, 4)  # nothing overwrites it: no warning
+
+
+def test_build_skips_the_models_own_fills_and_leaves_the_rng_alone() -> None:
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    with pytest.warns(torchinit.UncoveredParameterWarning, match="SelfInit.extra x 1"):
+        model, report = torchinit.build(SelfInit, "kaiming_relu", seed=0)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert_std(model.body.weight.detach(), math.sqrt(2 / 64))  # the scheme's draw, not the model's 0.02
+    assert not model.body.bias.any()
+    # the parameter the scheme leaves alone keeps what the model's code gives it: U(0, 1), replayed
+    extra = model.extra.detach()
+    assert float(extra.min()) >= 0 and float(extra.max()) <= 1 and float(extra.std()) > 0.1
+    assert report["extra"].skipped == "no rule covers it"
+    reference = SelfInit()
+    with pytest.warns(torchinit.UncoveredParameterWarning):
+        torchinit.reinit(reference, "kaiming_relu", seed=0)
+    assert torch.equal(model.body.weight, reference.body.weight)  # build == reinit(factory()), keyed
