@@ -11,7 +11,8 @@ more specific registration always wins. It recognizes:
   ``mask_token``, ``pos_embed``, ``pos_embedding``, ``absolute_pos_embed``, ``relative_position_bias_table``):
   role ``token``.
 - A 1-D parameter named ``bias`` on any module (BERT's ``BertLMPredictionHead.bias``): role ``bias``.
-- Layer-scale vectors (``gamma`` of a ``*Scale`` module, ``gamma_1``/``gamma_2``, ``layer_scale``,
+- Layer-scale vectors (``gamma`` of a ``*Scale`` or ``*Block`` module, as timm's ``LayerScale`` and
+  ``ConvNeXtBlock``; ``gamma_1``/``gamma_2``, ``layer_scale``,
   ``layer_scale_parameter``): role ``layer_scale``, kept at the constructed value.
 """
 
@@ -63,7 +64,9 @@ def _roles(m: Any, name: str) -> Role | None:
         return _BIAS  # a 1-D parameter named bias is one, whatever module holds it (BERT's LM head)
     if _TOKEN.fullmatch(name):
         return _TOKEN_ROLE
-    if _LAYER_SCALE.fullmatch(name) or (name == "gamma" and "Scale" in type(m).__name__):
+    if _LAYER_SCALE.fullmatch(name) or (
+        name == "gamma" and ("Scale" in type(m).__name__ or "Block" in type(m).__name__)
+    ):
         return _LAYER_SCALE_ROLE
     return None
 

@@ -1,0 +1,93 @@
+"""torchvision and timm architectures under the built-in schemes: covered, sane logits, one draw in build.
+
+Criteria: zero uncovered parameters; logits in train mode on a batch of 8 unit-normal 3x224x224 images
+finite with std within [0.05, 5] (``legacy``, torch.nn's layer defaults by definition, only finite: it gives
+MobileNet-V3-S logits of std 0.04); ``build(..., seed=0)`` leaves torch's global RNG unchanged and equals
+``reinit(factory(), seed=0)``; ``default_scheme`` on a model that re-initializes itself warns.
+
+Runs in the second pinned environment (torch 2.14.1, torchvision 0.29.1, timm) that `.ci/run` builds.
+On 2 CPU cores every scheme on every model takes ~15 minutes, so the five large models get one scheme
+per kind of draw (normal fan_in, uniform fan_avg, orthogonal, legacy) and the small ones get all of them;
+TORCHINIT_INTEGRATION_ALL_SCHEMES=1 runs the full matrix.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+import torchinit
+
+torchvision = pytest.importorskip("torchvision")
+timm = pytest.importorskip("timm")
+
+pytestmark = pytest.mark.integration
+
+SCHEMES = [s for s in torchinit.list_schemes() if s != "lsuv"]
+REPRESENTATIVE = ["kaiming_relu", "xavier_uniform", "orthogonal", "legacy"]
+ALL = os.environ.get("TORCHINIT_INTEGRATION_ALL_SCHEMES") == "1"
+
+
+def _timm(name: str) -> Callable[[], nn.Module]:
+    return lambda: timm.create_model(name, pretrained=False)
+
+
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "resnet50": torchvision.models.resnet50,
+    "vit_b_16": torchvision.models.vit_b_16,
+    "convnext_tiny": torchvision.models.convnext_tiny,
+    "swin_t": torchvision.models.swin_t,
+    "efficientnet_b0": torchvision.models.efficientnet_b0,
+    "mobilenet_v3_small": torchvision.models.mobilenet_v3_small,
+    "timm_vit_small_patch16_224": _timm("vit_small_patch16_224"),
+    "timm_convnext_atto": _timm("convnext_atto"),
+    "timm_resnet18": _timm("resnet18"),
+}
+LARGE = {"resnet50", "vit_b_16", "convnext_tiny", "swin_t", "timm_vit_small_patch16_224"}
+CASES = [(n, s) for n in MODELS for s in (SCHEMES if ALL or n not in LARGE else REPRESENTATIVE)]
+IMAGES = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+
+
+def _reinit(name: str, scheme: str) -> tuple[nn.Module, torchinit.InitReport]:
+    torch.manual_seed(0)
+    model = MODELS[name]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torchinit.UncoveredParameterWarning)
+        report = torchinit.reinit(model, scheme, seed=None if scheme == "legacy" else 0)
+    return model, report
+
+
+@pytest.mark.parametrize(("name", "scheme"), CASES)
+def test_covered_and_logits_are_sane(name: str, scheme: str) -> None:
+    model, report = _reinit(name, scheme)
+    assert not report.skipped, [(e.path, e.skipped) for e in report.skipped]
+    model.train()
+    with torch.no_grad():
+        logits = model(IMAGES)
+    std = float(logits.std())
+    assert math.isfinite(std), f"logits std {std}"
+    if scheme != "legacy":
+        assert 0.05 <= std <= 5, f"logits std {std:.4g}"
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_build_with_a_seed_draws_once_and_leaves_the_rng_alone(name: str) -> None:
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    built, report = torchinit.build(MODELS[name], "kaiming_relu", seed=0)
+    assert torch.equal(torch.get_rng_state(), before) and not report.skipped
+    reference, _ = _reinit(name, "kaiming_relu")
+    for (key, a), b in zip(built.state_dict().items(), reference.state_dict().values(), strict=True):
+        assert torch.equal(a, b), key
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_default_scheme_on_a_self_initializing_model_warns(name: str) -> None:
+    with pytest.warns(torchinit.SchemeOverwrittenWarning), torchinit.default_scheme("lecun_normal"):
+        MODELS[name]()
