@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import warnings
+import weakref
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from torch import nn
 
 import torchinit
 from torchinit import Fans, InitError, Scheme, reinit
-from torchinit.testing import assert_std
+from torchinit.testing import assert_distribution, assert_std
 
 
 class Conv1D(nn.Module):  # the layout of transformers.pytorch_utils.Conv1D: y = x @ W + b, W stored (in, out)
@@ -162,6 +164,16 @@ def test_uncovered_warning_groups_by_module_type_and_name() -> None:
     assert "torchinit.extend.register_layer" in text
 
 
+def timm_style_trunc_normal_(tensor: torch.Tensor, std: float, a: float, b: float) -> torch.Tensor:
+    """timm's truncated normal: in-place ops on the tensor only (inverse CDF), none that reads it."""
+    low, high = ((1 + math.erf(x / std / math.sqrt(2))) / 2 for x in (a, b))
+    with torch.no_grad():
+        tensor.uniform_(2 * low - 1, 2 * high - 1)
+        tensor.erfinv_()
+        tensor.mul_(std * math.sqrt(2.0))
+        return tensor.clamp_(min=a, max=b)
+
+
 class SelfInit(nn.Module):
     """A model with its own init loop after construction, as torchvision, timm and Hugging Face models have."""
 
@@ -169,11 +181,22 @@ class SelfInit(nn.Module):
         super().__init__()
         self.body = nn.Linear(64, 64)
         self.extra = nn.Parameter(torch.empty(5, 3))  # uncovered: only the model's own code sets it
+        self.codebook = nn.Parameter(torch.empty(100, 50))  # uncovered, set by a multi-step fill
+        self.bank = nn.Parameter(torch.empty(100, 50))  # uncovered, set by an in-place multi-step fill
+        state = torch.get_rng_state()
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, std=0.02)
                 m.bias.data.normal_(std=0.02)  # through .data, as older HF code does
         nn.init.uniform_(self.extra)
+        timm_style_trunc_normal_(self.bank, std=0.5, a=-1.0, b=1.0)
+        self.pos_embed = nn.Parameter(torch.empty(1, 8, 64).normal_(std=0.02))  # filled before it is a parameter
+        self.register_buffer("noise", torch.empty(4096).normal_())  # not read here: filled after construction
+        self.init_loop_drew = not torch.equal(state, torch.get_rng_state())
+        # torch's trunc_normal_ draws and then reads the values (rejection sampling): build runs it for real
+        nn.init.trunc_normal_(self.codebook, a=-2.0, b=2.0)
+        self.codebook.data[0] = 0.0  # and edits it afterwards, as HF zeroes a padding row
+        self.register_buffer("scaled", torch.empty(4096).normal_() * 3)  # read at once: drawn right there
 
 
 def test_default_scheme_warns_when_the_model_overwrites_it() -> None:
@@ -188,18 +211,47 @@ def test_default_scheme_warns_when_the_model_overwrites_it() -> None:
 
 
 def test_build_skips_the_models_own_fills_and_leaves_the_rng_alone() -> None:
+    assert SelfInit().init_loop_drew  # eagerly, the model's init loop draws
     torch.manual_seed(0)
     state = torch.get_rng_state()
     with pytest.warns(torchinit.UncoveredParameterWarning, match="SelfInit.extra x 1"):
         model, report = torchinit.build(SelfInit, "kaiming_relu", seed=0)
     assert torch.equal(torch.get_rng_state(), state)
+    assert not model.init_loop_drew  # under build, none of its fills ran during construction
     assert_std(model.body.weight.detach(), math.sqrt(2 / 64))  # the scheme's draw, not the model's 0.02
     assert not model.body.bias.any()
     # the parameter the scheme leaves alone keeps what the model's code gives it: U(0, 1), replayed
     extra = model.extra.detach()
     assert float(extra.min()) >= 0 and float(extra.max()) <= 1 and float(extra.std()) > 0.1
     assert report["extra"].skipped == "no rule covers it"
+    # a multi-step fill is replayed whole, with the edit after it: truncated N(0, 1) at +-2, row 0 zero
+    codebook = model.codebook.detach()
+    assert not codebook[0].any() and float(codebook.abs().max()) <= 2.0
+    cut = 2 * 2 * math.exp(-2) / math.sqrt(2 * math.pi) / math.erf(2 / math.sqrt(2))
+    assert_distribution(codebook[1:], "truncated_normal", math.sqrt(1 - cut))
+    assert_distribution(model.bank.detach(), "truncated_normal", 0.5 * math.sqrt(1 - cut))  # deferred, replayed
+    assert_std(model.noise, 1.0)  # buffers get the model's values
+    assert_std(model.scaled, 3.0)
+    assert report["pos_embed"].role == "token"
+    edge = (1 + math.erf(2 / math.sqrt(2))) / 2  # replaying only its uniform_ gave U(-0.95, 0.95): rejected
+    with pytest.raises(AssertionError):
+        assert_distribution(
+            torch.empty_like(codebook[1:]).uniform_(1 - 2 * edge, 2 * edge - 1), "truncated_normal", math.sqrt(1 - cut)
+        )
     reference = SelfInit()
     with pytest.warns(torchinit.UncoveredParameterWarning):
         torchinit.reinit(reference, "kaiming_relu", seed=0)
     assert torch.equal(model.body.weight, reference.body.weight)  # build == reinit(factory()), keyed
+
+
+def test_build_leaves_no_reference_cycle_holding_the_model() -> None:
+    # a cycle would keep every built model (and its parameters) alive until the garbage collector runs
+    gc.collect()
+    gc.disable()
+    try:
+        model, report = torchinit.build(lambda: nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8)), "kaiming_relu")
+        refs = [weakref.ref(model), weakref.ref(model[0].weight)]
+        del model, report
+        assert [ref() for ref in refs] == [None, None]
+    finally:
+        gc.enable()

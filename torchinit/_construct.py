@@ -72,32 +72,133 @@ _install_lock = threading.Lock()
 
 
 _RANDOM_FILLS = frozenset({
-    torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.random_, torch.Tensor.bernoulli_,
-    torch.Tensor.exponential_, torch.Tensor.geometric_, torch.Tensor.log_normal_, torch.Tensor.cauchy_,
+    "normal_", "uniform_", "random_", "bernoulli_", "exponential_", "geometric_", "log_normal_", "cauchy_",
+    # torch.nn.init's fills that reach a mode as themselves (the others arrive as the tensor methods inside)
+    "trunc_normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_", "orthogonal_",
+    "sparse_",
 })  # fmt: skip
+"""Random in-place fills, by name: Hugging Face wraps torch.nn.init's functions, so identity would miss them."""
 
 
 class _SkipParameterFills(TorchFunctionMode):
-    """While build() constructs: random in-place fills of parameters are recorded, not run.
+    """While build() constructs: random fills of parameters are deferred, and dropped where the scheme writes.
 
     Catches what model code draws after the layers' own defaults (Hugging Face ``_init_weights``,
     torchvision's and timm's init loops), whether it calls ``torch.nn.init`` or ``param.normal_()`` /
-    ``param.data.normal_()``. The scheme then draws once; a recorded fill of a parameter the scheme
-    does not write is replayed, so such values stay what the model's code gives them.
+    ``param.data.normal_()``. A deferred fill starts a tape for that storage: later in-place ops on it
+    (the rest of a multi-step fill such as timm's ``trunc_normal_``, a zeroed padding row) join the tape.
+    Any op that reads the values first (torch's rejection-sampling ``trunc_normal_``, a copy) runs the
+    tape for real there, so model code never sees unfilled memory. After construction the tapes of
+    parameters the scheme does not write are run in order; the scheme draws the rest once.
     """
 
     def __init__(self, ctx: Context) -> None:
         super().__init__()
         self.ctx = ctx
+        self.taped: set[int] = set()  # storages with a deferred fill
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        if func in _RANDOM_FILLS and args and isinstance(args[0], torch.Tensor):
-            target = args[0]
-            if isinstance(target, nn.Parameter) or _storage(target) in self.ctx.storages:
-                self.ctx.fills.append((target, func, tuple(args), dict(kwargs)))
-                return target
-        return func(*args, **kwargs)
+        target = args[0] if args else kwargs.get("tensor")
+        name = getattr(func, "__name__", "")
+        if name in _RANDOM_FILLS and self.defer(func, target, args, kwargs):
+            return target
+        if not self.taped:
+            return func(*args, **kwargs)
+        in_place = name == "__setitem__" or (name.endswith("_") and not name.endswith("__"))
+        if in_place and isinstance(target, torch.Tensor) and (key := _storage(target)) in self.taped:
+            self._flush_read(func, args[1:], kwargs, key)
+            self.ctx.fills.append((target, func, tuple(args), dict(kwargs)))
+            return None if name == "__setitem__" else target
+        read = {k for k in map(_storage, _tensors(args, kwargs)) if k in self.taped}
+        if not read:
+            return func(*args, **kwargs)
+        if in_place or name not in _METADATA:
+            self._flush(read)
+            return func(*args, **kwargs)
+        result = func(*args, **kwargs)  # shape, dtype, .data, a view: no values read
+        if isinstance(result, torch.Tensor) and _storage(result) not in read:  # it copied after all
+            self._flush(read)
+            result = func(*args, **kwargs)
+        return result
+
+    def defer(self, func: Any, target: Any, args: Any, kwargs: dict[str, Any]) -> bool:
+        """Tape ``func(*args, **kwargs)``, a random fill of ``target``, until its values are read.
+
+        Any tensor, not only parameters: ``nn.Parameter(torch.empty(n).normal_())`` fills before the
+        tensor is a parameter. The tapes hold their tensors, so a storage is never freed and reused.
+        """
+        if not isinstance(target, torch.Tensor):
+            return False
+        key = _storage(target)
+        if key <= 0:
+            return False
+        self._flush_read(func, args[1:], kwargs, key)
+        self.taped.add(key)
+        self.ctx.fills.append((target, func, tuple(args), dict(kwargs)))
+        return True
+
+    def _flush_read(self, func: Any, args: Any, kwargs: dict[str, Any], own: int) -> None:
+        read = {k for k in map(_storage, _tensors(args, kwargs)) if k in self.taped and k != own}
+        if read:
+            self._flush(read)
+
+    def _flush(self, keys: set[int]) -> None:
+        """Run the deferred ops on these storages now, in order, and stop deferring them."""
+        kept = []
+        with torch.no_grad():
+            for fill in self.ctx.fills:
+                if _storage(fill[0]) in keys:
+                    fill[1](*fill[2], **fill[3])
+                else:
+                    kept.append(fill)
+        self.ctx.fills[:] = kept
+        self.taped -= keys
+
+
+_METADATA = frozenset({
+    "__get__", "dim", "size", "numel", "nelement", "stride", "storage_offset", "untyped_storage", "data_ptr",
+    "element_size", "is_contiguous", "is_floating_point", "is_complex", "__len__", "__getitem__", "detach",
+    "view", "view_as", "reshape", "t", "transpose", "permute", "unsqueeze", "squeeze", "flatten", "narrow",
+    "select", "unbind", "chunk", "split", "expand", "as_strided", "__hash__",
+})  # fmt: skip
+"""Ops that read a tensor's metadata or give a view of it, not its values (a copy is caught after the call)."""
+
+
+_UNDISPATCHED_FILLS = (
+    "trunc_normal_",
+    "kaiming_normal_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "orthogonal_",
+    "sparse_",
+)
+"""torch.nn.init's random fills that do not dispatch to a mode as themselves (torch's trunc_normal_ even reads
+its draws to reject some): install() wraps them so that build can defer them whole."""
+
+
+def _wrap_init_fill(original: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    @functools.wraps(original)
+    def fill(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        ctx = current()
+        if (
+            ctx is not None
+            and ctx.deferrer is not None
+            and ctx.deferrer.defer(original, tensor, (tensor, *args), kwargs)
+        ):
+            return tensor
+        return original(tensor, *args, **kwargs)
+
+    fill.__torchinit_wrapped__ = original  # type: ignore[attr-defined]
+    return fill
+
+
+def _tensors(args: Any, kwargs: dict[str, Any]) -> Iterator[torch.Tensor]:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            yield from (v for v in value if isinstance(v, torch.Tensor))
 
 
 def _storage(t: torch.Tensor) -> int:
@@ -107,28 +208,19 @@ def _storage(t: torch.Tensor) -> int:
         return -1
 
 
-def _record_parameter(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
-    # A global registration hook, a no-op outside build(): remembers where parameters' storage is, so
-    # fills through `.data` views are recognized.
-    ctx = current()
-    if ctx is not None and ctx.scheme is None and param is not None:
-        ctx.storages.add(_storage(param))
-
-
-_hook_installed = False
-
-
 def install() -> None:
     """Wrap the default-draw methods of every described layer type (idempotent, thread-safe).
 
-    Without a context the wrapped methods behave exactly as before. Types described after the first
-    call are wrapped on the next one.
+    Also wraps torch.nn.init's fills that never reach a TorchFunctionMode as themselves
+    (`_UNDISPATCHED_FILLS`), so build can defer them. Without a context the wrapped methods and
+    functions behave exactly as before. Types described after the first call are
+    wrapped on the next one.
     """
-    global _hook_installed
     with _install_lock:
-        if not _hook_installed:
-            nn.modules.module.register_module_parameter_registration_hook(_record_parameter)
-            _hook_installed = True
+        for name in _UNDISPATCHED_FILLS:
+            function = getattr(nn.init, name)
+            if not hasattr(function, "__torchinit_wrapped__"):
+                setattr(nn.init, name, _wrap_init_fill(function))
         for cls, name in resets():
             method = cls.__dict__[name]
             if not hasattr(method, "__torchinit_wrapped__"):
@@ -243,7 +335,8 @@ def build(
     rng = torch.get_rng_state() if seed is not None else None
     with contextlib.ExitStack() as stack:
         stack.enter_context(_pushed(ctx))
-        stack.enter_context(_SkipParameterFills(ctx))
+        ctx.deferrer = stack.enter_context(_SkipParameterFills(ctx))
+        stack.callback(setattr, ctx, "deferrer", None)  # no ctx <-> mode cycle keeping the model alive
         if device is not None:
             stack.enter_context(torch.device(device))
         if dtype is not None:

@@ -28,8 +28,8 @@ class Context:
     generator: torch.Generator | None = None
     pending: dict[int, torch.Tensor] = field(default_factory=dict)  # skipped parameters, by id
     written: list[tuple[torch.Tensor, int]] = field(default_factory=list)  # (parameter, its version after the write)
-    storages: set[int] = field(default_factory=set)  # data pointers of parameters registered in this context
     fills: list[tuple[torch.Tensor, Any, tuple[Any, ...], dict[str, Any]]] = field(default_factory=list)
+    deferrer: Any = None  # build's mode that defers the model's own fills (see torchinit._construct)
 
     def mark(self, module: nn.Module) -> None:
         """Remember ``module``'s own parameters as skipped (build checks the scheme writes them all)."""

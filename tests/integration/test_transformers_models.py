@@ -13,12 +13,16 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 from torch import nn
 
 import torchinit
+
+if TYPE_CHECKING:
+    from conftest import RNGWatch
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()  # config notes about token ids outside the tiny vocabulary
@@ -144,13 +148,14 @@ def test_tied_heads_are_readouts_drawn_once(name: str) -> None:
 
 @models
 @pytest.mark.parametrize("scheme", ["kaiming_gelu", "lecun_normal", "orthogonal"])
-def test_build_with_a_seed_draws_once_and_leaves_the_rng_alone(name: str, scheme: str) -> None:
+def test_build_with_a_seed_draws_once_and_leaves_the_rng_alone(name: str, scheme: str, drew: RNGWatch) -> None:
     torch.manual_seed(0)
     before = torch.get_rng_state()
     with warnings.catch_warnings():
         warnings.simplefilter("error", torchinit.UncoveredParameterWarning)
-        built, report = torchinit.build(MODELS[name], scheme, seed=0)
+        built, report = torchinit.build(drew(MODELS[name]), scheme, seed=0)
     assert torch.equal(torch.get_rng_state(), before)
+    assert drew.draws == [False], "the model's own init drew during construction"
     assert not report.skipped
     reference, _ = _reinit(name, scheme)
     for (key, a), b in zip(built.state_dict().items(), reference.state_dict().values(), strict=True):

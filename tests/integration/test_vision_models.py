@@ -17,12 +17,16 @@ import math
 import os
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 from torch import nn
 
 import torchinit
+
+if TYPE_CHECKING:
+    from conftest import RNGWatch
 
 torchvision = pytest.importorskip("torchvision")
 timm = pytest.importorskip("timm")
@@ -77,11 +81,12 @@ def test_covered_and_logits_are_sane(name: str, scheme: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_build_with_a_seed_draws_once_and_leaves_the_rng_alone(name: str) -> None:
+def test_build_with_a_seed_draws_once_and_leaves_the_rng_alone(name: str, drew: RNGWatch) -> None:
     torch.manual_seed(0)
     before = torch.get_rng_state()
-    built, report = torchinit.build(MODELS[name], "kaiming_relu", seed=0)
+    built, report = torchinit.build(drew(MODELS[name]), "kaiming_relu", seed=0)
     assert torch.equal(torch.get_rng_state(), before) and not report.skipped
+    assert drew.draws == [False], "the model's own init drew during construction"
     reference, _ = _reinit(name, "kaiming_relu")
     for (key, a), b in zip(built.state_dict().items(), reference.state_dict().values(), strict=True):
         assert torch.equal(a, b), key
