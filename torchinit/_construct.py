@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -21,10 +22,11 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from torchinit._context import Context, current, pushed
+from torchinit._draw import Action, write
 from torchinit._layers import describe, registered, resets
 from torchinit._plan import Step
 from torchinit._registry import SchemeLike, resolve_scheme, scheme_name
-from torchinit._reinit import apply_own, prepare, refuse_data_schemes
+from torchinit._reinit import apply_own, check_threads, prepare, refuse_data_schemes
 from torchinit._report import InitReport
 from torchinit._types import InitError, SchemeOverwrittenWarning
 
@@ -38,8 +40,14 @@ def _wrap_reset(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def reset(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         ctx = current()
-        if ctx is None or (ctx.scheme is not None and ctx.scheme.torch_default):
+        if ctx is None:
+            ctx = self.__dict__.pop("_torchinit_lazy", None)  # a lazy layer made under default_scheme
+            if ctx is None:
+                return original(self, *args, **kwargs)
+        if ctx.scheme is not None and ctx.scheme.torch_default:
             return original(self, *args, **kwargs)
+        if ctx.scheme is None and ctx.deferrer is not None:
+            ctx.deferrer.note_skipped(self, original)
         apply_own(self, ctx)
         return None
 
@@ -63,6 +71,20 @@ def _wrap_clones_init(original: Callable[..., None]) -> Callable[..., None]:
                     ctx.mark(module)
                 elif any(p is not None for p in module._parameters.values()):
                     apply_own(module, ctx)
+
+    init.__torchinit_wrapped__ = original  # type: ignore[attr-defined]
+    return init
+
+
+def _wrap_lazy_init(original: Callable[..., None]) -> Callable[..., None]:
+    # A lazy layer draws when its first forward materializes it, usually after the default_scheme block:
+    # it remembers the scheme it was made under and applies it then, once.
+    @functools.wraps(original)
+    def init(self: nn.Module, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        ctx = current()
+        if ctx is not None and ctx.scheme is not None and not ctx.scheme.torch_default:
+            self.__dict__["_torchinit_lazy"] = Context(ctx.scheme, ctx.generator)
 
     init.__torchinit_wrapped__ = original  # type: ignore[attr-defined]
     return init
@@ -96,6 +118,9 @@ class _SkipParameterFills(TorchFunctionMode):
         super().__init__()
         self.ctx = ctx
         self.taped: set[int] = set()  # storages with a deferred fill
+        self.skipped: dict[int, tuple[nn.Module, Callable[..., Any]]] = {}  # storages whose default was skipped
+        self.versions: dict[int, int] = {}  # their parameters' versions when skipped, by id
+        self.materializing = False
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
@@ -103,24 +128,80 @@ class _SkipParameterFills(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         if name in _RANDOM_FILLS and self.defer(func, target, args, kwargs):
             return target
-        if not self.taped:
+        if (not self.taped and not self.skipped) or name in _NOT_VALUES:
             return func(*args, **kwargs)
         in_place = name == "__setitem__" or (name.endswith("_") and not name.endswith("__"))
-        if in_place and isinstance(target, torch.Tensor) and (key := _storage(target)) in self.taped:
+        key = _storage(target) if in_place and isinstance(target, torch.Tensor) else None
+        if key is not None and key in self.taped:
             self._flush_read(func, args[1:], kwargs, key)
             self.ctx.fills.append((target, func, tuple(args), dict(kwargs)))
             return None if name == "__setitem__" else target
-        read = {k for k in map(_storage, _tensors(args, kwargs)) if k in self.taped}
-        if not read:
+        watched = {k for k in map(_storage, _tensors(args, kwargs)) if k in self.taped or k in self.skipped}
+        if key is not None and name in _OVERWRITES:
+            watched.discard(key)  # writing over skipped memory reads nothing of it
+        if watched and name == "clone" and _in_deepcopy():
+            watched &= self.taped  # a deep copy of a skipped layer is skipped too (TransformerEncoder's clones)
+        if not watched:
             return func(*args, **kwargs)
         if in_place or name not in _METADATA:
-            self._flush(read)
+            self._materialize(watched)
             return func(*args, **kwargs)
         result = func(*args, **kwargs)  # shape, dtype, .data, a view: no values read
-        if isinstance(result, torch.Tensor) and _storage(result) not in read:  # it copied after all
-            self._flush(read)
+        if isinstance(result, torch.Tensor) and _storage(result) not in watched:  # it copied after all
+            self._materialize(watched)
             result = func(*args, **kwargs)
         return result
+
+    def note_skipped(self, module: nn.Module, reset: Callable[..., Any]) -> None:
+        """``module``'s default ``reset`` was skipped: if model code reads its parameters while it is being
+        built (a buffer computed from a weight), the default runs for real first."""
+        for param in module._parameters.values():
+            if param is not None and (key := _storage(param)) > 0:
+                self.skipped[key] = (module, reset)
+                self.versions[id(param)] = param._version
+
+    def _materialize(self, keys: set[int]) -> None:
+        """Make these storages hold real values before they are read: run their deferred fills, or the
+        skipped default of their module (keeping what model code wrote into its parameters since)."""
+        filled = keys & self.taped
+        if filled:
+            self._flush(filled)
+        for key in keys - filled:
+            found = self.skipped.get(key)
+            if found is None:
+                continue
+            module, reset = found
+            params = {name: p for name, p in module._parameters.items() if p is not None}
+            read = [name for name, p in params.items() if _storage(p) == key]
+            drawn = _default_actions(module)
+            self.materializing = True
+            try:
+                with torch.no_grad(), torch.random.fork_rng(devices=[]):  # torch's global RNG stays as it was
+                    if all(name in drawn for name in read):  # just the parameters read, by torch's rule
+                        torch.manual_seed(self._seed())
+                        for name in read:
+                            write(drawn[name], params[name], None)
+                        done = [params[name] for name in read]
+                    else:  # no per-parameter rule: the whole default, keeping what model code wrote since
+                        torch.manual_seed(self._seed())
+                        done = list(params.values())
+                        written = [(p, p.detach().clone()) for p in done if p._version != self.versions.get(id(p))]
+                        reset(module)
+                        for param, value in written:
+                            param.copy_(value)
+            finally:
+                self.materializing = False
+            for param in done:
+                self.skipped.pop(_storage(param), None)
+                self.ctx.pending.pop(id(param), None)  # it holds torch's default now, not garbage
+        for key in filled:
+            self.skipped.pop(key, None)
+
+    def _seed(self) -> int:
+        """Seeds for the draws that materialize skipped defaults: fixed by torch's initial seed, never
+        taken from the global stream (build leaves it alone)."""
+        self.draws = getattr(self, "draws", 0) + 1
+        return (torch.initial_seed() * 1_000_003 + self.draws) % 2**63
 
     def defer(self, func: Any, target: Any, args: Any, kwargs: dict[str, Any]) -> bool:
         """Tape ``func(*args, **kwargs)``, a random fill of ``target``, until its values are read.
@@ -128,7 +209,7 @@ class _SkipParameterFills(TorchFunctionMode):
         Any tensor, not only parameters: ``nn.Parameter(torch.empty(n).normal_())`` fills before the
         tensor is a parameter. The tapes hold their tensors, so a storage is never freed and reused.
         """
-        if not isinstance(target, torch.Tensor):
+        if self.materializing or not isinstance(target, torch.Tensor):
             return False
         key = _storage(target)
         if key <= 0:
@@ -155,6 +236,12 @@ class _SkipParameterFills(TorchFunctionMode):
         self.ctx.fills[:] = kept
         self.taped -= keys
 
+
+_NOT_VALUES = frozenset({"requires_grad_", "retain_grad", "share_memory_", "rename_", "detach_", "__get__"})
+"""In-place by name but not on values (and attribute reads): never taped, never a read."""
+
+_OVERWRITES = frozenset({"zero_", "fill_", "copy_", "__setitem__", "constant_", "zeros_", "ones_", "eye_", "dirac_"})
+"""In-place writes that do not read the values they overwrite."""
 
 _METADATA = frozenset({
     "__get__", "dim", "size", "numel", "nelement", "stride", "storage_offset", "untyped_storage", "data_ptr",
@@ -193,6 +280,79 @@ def _wrap_init_fill(original: Callable[..., torch.Tensor]) -> Callable[..., torc
     return fill
 
 
+class _DefaultDtype(TorchFunctionMode):
+    """``dtype`` as the default floating dtype of the tensors created in this thread, for the block only.
+
+    torch's default dtype is process-wide (``torch.set_default_dtype``): setting it would change layers
+    other threads build meanwhile. This mode gives the factories that would take the default floating
+    dtype ``dtype`` instead, as ``torch.device(...)`` does for devices.
+    """
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func in _FLOAT_FACTORIES and kwargs.get("dtype") is None:
+            kwargs["dtype"] = self.dtype
+        elif func in _INFERRING_FACTORIES and kwargs.get("dtype") is None:
+            result = func(*args, **kwargs)
+            if isinstance(result, torch.Tensor) and result.dtype == torch.get_default_dtype():
+                return func(*args, **kwargs, dtype=self.dtype)  # made again: a float64 value keeps its digits
+            return result
+        return func(*args, **kwargs)
+
+
+_FLOAT_FACTORIES = frozenset({
+    torch.empty, torch.zeros, torch.ones, torch.rand, torch.randn, torch.eye, torch.empty_strided,
+    torch.linspace, torch.logspace,
+})  # fmt: skip
+"""Factories whose result has the default floating dtype unless told otherwise."""
+
+_INFERRING_FACTORIES = frozenset({torch.full, torch.arange, torch.tensor, torch.as_tensor, torch.range})
+"""Factories that infer the dtype from their values (an integer ``arange`` stays int64)."""
+
+
+class _Recorder:
+    """Collects a legacy rule's actions by parameter name (the LegacyDraws protocol, without a plan)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.actions: dict[str, Action] = {}
+
+    def draw(self, module: nn.Module, prefix: str, name: str, action: Action, *, rewrite: bool = False) -> None:
+        if module is self.module and not rewrite:
+            self.actions.setdefault(name, action)
+
+    def visit(self, module: nn.Module, prefix: str) -> None:
+        pass
+
+
+def _default_actions(module: nn.Module) -> dict[str, Action]:
+    """torch's default draw of each of ``module``'s own parameters, by its registered legacy rule."""
+    rule = describe(module).legacy
+    recorder = _Recorder(module)
+    if rule is not None:
+        try:
+            rule(recorder, module, "")
+        except Exception:  # a rule that needs a planner's state: fall back to the whole reset
+            return {}
+    return recorder.actions
+
+
+def _in_deepcopy() -> bool:
+    """Whether a ``__deepcopy__`` (Parameter's, Tensor's) is among the few frames above the mode."""
+    frame = sys._getframe(2)
+    for _ in range(4):
+        if frame is None:
+            return False
+        if frame.f_code.co_name == "__deepcopy__":
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
 def _tensors(args: Any, kwargs: dict[str, Any]) -> Iterator[torch.Tensor]:
     for value in (*args, *kwargs.values()):
         if isinstance(value, torch.Tensor):
@@ -217,6 +377,9 @@ def install() -> None:
     wrapped on the next one.
     """
     with _install_lock:
+        lazy = nn.modules.lazy.LazyModuleMixin
+        if not hasattr(lazy.__init__, "__torchinit_wrapped__"):
+            lazy.__init__ = _wrap_lazy_init(lazy.__init__)  # type: ignore[method-assign]
         for name in _UNDISPATCHED_FILLS:
             function = getattr(nn.init, name)
             if not hasattr(function, "__torchinit_wrapped__"):
@@ -323,8 +486,14 @@ def build(
         >>> report["0.weight"].std == (2 / 64) ** 0.5
         True
     """
+    if isinstance(factory, nn.Module):
+        raise InitError(
+            f"build takes a factory that constructs the model, not a model; got the module {type(factory).__name__}. "
+            f"Pass build(lambda: {type(factory).__name__}(...), scheme), or reinit(model, scheme) for a built one."
+        )
     if not callable(factory):
         raise InitError(f"factory must be a zero-argument callable returning an nn.Module; got {factory!r}.")
+    check_threads(threads)
     if device is not None and torch.device(device).type == "meta":
         raise InitError("device must hold real storage to be initialized; got device='meta'.")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
@@ -340,12 +509,15 @@ def build(
         if device is not None:
             stack.enter_context(torch.device(device))
         if dtype is not None:
-            previous = torch.get_default_dtype()
-            torch.set_default_dtype(dtype)
-            stack.callback(torch.set_default_dtype, previous)
+            stack.enter_context(_DefaultDtype(dtype))
         model = factory()
     if not isinstance(model, nn.Module):
         raise InitError(f"factory must return an nn.Module; got {type(model).__name__}.")
+    if dtype is not None:  # parameters made with an explicit dtype=torch.get_default_dtype() (HF does)
+        with torch.no_grad():
+            for param in model.parameters():
+                if param.is_floating_point() and param.dtype != dtype:
+                    param.data = param.data.to(dtype)
 
     def unwritten(steps: list[Step]) -> list[str]:
         # A skipped default draw must be replaced by the scheme, or the parameter holds garbage.

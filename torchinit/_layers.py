@@ -285,8 +285,19 @@ def find_fans(module: nn.Module, name: str, described: Described | None = None) 
     return None
 
 
+def _hooked_original(module: nn.Module, name: str) -> str:
+    """``weight`` for ``weight_orig`` under torch.nn.utils.spectral_norm's hook (the rules describe the weight)."""
+    if name.endswith("_orig") and module._forward_pre_hooks:
+        base = name[: -len("_orig")]
+        if any(type(h).__name__ == "SpectralNorm" and getattr(h, "name", None) == base
+               for h in module._forward_pre_hooks.values()):  # fmt: skip
+            return base
+    return name
+
+
 def role_of(module: nn.Module, name: str) -> Role | None:
     """The role of ``module``'s own parameter ``name``, or None when no rule covers it."""
+    name = _hooked_original(module, name)
     described = _chain(type(module))
     for rule in described.roles:
         role = rule(module, name)

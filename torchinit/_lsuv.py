@@ -61,9 +61,52 @@ class LSUVScheme(BaseScheme):
             )
         return self.base.plan(module, call)
 
+    def validate(self, module: nn.Module, call: Call) -> None:
+        """The batch: tensors (alone, in a tuple/list, or a dict) with finite values, on which one forward
+        pass of ``module`` runs; checked before anything is written."""
+        leaves = _tensors(call.data)
+        if leaves is None or not leaves:
+            raise InitError(
+                f"lsuv's data must be a tensor, or a tuple/list/dict of tensors, passed to model(data) / "
+                f"model(*data) / model(**data); got data={call.data!r:.80}."
+            )
+        for where, tensor in leaves:
+            if tensor.is_floating_point() or tensor.is_complex():
+                bad = int((~torch.isfinite(tensor)).sum())
+                if bad:
+                    raise InitError(
+                        f"lsuv's data{where} has {bad} non-finite value(s) of {tensor.numel()}; every layer's "
+                        "std (and with center=True every bias) would become NaN. Clean the batch first."
+                    )
+        modes = {m: m.training for m in module.modules()}
+        try:
+            module.eval()
+            with torch.no_grad():
+                _layers(module, call.data)
+        except Exception as error:
+            raise InitError(
+                f"lsuv's forward pass on data failed before anything was written ({type(error).__name__}: "
+                f"{error}); data must be a batch that model(data) (or model(*data), model(**data)) accepts."
+            ) from error
+        finally:
+            for m, mode in modes.items():
+                m.training = mode
+
     def finish(self, module: nn.Module, report: InitReport, call: Call) -> None:
-        """Rescale layer by layer in forward order; ``report.lsuv`` gets what each layer reached."""
-        report.lsuv = lsuv_(module, call.data, self)
+        """Rescale layer by layer in forward order; ``report.lsuv`` gets what each layer reached.
+
+        A failure here (a forward hook that raises, a forward path that changes between calls) is
+        raised as an `InitError`; reinit has then restored the model and the RNG states.
+        """
+        try:
+            report.lsuv = lsuv_(module, call.data, self)
+        except InitError:
+            raise
+        except Exception as error:
+            raise InitError(
+                f"lsuv failed during its rescaling passes ({type(error).__name__}: {error}); the model and the RNG "
+                "states were restored to what they were before the call."
+            ) from error
 
     def summary(self) -> str:
         """The base and the tolerance."""
@@ -82,6 +125,17 @@ class LSUVLayer:
 
 class _ReachedError(Exception):
     """Raised from a hook to end a forward pass once the watched layer has produced its output."""
+
+
+def _tensors(data: Any) -> list[tuple[str, torch.Tensor]] | None:
+    """The tensors of a batch with where they sit (``""``, ``[0]``, ``['ids']``), or None if it is not one."""
+    if isinstance(data, torch.Tensor):
+        return [("", data)]
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, (tuple, list)) else None
+    if items is None:
+        return None
+    found = [(f"[{k!r}]", v) for k, v in items if isinstance(v, torch.Tensor)]
+    return found
 
 
 def _call(model: nn.Module, data: Any) -> Any:
@@ -128,6 +182,12 @@ def _output_of(model: nn.Module, layer: nn.Module, data: Any) -> torch.Tensor:
         pass
     finally:
         handle.remove()
+    if not captured:
+        raise InitError(
+            f"lsuv: {type(layer).__name__} was called in the first forward pass but not in a later one; the "
+            "model's forward path changes between calls (random depth, data-dependent branches), which LSUV "
+            "cannot calibrate. Make it deterministic in eval mode."
+        )
     return captured[0]
 
 

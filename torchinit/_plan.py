@@ -6,10 +6,18 @@ role-based schemes share. Nothing is written before `Plan.check` has passed.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import difflib
+import fnmatch
+import functools
+import signal
+import threading
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -55,6 +63,7 @@ class Step:
     copy_from: Target | None = None
     scratch: bool = False
     aliases: list[str] = field(default_factory=list)
+    effective: float | None = None  # a parametrized weight's std after its parametrization
 
 
 def _parametrized(module: nn.Module) -> bool:
@@ -105,6 +114,68 @@ def problem(target: Target, needs_values: bool) -> str | None:
             f"{target.path} ({type(target.owner).__name__}, shape {tuple(t.shape)}) has dtype {t.dtype}; random "
             "draws need a floating-point parameter."
         )
+    if t.is_inference() and not torch.is_inference_mode_enabled():
+        return (
+            f"{target.path} ({type(target.owner).__name__}, shape {tuple(t.shape)}) was created under "
+            "torch.inference_mode() and cannot be written outside it; call reinit inside torch.inference_mode(), "
+            "or build the model outside it."
+        )
+    return None
+
+
+def action_problem(step: Step, generator: torch.Generator | None) -> str | None:
+    """Why this step's action cannot be carried out on its target (index ranges, chunks, generator), or None."""
+    a = step.action
+    if a.chunks == 1 and a.chunk_values is None and a.zero_row is None and generator is None:
+        return None  # the common case: nothing to check
+    t, path = step.target.tensor, step.target.path
+    if a.kind in ("skip", "keep") or step.copy_from is not None or t.numel() == 0:
+        return None
+    where = f"{path} ({type(step.target.owner).__name__}, shape {tuple(t.shape)})"
+    chunks = len(a.chunk_values) if a.chunk_values is not None else a.chunks
+    if chunks < 1 or (chunks > 1 and (t.dim() == 0 or t.shape[0] % chunks)):
+        return (
+            f"{where}: the rule splits it into {chunks} chunks along dim 0, which do not divide "
+            f"{t.shape[0] if t.dim() else 'a 0-d tensor'}; fix the rule's chunk count."
+        )
+    if a.zero_row is not None and not (t.dim() >= 1 and -t.shape[0] <= a.zero_row < t.shape[0]):
+        rows = t.shape[0] if t.dim() else 0
+        return f"{where}: the rule zeroes row {a.zero_row}, outside its {rows} rows (a padding_idx out of range?)."
+    if generator is not None and a.draws:
+        device = _local(t).device
+        if generator.device.type != device.type:
+            return (
+                f"{where} is on {device} but generator= draws on {generator.device}; pass a "
+                f"torch.Generator(device={device.type!r})."
+            )
+    return None
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if type(t).__name__ == "DTensor" else t  # type: ignore[attr-defined]
+
+
+def inverse_problem(target: Target) -> str | None:
+    """A dry run of a parametrized target's ``right_inverse`` on its current value (nothing is written)."""
+    plist = target.owner.parametrizations[target.name]  # type: ignore[index]
+    value = target.tensor.detach()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):  # a dry run: on copies, RNG put back
+            for parametrization in reversed(list(plist)):
+                parametrization = copy.deepcopy(parametrization)  # right_inverse may set state (orthogonal's base)
+                inverse = getattr(parametrization, "right_inverse", None)
+                if inverse is None:
+                    raise NotImplementedError(f"{type(parametrization).__name__} has no right_inverse")
+                value = inverse(value)
+                if isinstance(value, (tuple, list)):
+                    break  # a multi-tensor original: the first inverse in the chain that splits is the last
+    except Exception as error:  # any failure of third-party code is the problem to report
+        return (
+            f"{target.path} ({type(target.owner).__name__}, parametrized by "
+            f"{', '.join(type(p).__name__ for p in plist)}) cannot be assigned: its right_inverse fails "
+            f"({type(error).__name__}: {error}). Give the parametrization a right_inverse, skip it with "
+            f"Override(path={target.path!r}, skip=True), or reinit before parametrizing."
+        )
     return None
 
 
@@ -147,14 +218,197 @@ def _region(tensor: torch.Tensor) -> tuple[torch.Tensor, Region | None]:
     return local, Region(tuple(tensor.shape), tuple(offset))
 
 
+class Undo:
+    """What a failing write phase puts back: the RNG states always, and every written tensor when asked.
+
+    Backups (``backup=True``) are taken step by step just before each write, on the tensor's own device,
+    and cost up to one copy of the written parameters until the call returns. They are taken only where
+    a write can still fail after `Plan.check` (a parametrization's code, orthogonal QR temporaries, a
+    keyed or DTensor write, an LSUV pass); plain in-place draws into validated tensors cannot, so a plan
+    made only of those runs without copies.
+    """
+
+    def __init__(self, generator: torch.Generator | None, *, backup: bool) -> None:
+        self.backup = backup
+        self.generator = generator
+        self.rng = torch.get_rng_state()
+        self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None  # type: ignore[no-untyped-call]
+        self.generator_state = generator.get_state() if generator is not None else None
+        self.tensors: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.buffers: list[tuple[nn.Module, str, torch.Tensor | None]] = []
+        self.seen: set[int] = set()
+
+    def save(self, tensor: torch.Tensor) -> None:
+        """Back up ``tensor`` (once) if backups are on."""
+        if self.backup and id(tensor) not in self.seen:
+            self.seen.add(id(tensor))
+            self.tensors.append((tensor, tensor.detach().clone()))
+
+    def save_step(self, step: Step) -> None:
+        """Back up what ``step`` writes: its tensor, or a parametrization's originals and buffers."""
+        if not self.backup:
+            return
+        target = step.target
+        if target.parametrized:
+            plist: nn.Module = target.owner.parametrizations[target.name]  # type: ignore[index, assignment]
+            for param in plist.parameters():
+                self.save(param)
+            for module in plist.modules():
+                for name, buffer in module._buffers.items():
+                    self.buffers.append((module, name, None if buffer is None else buffer.detach().clone()))
+        else:
+            self.save(target.tensor)
+        for buffer in spectral_buffers(target):
+            self.save(buffer)
+
+    def restore(self) -> None:
+        """Put every backed-up tensor and the RNG states back, newest first."""
+        with torch.no_grad():
+            for module, name, value in reversed(self.buffers):
+                module._buffers[name] = value
+            for tensor, saved in reversed(self.tensors):
+                if tensor.shape == saved.shape and tensor.dtype == saved.dtype:
+                    tensor.copy_(saved)
+                else:  # a right_inverse that replaced the storage
+                    tensor.set_(saved)  # type: ignore[call-overload]
+        torch.set_rng_state(self.rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)
+        if self.generator is not None and self.generator_state is not None:
+            self.generator.set_state(self.generator_state)
+
+
+@contextlib.contextmanager
+def hold_interrupts() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives during the block and raise it at the end (main thread, default handler only)."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def fallible(steps: Sequence[Step]) -> bool:
+    """Whether a write can still fail after validation (so that a failure must be undone)."""
+    return any(
+        s.target.parametrized or s.action.kind == "orthogonal" or type(s.target.tensor).__name__ == "DTensor"
+        for s in steps
+        if s.action.kind not in ("skip", "keep")
+    )
+
+
+def spectral_buffers(target: Target) -> list[torch.Tensor]:
+    """The power-iteration vectors of a spectral norm on ``target`` (parametrization or legacy hook)."""
+    owner = target.owner
+    if target.parametrized:
+        return [
+            b for p in owner.parametrizations[target.name] if type(p).__name__ == "_SpectralNorm"  # type: ignore[index]
+            for b in (p._buffers.get("_u"), p._buffers.get("_v")) if b is not None
+        ]  # fmt: skip
+    if owner._forward_pre_hooks and target.name.endswith("_orig"):
+        name = target.name[: -len("_orig")]
+        return [
+            b
+            for hook in owner._forward_pre_hooks.values()
+            if type(hook).__name__ == "SpectralNorm" and getattr(hook, "name", None) == name
+            for b in (owner._buffers.get(name + "_u"), owner._buffers.get(name + "_v"))
+            if b is not None
+        ]
+    return []
+
+
+def refresh_spectral(target: Target, generator: torch.Generator | None) -> None:
+    """After a spectral-normed weight is written, redraw its power-iteration vectors and iterate as torch's
+    constructor does (15 steps), so eval-mode forwards divide by the new weight's spectral norm."""
+    owner = target.owner
+    if target.parametrized:
+        for p in owner.parametrizations[target.name]:  # type: ignore[index]
+            if type(p).__name__ == "_SpectralNorm" and "_u" in p._buffers:
+                original = owner.parametrizations[target.name].original  # type: ignore[index, union-attr]
+                _redraw_unit(p._u, p.eps, generator)
+                _redraw_unit(p._v, p.eps, generator)
+                matrix = p._reshape_weight_to_matrix(original)
+                _converge(functools.partial(p._power_method, matrix, 5), p._u)
+        return
+    name = target.name[: -len("_orig")]
+    hook: Any
+    for hook in list(owner._forward_pre_hooks.values()):
+        if type(hook).__name__ == "SpectralNorm" and getattr(hook, "name", None) == name:
+            _redraw_unit(owner._buffers[name + "_u"], hook.eps, generator)  # type: ignore[arg-type]
+            _redraw_unit(owner._buffers[name + "_v"], hook.eps, generator)  # type: ignore[arg-type]
+            step = functools.partial(hook.compute_weight, owner, do_power_iteration=True)
+            _converge(step, owner._buffers[name + "_u"])  # type: ignore[arg-type]
+            setattr(owner, name, hook.compute_weight(owner, do_power_iteration=False))
+
+
+def _converge(iterate: Callable[[], object], u: torch.Tensor, rounds: int = 100) -> None:
+    """Power iterations until the left vector stops moving (torch's constructor stops after 15, which
+    leaves the spectral norm estimate ~1% off on random matrices)."""
+    for _ in range(rounds):
+        before = u.clone()
+        iterate()
+        if float((u - before).abs().max()) <= 4 * torch.finfo(u.dtype).eps:
+            return
+
+
+def _redraw_unit(vector: torch.Tensor, eps: float, generator: torch.Generator | None) -> None:
+    if generator is not None and generator.device.type != vector.device.type:
+        vector.copy_(torch.empty(vector.shape, dtype=vector.dtype).normal_(0, 1, generator=generator))
+    else:
+        vector.normal_(0, 1, generator=generator)
+    vector.div_(vector.norm().clamp_min(eps))
+
+
+def _keyed_generator(seed: int, path: str) -> torch.Generator:
+    """A CPU generator for the few draws a keyed call makes outside the keyed streams, from (seed, path)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(path.encode())) % 2**63)
+
+
+def _assign(target: Target, value: torch.Tensor, generator: torch.Generator | None) -> None:
+    """Set a parametrized weight through its right_inverse without touching torch's global RNG: code in a
+    right_inverse that draws (orthogonal's completion of a non-square Q) draws from a fork seeded by
+    ``generator`` (or by the global RNG's current state, which is then left as it was)."""
+    devices = [value.device.index or 0] if value.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=value.device.type if devices else "cuda"):
+        if generator is not None:
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)))
+        setattr(target.owner, target.name, value)
+    target.tensor = getattr(target.owner, target.name)
+
+
+def _effective_std(target: Target) -> float:
+    """The std of a parametrized weight as the layer uses it, computed in eval mode (no power iteration)."""
+    plist = target.owner.parametrizations[target.name]  # type: ignore[index]
+    modes = [(m, m.training) for m in plist.modules()]  # type: ignore[union-attr]
+    try:
+        for m, _ in modes:
+            m.training = False
+        value = getattr(target.owner, target.name).detach()
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    return float(value.float().std()) if value.numel() > 1 else 0.0
+
+
 def _fresh(target: Target) -> torch.Tensor:
     return torch.empty(target.tensor.shape, dtype=target.tensor.dtype, device=target.tensor.device)
 
 
-def _execute(steps: list[Step], generator: torch.Generator | None) -> None:
+def _execute(steps: list[Step], generator: torch.Generator | None, undo: Undo | None = None) -> None:
+    backup = undo is not None and undo.backup
     with torch.no_grad():
         for step in steps:
             target = step.target
+            if backup and not step.scratch and step.action.kind not in ("skip", "keep"):
+                undo.save_step(step)  # type: ignore[union-attr]
             if step.copy_from is not None:
                 target.tensor.copy_(step.copy_from.tensor)
             elif step.scratch:
@@ -162,8 +416,7 @@ def _execute(steps: list[Step], generator: torch.Generator | None) -> None:
             elif target.parametrized:
                 value = _fresh(target)
                 write(step.action, value, generator)
-                setattr(target.owner, target.name, value)
-                target.tensor = getattr(target.owner, target.name)
+                _assign(target, value, generator)
             elif type(target.tensor).__name__ == "DTensor":
                 # Every rank draws the whole tensor from its (shared) RNG state and keeps its block,
                 # so the gathered result is the unsharded draw. seed= draws only the block instead.
@@ -174,25 +427,38 @@ def _execute(steps: list[Step], generator: torch.Generator | None) -> None:
                 local.copy_(local_block(full.reshape(-1), 0, local, region))
             else:
                 write(step.action, target.tensor, generator)
+            hooked = target.parametrized or target.owner._forward_pre_hooks
+            if hooked and step.action.kind not in ("skip", "keep") and spectral_buffers(target):
+                refresh_spectral(target, generator)
+            if target.parametrized and step.action.draws:
+                step.effective = _effective_std(target)
 
 
-def _execute_keyed(steps: list[Step], seed: int, threads: int | None) -> int:
+def _execute_keyed(steps: list[Step], seed: int, threads: int | None, undo: Undo | None = None) -> int:
     writer = KeyedWriter(seed, threads)
-    later: list[tuple[Target, torch.Tensor]] = []
+    later: list[tuple[Step, torch.Tensor]] = []
     with torch.no_grad():
         for step in steps:
             target = step.target
+            if undo is not None and undo.backup and step.action.kind not in ("skip", "keep"):
+                undo.save_step(step)
             if target.parametrized:
                 value = _fresh(target)
                 writer.add(step.action, value, target.path)
-                later.append((target, value))
+                later.append((step, value))
             else:
                 local, region = _region(target.tensor)
                 writer.add(step.action, local, target.path, region)
         writer.run()
-        for target, value in later:
-            setattr(target.owner, target.name, value)
-            target.tensor = getattr(target.owner, target.name)
+        for step, value in later:
+            _assign(step.target, value, _keyed_generator(seed, step.target.path))
+        for step in steps:
+            t = step.target
+            hooked = t.parametrized or t.owner._forward_pre_hooks
+            if hooked and step.action.kind not in ("skip", "keep") and spectral_buffers(t):
+                refresh_spectral(t, _keyed_generator(seed, t.path))  # power-iteration vectors keyed too
+            if t.parametrized and step.action.draws:
+                step.effective = _effective_std(t)
     return writer.drawn
 
 
@@ -207,6 +473,10 @@ def _entries(steps: list[Step]) -> list[ReportEntry]:
             rule, std, fans, kind = f"copy of {step.copy_from.path}", None, None, None
         else:
             rule, std, fans, kind = a.describe(), a.std, a.fans, None if a.kind == "skip" else a.kind
+            if step.effective is not None:
+                names = ", ".join(type(p).__name__ for p in t.owner.parametrizations[t.name])  # type: ignore[index]
+                rule += f" -> std {step.effective:.6g} after its parametrization ({names})"
+                std = step.effective
         entry = ReportEntry(
             path=t.path,
             shape=tuple(t.tensor.shape),
@@ -231,10 +501,35 @@ class Plan:
     steps: list[Step]
     uncovered: list[Target]
     norms: list[tuple[str, nn.Module]]
+    unmatched: list[str] = field(default_factory=list)
+    """Why each override that selected nothing did not (checked when the call says overrides must match)."""
 
-    def check(self, *, strict: bool = False, extra: Callable[[list[Step]], list[str]] | None = None) -> None:
-        """Raise one InitError listing every problem (lazy, meta, dtype, uncovered under ``strict``, ``extra``)."""
-        problems = [p for step in self.steps if (p := problem(step.target, step.action.draws)) is not None]
+    def check(
+        self,
+        *,
+        strict: bool = False,
+        extra: Callable[[list[Step]], list[str]] | None = None,
+        generator: torch.Generator | None = None,
+        overrides_must_match: bool = False,
+    ) -> None:
+        """Raise one InitError listing every problem, before anything is written.
+
+        Checked: lazy, meta and inference tensors, dtypes, each action's index ranges and chunk counts,
+        the generator's device, a dry run of every parametrization's ``right_inverse``, uncovered
+        parameters under ``strict``, and ``extra``.
+        """
+        problems = []
+        for step in self.steps:
+            a = step.action
+            found = problem(step.target, a.draws)
+            if found is None and (a.chunks != 1 or a.chunk_values is not None or a.zero_row is not None or generator):
+                found = action_problem(step, generator)
+            if found is None and step.target.parametrized and step.action.kind not in ("skip", "keep"):
+                found = inverse_problem(step.target)
+            if found is not None:
+                problems.append(found)
+        if overrides_must_match:
+            problems += self.unmatched
         if strict and self.uncovered:
             problems += [
                 f"{t.path} ({type(t.owner).__name__}, shape {tuple(t.tensor.shape)}) has no rule; describe its "
@@ -255,8 +550,13 @@ class Plan:
         warn: bool = True,
         seed: int | None = None,
         threads: int | None = None,
+        undo: Undo | None = None,
     ) -> InitReport:
-        """Write (keyed by ``seed`` when given), reset running statistics, and report under ``name``."""
+        """Write (keyed by ``seed`` when given), reset running statistics, and report under ``name``.
+
+        With ``undo``, every tensor is backed up before its write when ``undo.backup`` is set; the
+        caller restores on failure (see `guarded`).
+        """
         if warn and self.uncovered:
             warnings.warn(UncoveredParameterWarning(uncovered_message(self.uncovered)), stacklevel=4)
         if seed is None:
@@ -270,16 +570,31 @@ class Plan:
                     ),
                     stacklevel=4,
                 )
-            _execute(self.steps, generator)
+            _execute(self.steps, generator, undo)
             drawn = sum(s.target.tensor.numel() for s in self.steps if s.action.draws)
         else:
-            drawn = _execute_keyed(self.steps, seed, threads)
+            drawn = _execute_keyed(self.steps, seed, threads, undo)
         buffers = []
         for prefix, norm in self.norms:
+            if undo is not None:
+                for stat in ("running_mean", "running_var", "num_batches_tracked"):
+                    if isinstance(value := norm._buffers.get(stat), torch.Tensor):
+                        undo.save(value)
             norm.reset_running_stats()  # type: ignore[operator]
             buffers += [prefix + b for b in ("running_mean", "running_var", "num_batches_tracked")]
         steps = self.steps
         return InitReport(name, lambda: _entries(steps), buffers, drawn=drawn)
+
+
+@contextlib.contextmanager
+def guarded(undo: Undo) -> Iterator[None]:
+    """The write phase: Ctrl-C held to the end, and on any exception everything `undo` saved is put back."""
+    with hold_interrupts():
+        try:
+            yield
+        except BaseException:
+            undo.restore()
+            raise
 
 
 READOUT_NAMES = frozenset(
@@ -295,17 +610,22 @@ def plan_by_role(
 ) -> Plan:
     """The plan of a role-based scheme: each parameter gets ``action_of(role)`` unless an override selects it.
 
-    The last matching override wins; tied parameters are written once, under their first path. The
-    readout is found first: a dense weight tied to an input embedding, or else the last dense layer
-    registered when its name is a conventional output name (`READOUT_NAMES`: ``lm_head``, ``fc``, ...).
+    The last matching override wins; an override selects a tied parameter through any of its paths
+    and owners. Tied parameters are written once, under their first path. The readout is found
+    first: a dense weight tied to an input embedding, or else the last dense layer registered when
+    its name is a conventional output name (`READOUT_NAMES`: ``lm_head``, ``fc``, ...). A norm whose
+    parameters an override skips keeps its running statistics (skipped means untouched).
     """
     steps: list[Step] = []
     uncovered: list[Target] = []
     norms: list[tuple[str, nn.Module]] = []
     first: dict[int, Step] = {}
+    uses: dict[int, list[Target]] = {}  # the other uses of tied parameters, by step id
     tied_readout: Step | None = None
     last_dense: Step | None = None
     for prefix, module in modules:
+        if "_orig_mod" in prefix or "_wrapped_module" in prefix:
+            prefix = canonical(prefix)
         prefix = f"{prefix}." if prefix else ""
         if tracks_running_stats(module):
             norms.append((prefix, module))
@@ -318,6 +638,7 @@ def plan_by_role(
             known = first.get(key)
             if known is not None:  # tied: written once, under its first path
                 known.aliases.append(target.path)
+                uses.setdefault(id(known), []).append(target)
                 if tied_readout is None and known.role is not None:
                     tied_readout = _tied_readout(known, target)
                 continue
@@ -341,7 +662,9 @@ def plan_by_role(
     # role, and rules hand out shared role instances: memo by identity, keeping each role alive in the
     # value so its id cannot be reused during the walk.
     chosen_from = tuple(reversed(overrides))
+    matched: set[int] = set()
     actions: dict[int, tuple[Role, Action]] = {}
+    skipped_owners: set[int] = set()
     for step in steps:
         if step.action is not _UNDECIDED:
             continue
@@ -349,9 +672,15 @@ def plan_by_role(
         chosen = None
         if chosen_from:
             frozen = not target.tensor.requires_grad
-            chosen = next((o for o in chosen_from if o.selects(target.path, target.owner, role, frozen)), None)
+            every = [target, *uses.get(id(step), ())]
+            for o in chosen_from:
+                if any(o.selects(t.path, t.owner, role, frozen) for t in every):
+                    matched.add(id(o))
+                    chosen = chosen or o  # the last matching override wins; earlier ones count as matched
         if chosen is not None:
             step.action = chosen.action(role, target.path)
+            if step.action.kind == "skip":
+                skipped_owners.update(id(t.owner) for t in (target, *uses.get(id(step), ())))
         elif target.tensor.numel() == 0:
             step.action = Action("skip", reason="zero elements: nothing to write")
         elif role is not None:
@@ -362,7 +691,32 @@ def plan_by_role(
         else:
             uncovered.append(target)
             step.action = Action("skip", reason="no rule covers it")
-    return Plan(steps, uncovered, norms)
+    if chosen_from:
+        kept = []
+        for prefix, norm in norms:
+            if id(norm) in skipped_owners:
+                continue  # its parameters are skipped: so are its statistics
+            if not any(p is not None for p in norm._parameters.values()):  # affine=False: select by its buffers
+                skips = [o for o in chosen_from if o.skip and o.selects(prefix + "running_mean", norm, None, True)]
+                matched.update(id(o) for o in skips)
+                if skips:
+                    continue
+            kept.append((prefix, norm))
+        norms = kept
+    unmatched = [_unmatched(o, steps) for o in overrides if id(o) not in matched]
+    return Plan(steps, uncovered, norms, unmatched)
+
+
+def _unmatched(override: Override, steps: list[Step]) -> str:
+    """Why ``override`` selected nothing, with the nearest path of the model when its path glob is to blame."""
+    paths = [p for s in steps for p in (s.target.path, *s.aliases)]
+    by_path = [p for p in paths if fnmatch.fnmatchcase(p, override.path)]
+    if not by_path:
+        near = difflib.get_close_matches(override.path, paths, n=1, cutoff=0.0)
+        hint = f"no parameter path matches {override.path!r}" + (f" (nearest: {near[0]!r})" if near else "")
+    else:
+        hint = f"{len(by_path)} path(s) match {override.path!r} but the module=/role=/frozen= filters exclude them all"
+    return f"{override!r} selects nothing: {hint}. Fix the override or remove it."
 
 
 _UNDECIDED = Action("skip", reason="undecided")
@@ -382,6 +736,19 @@ def _tied_readout(known: Step, alias: Target) -> Step | None:
     return known
 
 
+WRAPPER_NAMES = ("_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
+"""Attribute names under which torch's wrappers (torch.compile, FSDP1, activation checkpointing) hold the
+wrapped module: dropped from paths, so overrides and keyed streams see the model's own names."""
+
+
+def canonical(path: str) -> str:
+    """``path`` without wrapper segments: ``_orig_mod.h.0._checkpoint_wrapped_module.mlp`` -> ``h.0.mlp``."""
+    if "_orig_mod" not in path and "_wrapped_module" not in path:
+        return path
+    return ".".join(part for part in path.split(".") if part not in WRAPPER_NAMES)
+
+
 def modules_of(root: nn.Module, own_only: bool) -> Iterable[tuple[str, nn.Module]]:
-    """What a plan walks: the root alone (a layer being constructed) or every module, in module order."""
-    return [("", root)] if own_only else root.named_modules()
+    """What a plan walks: the root alone (a layer being constructed) or every module, in module order, under
+    canonical paths (wrapper segments dropped)."""
+    return [("", root)] if own_only else root.named_modules()  # plan_by_role makes the paths canonical

@@ -62,8 +62,14 @@ class BaseScheme:
         """
         raise NotImplementedError
 
+    def validate(self, module: nn.Module, call: Call) -> None:
+        """Check what `finish` will need (LSUV: its data), before anything is written; raise `InitError`."""
+
     def finish(self, module: nn.Module, report: InitReport, call: Call) -> None:
-        """A pass after the plan was written (LSUV rescales here); records what it did in ``report``."""
+        """A pass after the plan was written (LSUV rescales here); records what it did in ``report``.
+
+        If it raises, reinit restores every tensor the plan wrote and the RNG states.
+        """
 
     def dense_std(self, module: nn.Module, role: Role) -> float | None:
         """The element std this scheme gives a dense weight of ``module`` (for audits), or None."""

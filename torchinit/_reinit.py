@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from torchinit._context import Context
-from torchinit._plan import Plan, Step
+from torchinit._plan import Plan, Step, Undo, fallible, guarded
 from torchinit._registry import BaseScheme, Call, SchemeLike, resolve_scheme, scheme_name
 from torchinit._report import InitReport
 from torchinit._types import InitError
@@ -19,9 +19,27 @@ if TYPE_CHECKING:
 
 
 def unwrap(module: nn.Module) -> nn.Module:
-    """The module a ``torch.compile`` wrapper (``OptimizedModule``) stands for; its parameters are shared."""
-    inner = getattr(module, "_orig_mod", None)
-    return inner if isinstance(inner, nn.Module) and type(module).__name__ == "OptimizedModule" else module
+    """The model a wrapper stands for (``torch.compile``'s ``OptimizedModule``, ``nn.DataParallel``,
+    ``DistributedDataParallel``, nested): its parameters are shared, and paths and keyed streams then use
+    the model's own names."""
+    while True:
+        inner = getattr(module, "_orig_mod", None) if type(module).__name__ == "OptimizedModule" else None
+        if isinstance(inner, nn.Module):
+            module = inner
+        elif isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            module = module.module
+        else:
+            return module
+
+
+def check_threads(threads: object) -> None:
+    """``threads`` is None or a positive int."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)):
+        raise TypeError(f"threads must be a positive int or None; got threads={threads!r}.")
+    if isinstance(threads, int) and threads < 1:
+        raise InitError(
+            f"threads must be a positive int or None (torch's intra-op thread count); got threads={threads!r}."
+        )
 
 
 def prepare(
@@ -49,7 +67,10 @@ def prepare(
         raise InitError(f"module must be an nn.Module; got {type(module).__name__}.")
     resolved = resolve_scheme(scheme)
     if not isinstance(overrides, (list, tuple)):
-        raise InitError(f"overrides must be a list or tuple of Override; got overrides={overrides!r}.")
+        raise InitError(
+            f"overrides must be a list or tuple of Override; got overrides={overrides!r}. Wrap one in a list: "
+            "overrides=[Override(...)]."
+        )
     if generator is not None and not isinstance(generator, torch.Generator):
         raise InitError(f"generator must be a torch.Generator or None; got generator={generator!r}.")
     if data is not None and not resolved.uses_data:
@@ -57,7 +78,8 @@ def prepare(
     call = Call(overrides=tuple(overrides), seed=seed, data=data, generator=generator)
     root = unwrap(module)
     plan = resolved.plan(root, call)
-    plan.check(strict=strict, extra=check)
+    plan.check(strict=strict, extra=check, generator=generator, overrides_must_match=True)
+    resolved.validate(root, call)
     return resolved, call, root, plan
 
 
@@ -71,6 +93,7 @@ def reinit(
     seed: int | None = None,
     threads: int | None = None,
     data: object = None,
+    atomic: bool = True,
 ) -> InitReport:
     r"""Initialize every parameter of ``module`` in place by ``scheme``, with the true fans of each layer.
 
@@ -96,13 +119,20 @@ def reinit(
             covers). Chunks are filled in parallel. Not with ``generator`` or ``legacy``.
         threads: worker threads for keyed fills; ``torch.get_num_threads()`` when None.
         data: for ``"lsuv"``: the batch the layers are calibrated on.
+        atomic: where a write can still fail after validation (a parametrization's ``right_inverse``,
+            orthogonal draws, DTensor writes, an LSUV pass), back up each tensor before writing it, so
+            that any failure, Ctrl-C included, leaves the model and the RNG states as they were. Costs
+            up to one copy of the written parameters while the call runs; plans of plain draws never
+            copy. False skips the copies (a failure then may leave the model partly written).
 
     Returns:
         An `InitReport`: per parameter its path, shape, role, rule, fans and target std.
 
     Raises:
-        InitError: an unknown scheme, a bad override, an uninitialized lazy or meta parameter, or
-            (with ``strict``) an uncovered parameter. The model is then bitwise unchanged.
+        InitError: an unknown scheme, a bad or unmatched override, an uninitialized lazy, meta or
+            inference parameter, a parametrization without a working ``right_inverse``, a rule's
+            index out of range, bad LSUV data, or (with ``strict``) an uncovered parameter; all found
+            before the first write. The model is then bitwise unchanged, as after any later failure.
 
     Example:
         >>> model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
@@ -111,11 +141,16 @@ def reinit(
         >>> report["0.weight"].std == (2 / 27) ** 0.5
         True
     """
+    check_threads(threads)
+    if not isinstance(atomic, bool):
+        raise TypeError(f"atomic must be True or False; got atomic={atomic!r}.")
     resolved, call, root, plan = prepare(
         module, scheme, generator=generator, strict=strict, overrides=overrides, seed=seed, data=data
     )
-    report = plan.run(scheme_name(scheme, resolved), generator, seed=seed, threads=threads)
-    resolved.finish(root, report, call)
+    undo = Undo(generator, backup=atomic and (resolved.uses_data or fallible(plan.steps)))
+    with guarded(undo):
+        report = plan.run(scheme_name(scheme, resolved), generator, seed=seed, threads=threads, undo=undo)
+        resolved.finish(root, report, call)
     return report
 
 
@@ -134,9 +169,11 @@ def apply_own(module: nn.Module, ctx: Context) -> None:
     if ctx.scheme is None:
         ctx.mark(module)
         return
+    if any(p is not None and p.is_meta for p in module._parameters.values()):
+        return  # as torch's own reset on the meta device: there is nothing to draw into
     plan = ctx.scheme.plan(module, Call(own_only=True, generator=ctx.generator))
     plan.check()
-    plan.run(repr(ctx.scheme), ctx.generator, warn=False)
+    plan.run(repr(ctx.scheme), ctx.generator, warn=bool(plan.uncovered))  # a raw parameter the scheme cannot set
     for step in plan.steps:  # remembered so default_scheme can tell when model code overwrites them
         if step.action.kind not in ("skip", "keep") and not step.scratch and not step.target.parametrized:
             ctx.written.append((step.target.tensor, step.target.tensor._version))

@@ -15,7 +15,7 @@ from torch import nn
 from torchinit._draw import Action, variance_std
 from torchinit._gains import exact_gain
 from torchinit._layers import ROLES, Role, RoleName
-from torchinit._plan import Plan, modules_of, plan_by_role
+from torchinit._plan import Plan, canonical, modules_of, plan_by_role
 from torchinit._registry import BaseScheme, Call, get_scheme, register_scheme
 from torchinit._types import (
     DISTRIBUTIONS,
@@ -81,6 +81,16 @@ class Override:
     def __post_init__(self) -> None:
         if not isinstance(self.path, str):
             raise InitError(f"path must be a glob string; got path={self.path!r}.")
+        if self.path.count("[") != self.path.count("]") or not self.path:
+            raise InitError(
+                f"path must be a glob over parameter paths ('*.attn.*.weight'; [...] a set of characters); got "
+                f"path={self.path!r}, which is empty or has an unbalanced bracket."
+            )
+        for flag in ("skip", "frozen"):
+            value = getattr(self, flag)
+            if not (isinstance(value, bool) or (flag == "frozen" and value is None)):
+                raise InitError(f"{flag} must be True or False; got {flag}={value!r}.")
+        object.__setattr__(self, "_glob", canonical(self.path))
         types = self.module if isinstance(self.module, tuple) else (self.module,) if self.module else ()
         if not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
             raise InitError(f"module must be an nn.Module type or a tuple of them; got module={self.module!r}.")
@@ -100,9 +110,17 @@ class Override:
         # A name is resolved once, here: unknown names fail before any walk.
         resolved = get_scheme(self.scheme) if isinstance(self.scheme, str) else self.scheme
         if isinstance(self.scheme, str) and not isinstance(resolved, Scheme):
+            kind = (
+                "calibrates on data in a pass of its own"
+                if getattr(resolved, "uses_data", False)
+                else "reproduces torch's layer defaults as a whole"
+                if getattr(resolved, "torch_default", False)
+                else "is not a variance-scaling Scheme"
+            )
             raise InitError(
-                f"Override(scheme={self.scheme!r}): only non-legacy schemes can be layered (variance-scaling ones, "
-                "which map a role to a draw); use a Scheme or the name of one."
+                f"Override(scheme={self.scheme!r}): {self.scheme!r} {kind}, so it has no per-parameter rule to "
+                "layer; an Override takes a variance-scaling scheme (a Scheme or its name, e.g. 'lecun_normal'), "
+                "or use skip=True, constant= or std=."
             )
         if resolved is not None and not isinstance(resolved, Scheme):
             raise InitError(f"scheme must be a Scheme or a registered name; got scheme={self.scheme!r}.")
@@ -112,7 +130,7 @@ class Override:
 
     def selects(self, path: str, owner: nn.Module, role: Role | None, frozen: bool) -> bool:
         """Whether this override applies to the parameter at ``path``."""
-        if not fnmatch.fnmatchcase(path, self.path):
+        if not fnmatch.fnmatchcase(path, self._glob):  # type: ignore[attr-defined]
             return False
         if self.module is not None and not isinstance(owner, self.module):
             return False
