@@ -333,7 +333,6 @@ def test_bad_arguments_name_the_value_and_the_fix(kwargs: dict[str, object], err
         ({"skip": 1}, "skip must be True or False; got skip=1"),
         ({"frozen": "yes", "skip": True}, "frozen must be True or False; got frozen='yes'"),
         ({"scheme": "lsuv"}, "'lsuv' calibrates on data in a pass of its own"),
-        ({"scheme": "legacy"}, "'legacy' reproduces torch's layer defaults as a whole"),
     ],
 )
 def test_bad_overrides_are_refused_when_made(kwargs: dict[str, object], match: str) -> None:

@@ -32,7 +32,8 @@ def test_built_in_schemes(name: str) -> None:
 @pytest.mark.parametrize("name", list_schemes())
 def test_repr_pastes_back(name: str) -> None:
     scheme = get_scheme(name)
-    names = {"Scheme": Scheme, "LegacyScheme": LegacyScheme, "Override": Override, "LSUVScheme": torchinit.LSUVScheme}
+    names = {"Scheme": Scheme, "LegacyScheme": LegacyScheme, "Override": Override, "LSUVScheme": torchinit.LSUVScheme,
+             "recipes": torchinit.recipes}  # fmt: skip
     assert eval(repr(scheme), names) == scheme
 
 
@@ -115,7 +116,7 @@ def test_factory_validation() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({}, "an Override needs exactly one action among skip=True, constant=, std= and scheme=; got Override()"),
+        ({}, "an Override needs exactly one action among skip=True, keep=True, constant=, std=, scheme= and rule="),
         ({"skip": True, "std": 0.1}, "needs exactly one action"),
         ({"path": 3, "skip": True}, "path must be a glob string; got path=3"),
         (

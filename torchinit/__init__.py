@@ -7,6 +7,7 @@ What plug-in authors need (layer descriptions, scheme protocol, plan types) is i
 from torchinit import _torch_layers as _torch_layers  # registers torch.nn's layer descriptions
 from torchinit import _zoo_layers as _zoo_layers  # and the model zoos' layers, by structure
 from torchinit import extend as extend
+from torchinit import recipes as recipes  # registers the recipes (gpt2, resnet, ...) as scheme names
 from torchinit._construct import build, default_scheme
 from torchinit._fans import Fans, torch_fans
 from torchinit._gains import calculate_gain, exact_gain

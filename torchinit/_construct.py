@@ -22,8 +22,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from torchinit._context import Context, current, pushed
-from torchinit._draw import Action, write
-from torchinit._layers import describe, registered, resets
+from torchinit._draw import write
+from torchinit._layers import default_actions, describe, registered, resets
 from torchinit._plan import Step
 from torchinit._registry import SchemeLike, resolve_scheme, scheme_name
 from torchinit._reinit import apply_own, check_threads, prepare, refuse_data_schemes
@@ -173,7 +173,7 @@ class _SkipParameterFills(TorchFunctionMode):
             module, reset = found
             params = {name: p for name, p in module._parameters.items() if p is not None}
             read = [name for name, p in params.items() if _storage(p) == key]
-            drawn = _default_actions(module)
+            drawn = default_actions(module)
             self.materializing = True
             try:
                 with torch.no_grad(), torch.random.fork_rng(devices=[]):  # torch's global RNG stays as it was
@@ -312,33 +312,6 @@ _FLOAT_FACTORIES = frozenset({
 
 _INFERRING_FACTORIES = frozenset({torch.full, torch.arange, torch.tensor, torch.as_tensor, torch.range})
 """Factories that infer the dtype from their values (an integer ``arange`` stays int64)."""
-
-
-class _Recorder:
-    """Collects a legacy rule's actions by parameter name (the LegacyDraws protocol, without a plan)."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-        self.actions: dict[str, Action] = {}
-
-    def draw(self, module: nn.Module, prefix: str, name: str, action: Action, *, rewrite: bool = False) -> None:
-        if module is self.module and not rewrite:
-            self.actions.setdefault(name, action)
-
-    def visit(self, module: nn.Module, prefix: str) -> None:
-        pass
-
-
-def _default_actions(module: nn.Module) -> dict[str, Action]:
-    """torch's default draw of each of ``module``'s own parameters, by its registered legacy rule."""
-    rule = describe(module).legacy
-    recorder = _Recorder(module)
-    if rule is not None:
-        try:
-            rule(recorder, module, "")
-        except Exception:  # a rule that needs a planner's state: fall back to the whole reset
-            return {}
-    return recorder.actions
 
 
 def _in_deepcopy() -> bool:

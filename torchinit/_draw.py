@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from torchinit._distributions import SQRT3, normal_cdf, truncated_normal_std
-from torchinit._types import Distribution
+from torchinit._distributions import SQRT3, check_cutoffs, flips, normal_cdf, truncated_normal_std
+from torchinit._types import Distribution, InitError
 
 if TYPE_CHECKING:
     from torchinit._fans import Fans
@@ -36,6 +36,68 @@ def xavier_std(gain: float, fan_in: float, fan_out: float) -> float:
     return gain * math.sqrt(2.0 / float(fan_in + fan_out))
 
 
+_LABELS = {"normal": "std", "truncated_normal": "std", "uniform": "bound", "orthogonal": "gain", "constant": "value"}
+# How far past ``param`` a draw's values reach, in units of param: 10 sigma for a normal (P ~ 1e-23).
+_REACH = {"normal": 10.0, "uniform": 1.0, "orthogonal": 1.0, "constant": 1.0}
+_RANGES: dict[torch.dtype, tuple[float, float]] = {}
+
+
+def _dtype_range(dtype: torch.dtype) -> tuple[float, float]:
+    # (smallest subnormal, largest finite) of a floating dtype.
+    limits = _RANGES.get(dtype)
+    if limits is None:
+        info = torch.finfo(dtype)
+        limits = _RANGES[dtype] = (info.tiny * info.eps, info.max)
+    return limits
+
+
+def check_draw(
+    tensor: torch.Tensor,
+    distribution: Distribution | Literal["constant"],
+    param: float,
+    *,
+    mean: float = 0.0,
+    a: float = -2.0,
+    b: float = 2.0,
+    source: str = "",
+) -> None:
+    r"""InitError unless `draw_` can write ``param`` into ``tensor`` as finite, non-vanishing values.
+
+    ``param`` and ``mean`` must be finite; a std or bound must be >= 0; the values the draw can reach
+    ($|\mathrm{mean}| + 10\sigma$ for a normal, the bound for a uniform, the cut-off for a truncated
+    normal) must stay within the dtype's largest finite value; a nonzero std or bound must not be below its
+    smallest subnormal (every value would round to 0). ``source`` names where ``param`` came from, e.g.
+    ``"gain=1.41 / sqrt(fan_in=1e-300)"``, for the message. Called by `draw_` before it writes, and by
+    planners before any write.
+    """
+    label = _LABELS.get(distribution, "param")
+    where = f" from {source}" if source else ""
+    fix = " Fans count connections (usually >= 1) and gains are O(1): check them, or use a wider dtype."
+    if not (math.isfinite(param) and math.isfinite(mean)):
+        bad = f"{label}={param!r}" if not math.isfinite(param) else f"mean={mean!r}"
+        raise InitError(f"a {distribution} draw's {label} and mean must be finite; got {bad}{where}.{fix}")
+    if param < 0 and distribution != "constant":
+        raise InitError(f"a {distribution} draw's {label} must be >= 0; got {label}={param!r}{where}.")
+    if not tensor.is_floating_point():
+        return
+    if distribution == "truncated_normal":
+        check_cutoffs(a, b)
+        reach = param / truncated_normal_std(a, b) * max(abs(a), abs(b))
+    else:
+        reach = param * _REACH.get(distribution, 1.0)
+    smallest, largest = _dtype_range(tensor.dtype)
+    if not abs(mean) + reach <= largest:
+        raise InitError(
+            f"a {distribution} draw's {label} must keep {tensor.dtype} values finite (it reaches "
+            f"{abs(mean) + reach:.6g}, the dtype holds {largest:.6g}); got {label}={param:.6g}{where}.{fix}"
+        )
+    if 0 < abs(param) < smallest:
+        raise InitError(
+            f"a nonzero {label} must be at least {tensor.dtype}'s smallest subnormal {smallest:.6g}, or every "
+            f"value rounds to 0; got {label}={param:.6g}{where}.{fix}"
+        )
+
+
 def draw_(
     tensor: torch.Tensor,
     distribution: Distribution | Literal["constant"],
@@ -54,10 +116,15 @@ def draw_(
     the value for ``constant``. ``truncated_normal`` draws $\mu + sZ$ with Z a standard normal cut to
     $[a, b]$ and $s = \mathrm{param}/\mathrm{sd}(Z)$, so the std is ``param`` after truncation.
     ``normal`` and ``uniform`` are torch's own kernels: the same generator state gives torch's values.
+
+    Raises:
+        InitError: before writing anything, when `check_draw` refuses the parameters (non-finite, or
+            values the dtype cannot hold).
     """
     if torch.is_grad_enabled():  # entering no_grad costs more than the check; planned writes already hold it
         with torch.no_grad():
             return draw_(tensor, distribution, param, generator, chunks=chunks, mean=mean, a=a, b=b)
+    check_draw(tensor, distribution, param, mean=mean, a=a, b=b)
     if distribution == "normal":
         return tensor.normal_(mean, param, generator=generator)
     if distribution == "uniform":
@@ -71,17 +138,34 @@ def draw_(
     return tensor
 
 
+CENTRAL_CUTOFF = 3.0
+"""Cut-offs within +-3 sigma are drawn by float32 ``erfinv`` (float64 for float64 tensors), as since 0.1."""
+
+
 def _truncated_normal(
     tensor: torch.Tensor, std: float, mean: float, a: float, b: float, generator: torch.Generator | None
 ) -> torch.Tensor:
-    # Inverse CDF: Z = sqrt(2) erfinv(2u - 1) for u ~ U(Phi(a), Phi(b)); one uniform per element.
+    # Inverse CDF, one uniform per element. Central cut-offs: Z = sqrt(2) erfinv(2u - 1), u ~ U(Phi(a), Phi(b)).
+    # Beyond 3 sigma, 2u - 1 near +-1 leaves float32 a handful of values (a = 4.9, b = 5: 6 distinct) and
+    # float64 a dozen at a = 8: so there Z = ndtri(u) in float64 with u ~ U(Phi(a'), Phi(b')) on the side of
+    # 0 where the tail probabilities are small (the mirror [-b, -a] when [a, b] reaches farther up), exact
+    # down to Phi(-37) = 6e-300.
     sigma = std / truncated_normal_std(a, b)
-    exact = tensor.dtype == torch.float64 or max(abs(a), abs(b)) > 5
-    work_dtype = torch.float64 if exact else torch.float32
-    work = tensor if tensor.dtype == work_dtype else torch.empty_like(tensor, dtype=work_dtype)
-    work.uniform_(2 * normal_cdf(a) - 1, 2 * normal_cdf(b) - 1, generator=generator)
-    work.erfinv_().clamp_(a / math.sqrt(2.0), b / math.sqrt(2.0))
-    work.mul_(math.sqrt(2.0) * sigma).add_(mean)
+    if max(abs(a), abs(b)) <= CENTRAL_CUTOFF:
+        work_dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+        work = tensor if tensor.dtype == work_dtype else torch.empty_like(tensor, dtype=work_dtype)
+        work.uniform_(2 * normal_cdf(a) - 1, 2 * normal_cdf(b) - 1, generator=generator)
+        work.erfinv_().clamp_(a / math.sqrt(2.0), b / math.sqrt(2.0))
+        work.mul_(math.sqrt(2.0) * sigma)
+    else:
+        mirror = flips(a, b)
+        lo, hi = (-b, -a) if mirror else (a, b)
+        work = tensor if tensor.dtype == torch.float64 else torch.empty_like(tensor, dtype=torch.float64)
+        work.uniform_(normal_cdf(lo), normal_cdf(hi), generator=generator)
+        # u = 0 (possible for an infinite cut-off) maps to -inf: clamp to the finite reach of float64.
+        torch.special.ndtri(work, out=work).clamp_(max(lo, -40.0), min(hi, 40.0))
+        work.mul_(-sigma if mirror else sigma)
+    work.add_(mean)
     if work is not tensor:
         tensor.copy_(work)
     return tensor
@@ -129,6 +213,7 @@ class Action:
     fans: Fans | None = None
     formula: str = ""
     reason: str = ""
+    cut: float = 2.0  # truncated_normal: cut at +-cut underlying sigmas
 
     @classmethod
     def with_std(cls, distribution: Distribution, std: float, fans: Fans | None, formula: str) -> Action:
@@ -177,7 +262,7 @@ def fill(action: Action, tensor: torch.Tensor, generator: torch.Generator | None
         for block, value in zip(tensor.chunk(len(action.chunk_values)), action.chunk_values, strict=True):
             block.fill_(value)
     elif action.kind != "skip" and action.kind != "keep":
-        draw_(tensor, action.kind, action.param, generator, chunks=action.chunks)
+        draw_(tensor, action.kind, action.param, generator, chunks=action.chunks, a=-action.cut, b=action.cut)
 
 
 def write(action: Action, tensor: torch.Tensor, generator: torch.Generator | None) -> None:
@@ -191,7 +276,7 @@ def write(action: Action, tensor: torch.Tensor, generator: torch.Generator | Non
         return
     target = tensor if tensor.is_contiguous() else torch.empty_like(tensor, memory_format=torch.contiguous_format)
     if action.chunk_values is None:
-        draw_(target, kind, action.param, generator, chunks=action.chunks)
+        draw_(target, kind, action.param, generator, chunks=action.chunks, a=-action.cut, b=action.cut)
     else:
         fill(action, target, generator)
     if action.zero_row is not None:

@@ -354,3 +354,30 @@ def fans_of(module: nn.Module, name: str) -> Fans:
             "fans=Fans(...) explicitly or describe the layer with torchinit.register_layer."
         )
     return fans
+
+
+class _Recorder:
+    """Collects a legacy rule's actions by parameter name (the LegacyDraws protocol, without a plan)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.actions: dict[str, Action] = {}
+
+    def draw(self, module: nn.Module, prefix: str, name: str, action: Action, *, rewrite: bool = False) -> None:
+        if module is self.module and not rewrite:
+            self.actions.setdefault(name, action)
+
+    def visit(self, module: nn.Module, prefix: str) -> None:
+        pass
+
+
+def default_actions(module: nn.Module) -> dict[str, Action]:
+    """torch's default draw of each of ``module``'s own parameters, by its registered legacy rule."""
+    rule = describe(module).legacy
+    recorder = _Recorder(module)
+    if rule is not None:
+        try:
+            rule(recorder, module, "")
+        except Exception:  # a rule that needs a planner's state: fall back to the whole reset
+            return {}
+    return recorder.actions

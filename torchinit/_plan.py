@@ -673,12 +673,13 @@ def plan_by_role(
         if chosen_from:
             frozen = not target.tensor.requires_grad
             every = [target, *uses.get(id(step), ())]
-            for o in chosen_from:
+            for o in chosen_from:  # the last matching override wins (a rule returning None passes it on)
                 if any(o.selects(t.path, t.owner, role, frozen) for t in every):
                     matched.add(id(o))
-                    chosen = chosen or o  # the last matching override wins; earlier ones count as matched
+                    if chosen is None:
+                        chosen = o.action(role, target, action_of)
         if chosen is not None:
-            step.action = chosen.action(role, target.path)
+            step.action = chosen
             if step.action.kind == "skip":
                 skipped_owners.update(id(t.owner) for t in (target, *uses.get(id(step), ())))
         elif target.tensor.numel() == 0:

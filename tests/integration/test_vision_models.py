@@ -33,7 +33,11 @@ timm = pytest.importorskip("timm")
 
 pytestmark = pytest.mark.integration
 
-SCHEMES = [s for s in torchinit.list_schemes() if s != "lsuv"]
+SCHEMES = [
+    s
+    for s in torchinit.list_schemes()
+    if s != "lsuv" and not isinstance(torchinit.get_scheme(s), torchinit.recipes.Recipe)
+]
 REPRESENTATIVE = ["kaiming_relu", "xavier_uniform", "orthogonal", "legacy"]
 ALL = os.environ.get("TORCHINIT_INTEGRATION_ALL_SCHEMES") == "1"
 

@@ -1,0 +1,93 @@
+"""The Override pieces recipes are made of, and recipes on torch.nn models (the reference comparisons
+against Hugging Face, timm and torchvision are in tests/integration)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import torchinit
+from torchinit import InitError, Override, reinit
+from torchinit.extend import Action
+from torchinit.recipes import block_index, depth, recipe
+from torchinit.testing import assert_std
+
+
+def test_scale_multiplies_the_schemes_rule() -> None:
+    model = nn.Sequential(nn.Linear(256, 256), nn.Linear(256, 256))
+    report = reinit(model, "kaiming_relu", overrides=[Override(path="1.weight", scale=0.5)])
+    assert report["1.weight"].std == pytest.approx(0.5 * math.sqrt(2 / 256))
+    assert_std(model[1].weight.detach(), 0.5 * math.sqrt(2 / 256))
+    with pytest.raises(AssertionError):
+        assert_std(model[1].weight.detach(), math.sqrt(2 / 256))  # unscaled is rejected
+    assert report["0.weight"].std == pytest.approx(math.sqrt(2 / 256))
+
+
+def test_torch_fans_for_one_rule() -> None:
+    conv = nn.Conv2d(64, 64, 3, groups=64)  # depthwise: true fan_out 9, torch's 64 * 9
+    true = reinit(conv, "kaiming_relu_fan_out")["weight"].std
+    torchs = reinit(conv, "kaiming_relu_fan_out", overrides=[Override(fans="torch")])["weight"].std
+    assert true == pytest.approx(math.sqrt(2 / 9)) and torchs == pytest.approx(math.sqrt(2 / (64 * 9)))
+
+
+def test_chunks_treat_a_fused_projection_block_by_block() -> None:
+    qkv = nn.Linear(64, 3 * 64)  # fused q, k, v in a plain Linear
+    whole = reinit(qkv, "xavier_uniform")["weight"].std
+    per_block = reinit(qkv, "xavier_uniform", overrides=[Override(path="weight", chunks=3)])["weight"].std
+    assert whole == pytest.approx(math.sqrt(2 / (64 + 192))) and per_block == pytest.approx(math.sqrt(2 / 128))
+
+
+def test_keep_and_torch_default_for_a_layer_type() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 10))
+    before = model[1].weight.detach().clone()
+    reinit(model, "kaiming_relu", overrides=[Override(path="1.weight", keep=True)])
+    assert torch.equal(model[1].weight, before)
+    report = reinit(model, "kaiming_relu", overrides=[Override(path="1.*", scheme="legacy")])
+    assert report["1.weight"].source == "kaiming_uniform_(a=sqrt(5))" or "kaiming" in report["1.weight"].source
+    assert report["1.weight"].std == pytest.approx(1 / math.sqrt(3 * 64))  # torch's Linear default
+    assert report["1.bias"].distribution == "uniform"
+
+
+def test_a_callable_rule_is_the_escape_hatch() -> None:
+    model = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32))
+
+    def rule(path: str, module: nn.Module, param: torch.Tensor) -> float | None:
+        return 0.01 * (1 + block_index(path)) if path.endswith("weight") else None  # type: ignore[operator]
+
+    report = reinit(model, "kaiming_relu", overrides=[Override(rule=rule)])
+    assert [report["0.weight"].std, report["2.weight"].std] == pytest.approx([0.01, 0.03])
+    assert report["0.bias"].rule == "constant(0)"  # None: the scheme's rule
+    with pytest.raises(InitError, match="rule must be a callable"):
+        Override(rule=3)  # type: ignore[arg-type]
+
+
+def test_a_new_recipe_in_a_few_lines() -> None:
+    @recipe("depth_scaled_test", "this test", "Linear weights N(0, (0.02 / sqrt(block + 1))^2)")
+    def rules(model: nn.Module) -> dict[str, Action]:
+        return {
+            f"{path}.weight": Action("normal", 0.02 / math.sqrt(1 + (block_index(path) or 0)))
+            for path, m in model.named_modules()
+            if isinstance(m, nn.Linear)
+        }
+
+    try:
+        model = nn.Sequential(*[nn.Linear(8, 8) for _ in range(4)])
+        report = reinit(model, "depth_scaled_test")
+        assert report["3.weight"].std == pytest.approx(0.01) and depth(model) == 4
+        assert "[this test]" in torchinit.get_scheme("depth_scaled_test").summary()
+    finally:
+        from torchinit._registry import unregister_scheme
+
+        unregister_scheme("depth_scaled_test")
+
+
+def test_recipes_are_listed_with_their_sources() -> None:
+    for name in ("gpt2", "bert", "llama", "t5", "llama_depth", "vit", "vit_jax", "vit_moco", "resnet"):
+        assert name in torchinit.list_schemes()
+        assert "[" in torchinit.get_scheme(name).summary()
+    with pytest.raises(InitError, match="mode must be '', 'jax' or 'moco'"):
+        torchinit.recipes.vit("moco_v2")

@@ -1,0 +1,435 @@
+r"""Recipes: the reference inits of the model families people train, by name (``reinit(model, "gpt2")``).
+
+A recipe reads the model it is applied to (its layer types, names, depth and, for Hugging Face models,
+``model.config``) and states one rule per parameter; what it leaves unstated falls to the base scheme
+(biases 0, norms weight 1 / bias 0, layer scales kept). Each is tested against its reference library
+initializing the same architecture (tests/integration). Every rule is a formula:
+
+======================  ==================================================================================
+``gpt2``                dense and embeddings $\mathcal N(0, r^2)$, residual projections (``c_proj``)
+                        $\mathcal N(0, (r/\sqrt{2 n_\mathrm{layer}})^2)$, $r$ = ``initializer_range``
+``bert``, ``llama``     dense and embeddings $\mathcal N(0, r^2)$, padding row 0 (HF's generic rule)
+``t5``                  $f$ = ``initializer_factor``: embeddings and untied head $\mathcal N(0, f^2)$; q
+                        $\mathcal N(0, f^2/(d\,d_{kv}))$; k, v, wi $\mathcal N(0, f^2/d)$; o
+                        $\mathcal N(0, f^2/(h\,d_{kv}))$; wo $\mathcal N(0, f^2/d_{ff})$; norms $f$
+``llama_depth``         torchtitan: embeddings $\mathcal N(0, 1)$; q, k, v, gate
+                        $\mathcal N(0, 0.02^2)$; o, up, down $\mathcal N(0, (0.02/\sqrt{2(\ell+1)})^2)$;
+                        head truncated at $\pm 3\sigma$, $\sigma = d^{-1/2}$
+``vit``                 timm ``''``: Linear $\mathcal N(0, 0.02^2)$; ``pos_embed`` 0.02; ``cls_token``
+                        $10^{-6}$; patch conv torch's default
+``vit_jax``             timm ``jax``: Linear Xavier-uniform (head 0, ``mlp`` biases
+                        $\mathcal N(0, 10^{-12})$); conv LeCun truncated normal
+``vit_moco``            timm ``moco``: Xavier-uniform, ``qkv`` per q/k/v block; patch conv torch's
+``resnet``              torchvision: conv Kaiming normal, fan_out, torch's fans; norms 1/0; ``fc`` torch's
+======================  ==================================================================================
+
+Write a new recipe with `recipe`: a function from the model to ``{path: Action}``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchinit._distributions import truncated_normal_std
+from torchinit._draw import Action, xavier_std
+from torchinit._fans import torch_fans
+from torchinit._layers import default_actions
+from torchinit._plan import Plan, canonical
+from torchinit._registry import BaseScheme, Call, register_scheme
+from torchinit._schemes import Override, Scheme
+from torchinit._types import InitError
+
+Rules = dict[str, Action]
+"""What a recipe says: an `Action` per canonical parameter path; unlisted parameters get the base scheme."""
+
+
+def block_index(path: str) -> int | None:
+    """The index of the repeated block a path lies in: the first integer segment (``h.3.attn.c_proj.weight``
+    -> 3, ``encoder.layer.0.output.dense.weight`` -> 0), or None outside blocks."""
+    for part in path.split("."):
+        if part.isdigit():
+            return int(part)
+    return None
+
+
+def depth(model: nn.Module) -> int:
+    """The number of repeated blocks: the longest ``nn.ModuleList``/``nn.Sequential`` of one block type."""
+    best = 0
+    for module in model.modules():
+        if isinstance(module, (nn.ModuleList, nn.Sequential)) and len(module) > best:
+            kinds = {type(child) for child in module}
+            if len(kinds) == 1 and any(True for _ in module[0].parameters()):
+                best = len(module)
+    return best
+
+
+def _config(model: nn.Module, *names: str) -> Any:
+    config = getattr(model, "config", None)
+    for name in names:
+        value = getattr(config, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _params(model: nn.Module) -> Iterator[tuple[str, str, nn.Module, torch.Tensor]]:
+    """(canonical path, local name, owner, parameter) for every parameter, tied ones under each path."""
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        base = canonical(prefix)
+        for name, param in module._parameters.items():
+            if param is not None:
+                yield (f"{base}.{name}" if base else name), name, module, param
+
+
+def _normal(std: float, formula: str, module: nn.Module | None = None) -> Action:
+    padding = getattr(module, "padding_idx", None) if isinstance(module, nn.Embedding) else None
+    return Action("normal", std, zero_row=padding, formula=formula)
+
+
+def _is_dense(module: nn.Module, name: str) -> bool:
+    hf_conv1d = type(module).__name__ == "Conv1D" and "nf" in module.__dict__
+    dense = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)
+    return name == "weight" and (isinstance(module, dense) or hf_conv1d)
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class Recipe(BaseScheme):
+    """A model family's reference init as a scheme: ``rules(model)`` gives an `Action` per parameter path.
+
+    Args:
+        name: the registered name.
+        source: where the rules come from (paper, reference file).
+        rules: the model to ``{canonical path: Action}``; parameters it omits get ``base``.
+        text: one line stating the rules (``torchinit schemes`` prints it with the source).
+        base: the scheme for everything else (biases 0, norms 1/0, tokens 0.02, layer scales kept).
+        spelled: how to make it again (its repr; equal spellings are equal recipes).
+    """
+
+    name: str
+    source: str
+    rules: Callable[[nn.Module], Rules]
+    text: str
+    base: Scheme = field(default_factory=Scheme)
+    spelled: str = ""
+
+    def __repr__(self) -> str:
+        return self.spelled or f"get_scheme({self.name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Recipe) and repr(self) == repr(other)
+
+    def __hash__(self) -> int:
+        return hash(repr(self))
+
+    def plan(self, module: nn.Module, call: Call) -> Plan:
+        """The base scheme's plan with the recipe's per-path rules layered first (call overrides win)."""
+        table = self.rules(module)
+        rule = Override(rule=lambda path, owner, param: table.get(path))
+        return self.base.plan(module, replace(call, overrides=(rule, *call.overrides)))
+
+    def summary(self) -> str:
+        """The rules and the source."""
+        return f"{self.text} [{self.source}]"
+
+
+def recipe(
+    name: str, source: str, text: str, *, base: Scheme | None = None
+) -> Callable[[Callable[[nn.Module], Rules]], Recipe]:
+    """Register a function ``model -> {path: Action}`` as the recipe ``name`` (usable as ``reinit(m, name)``).
+
+    Example:
+        >>> from torchinit import reinit
+        >>> from torchinit._registry import unregister_scheme
+        >>> from torchinit.extend import Action
+        >>> @recipe("tiny_normal", "an example", "every Linear weight N(0, 0.01^2)")
+        ... def tiny(model):
+        ...     linears = [p for p, m in model.named_modules() if isinstance(m, nn.Linear)]
+        ...     return {f"{p}.weight": Action("normal", 0.01) for p in linears}
+        >>> reinit(nn.Sequential(nn.Linear(4, 4)), "tiny_normal")["0.weight"].std
+        0.01
+        >>> unregister_scheme("tiny_normal")
+    """
+
+    def register(rules: Callable[[nn.Module], Rules]) -> Recipe:
+        made = Recipe(name, source, rules, text, base or Scheme(), spelled=f"get_scheme({name!r})")
+        register_scheme(name, made, overwrite=True)
+        return made
+
+    return register
+
+
+def _spelled(function: str, **given: object) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in given.items() if v is not None)
+    return f"recipes.{function}({args})"
+
+
+# --- Hugging Face ---------------------------------------------------------------------------------------
+
+
+def hf_rules(model: nn.Module, std: float) -> Rules:
+    """Hugging Face's generic ``PreTrainedModel._init_weights``: Linear/Conv/Conv1D weights and embeddings
+    $\\mathcal N(0, \\mathrm{std}^2)$ (the padding row 0), biases 0, norms 1/0."""
+    rules: Rules = {}
+    for path, name, module, _ in _params(model):
+        if _is_dense(module, name):
+            rules[path] = _normal(std, f"HF: N(0, {std:g}^2)")
+        elif isinstance(module, nn.Embedding) and name == "weight":
+            rules[path] = _normal(std, f"HF embedding: N(0, {std:g}^2)", module)
+    return rules
+
+
+def _range(model: nn.Module, given: float | None) -> float:
+    return float(given if given is not None else _config(model, "initializer_range") or 0.02)
+
+
+def gpt2(initializer_range: float | None = None, n_layer: int | None = None) -> Recipe:
+    """Hugging Face's GPT-2 init (``GPT2PreTrainedModel._init_weights``): `hf_rules` with
+    $r$ = ``initializer_range`` (the model's config, else 0.02), then every ``c_proj`` weight (the two
+    residual projections per block) $\\mathcal N(0, (r/\\sqrt{2\\,n_\\mathrm{layer}})^2)$; ``n_layer`` from
+    the config, else the number of blocks."""
+
+    def rules(model: nn.Module) -> Rules:
+        r = _range(model, initializer_range)
+        layers = n_layer or _config(model, "n_layer", "num_hidden_layers") or depth(model)
+        table = hf_rules(model, r)
+        scaled = r / math.sqrt(2 * layers)
+        for path in table:
+            if path.endswith("c_proj.weight"):
+                table[path] = _normal(scaled, f"GPT-2 residual: N(0, ({r:g}/sqrt(2*{layers}))^2)")
+        return table
+
+    return Recipe(
+        "gpt2",
+        "HF transformers GPT2PreTrainedModel._init_weights; Radford et al. 2019",
+        rules,
+        "dense/embeddings N(0, r^2), c_proj N(0, (r/sqrt(2 n_layer))^2)",
+        spelled=_spelled("gpt2", initializer_range=initializer_range, n_layer=n_layer),
+    )
+
+
+def _hf_generic(name: str, model_class: str, text: str, initializer_range: float | None) -> Recipe:
+    return Recipe(
+        name,
+        f"HF transformers {model_class}._init_weights",
+        lambda m: hf_rules(m, _range(m, initializer_range)),
+        text,
+        spelled=_spelled(name, initializer_range=initializer_range),
+    )
+
+
+def bert(initializer_range: float | None = None) -> Recipe:
+    """Hugging Face's BERT init (``BertPreTrainedModel._init_weights``): `hf_rules` with $r$ =
+    ``initializer_range``; the LM head's bias 0."""
+    return _hf_generic("bert", "BertPreTrainedModel", "dense/embeddings N(0, r^2), padding row 0", initializer_range)
+
+
+def llama(initializer_range: float | None = None) -> Recipe:
+    """Hugging Face's Llama init: `hf_rules` with $r$ = ``initializer_range`` (RMSNorm weights 1)."""
+    return _hf_generic("llama", "LlamaPreTrainedModel", "dense/embeddings N(0, r^2), RMSNorm 1", initializer_range)
+
+
+def t5(initializer_factor: float | None = None) -> Recipe:
+    """Hugging Face's T5 init (``T5PreTrainedModel._init_weights``, Mesh TensorFlow's): with
+    $f$ = ``initializer_factor``, $d$ = ``d_model``, $d_{kv}$, $h$ heads, $d_{ff}$: the shared embedding and an
+    untied ``lm_head`` $\\mathcal N(0, f^2)$; attention q $\\mathcal N(0, f^2/(d\\,d_{kv}))$, k and v
+    $\\mathcal N(0, f^2/d)$, o $\\mathcal N(0, f^2/(h\\,d_{kv}))$, the relative position bias
+    $\\mathcal N(0, f^2/d)$; feed-forward ``wi*`` $\\mathcal N(0, f^2/d)$, ``wo`` $\\mathcal N(0, f^2/d_{ff})$;
+    T5LayerNorm weights $f$."""
+
+    def rules(model: nn.Module) -> Rules:
+        f = float(initializer_factor if initializer_factor is not None else _config(model, "initializer_factor") or 1.0)
+        table = hf_rules(model, f)  # the generic pass first, as HF runs it
+        for prefix, module in model.named_modules():
+            base = canonical(prefix)
+            at = (base + ".") if base else ""
+            kind = type(module).__name__
+            if kind == "T5Attention":
+                d, dkv, heads = module.d_model, module.key_value_proj_dim, module.n_heads
+                table[at + "q.weight"] = _normal(f * (d * dkv) ** -0.5, "T5 q: N(0, f^2/(d d_kv))")
+                table[at + "k.weight"] = _normal(f * d**-0.5, "T5 k: N(0, f^2/d)")
+                table[at + "v.weight"] = _normal(f * d**-0.5, "T5 v: N(0, f^2/d)")
+                table[at + "o.weight"] = _normal(f * (heads * dkv) ** -0.5, "T5 o: N(0, f^2/(h d_kv))")
+                if getattr(module, "has_relative_attention_bias", False):
+                    table[at + "relative_attention_bias.weight"] = _normal(f * d**-0.5, "T5 position bias: N(0, f^2/d)")
+            elif kind in ("T5DenseActDense", "T5DenseGatedActDense"):
+                for name, child in module.named_children():
+                    if isinstance(child, nn.Linear):
+                        fan = child.in_features  # wi*: d_model, wo: d_ff
+                        table[f"{at}{name}.weight"] = _normal(f * fan**-0.5, f"T5 {name}: N(0, f^2/{fan})")
+            elif kind == "T5LayerNorm":
+                table[at + "weight"] = Action("constant", f, formula="T5LayerNorm: f")
+            elif hasattr(module, "shared") and isinstance(module.shared, nn.Embedding) and "." not in prefix:
+                table[at + "shared.weight"] = _normal(f, "T5 shared embedding: N(0, f^2)")
+                head = getattr(module, "lm_head", None)
+                if isinstance(head, nn.Linear) and head.weight is not module.shared.weight:
+                    table[at + "lm_head.weight"] = _normal(f, "T5 untied lm_head: N(0, f^2)")
+        return table
+
+    return Recipe(
+        "t5",
+        "HF transformers T5PreTrainedModel._init_weights (Mesh TensorFlow)",
+        rules,
+        "q N(0, f^2/(d d_kv)), k/v/wi N(0, f^2/d), o N(0, f^2/(h d_kv)), wo N(0, f^2/d_ff), embeddings N(0, f^2)",
+        spelled=_spelled("t5", initializer_factor=initializer_factor),
+    )
+
+
+def llama_depth(init_std: float = 0.02, depth_init: bool = True) -> Recipe:
+    """The depth-scaled Llama init of torchtitan (``Transformer.init_weights``), on Hugging Face Llama names:
+    token embeddings $\\mathcal N(0, 1)$; q, k, v and gate projections $\\mathcal N(0, s^2)$, $s$ =
+    ``init_std``; o, up and down projections of block $\\ell$ $\\mathcal N(0, (s/\\sqrt{2(\\ell+1)})^2)$
+    (``depth_init``; else $s/\\sqrt{2 n_\\mathrm{layer}}$); norms 1; the output head a normal of
+    $\\sigma = d^{-1/2}$ truncated at $\\pm 3\\sigma$. (torchtitan's ``trunc_normal_`` cut at $\\pm 2$ absolute
+    is $\\pm 100\\sigma$ at std 0.02: a normal.)"""
+
+    def rules(model: nn.Module) -> Rules:
+        layers = depth(model)
+        table: Rules = {}
+        for path, name, module, param in _params(model):
+            if isinstance(module, nn.Embedding) and name == "weight":
+                table[path] = _normal(1.0, "torchtitan embedding: N(0, 1)")
+            elif isinstance(module, nn.Linear) and name == "weight":
+                layer = block_index(path)
+                leaf = path.split(".")[-2]
+                if layer is None:  # the output head
+                    sigma = param.shape[1] ** -0.5
+                    std = sigma * truncated_normal_std(-3.0, 3.0)
+                    table[path] = Action("truncated_normal", std, cut=3.0, formula="head: TN(+-3 sigma, sigma=d^-1/2)")
+                elif leaf in ("o_proj", "up_proj", "down_proj"):
+                    scaled = init_std / math.sqrt(2 * ((layer + 1) if depth_init else layers))
+                    table[path] = _normal(
+                        scaled, f"depth-scaled: N(0, ({init_std:g}/sqrt(2*{layer + 1 if depth_init else layers}))^2)"
+                    )
+                else:
+                    table[path] = _normal(init_std, f"N(0, {init_std:g}^2)")
+        return table
+
+    return Recipe(
+        "llama_depth",
+        "torchtitan torchtitan/models/llama3/model.py Transformer.init_weights",
+        rules,
+        "q/k/v/gate N(0, 0.02^2); o/up/down N(0, (0.02/sqrt(2(l+1)))^2); head TN(+-3 sigma, d^-1/2)",
+        spelled=_spelled(
+            "llama_depth", init_std=None if init_std == 0.02 else init_std, depth_init=None if depth_init else False
+        ),
+    )
+
+
+# --- timm ViT -------------------------------------------------------------------------------------------
+
+
+def _vit_tokens(model: nn.Module, table: Rules) -> None:
+    for name, std in (("pos_embed", 0.02), ("cls_token", 1e-6), ("reg_token", 1e-6)):
+        if isinstance(getattr(model, name, None), torch.Tensor):
+            table[name] = _normal(std, f"timm {name}: N(0, {std:g}^2)")
+
+
+def _torch_default(module: nn.Module, name: str) -> Action:
+    found = default_actions(module).get(name)
+    if found is None:
+        raise InitError(
+            f"no torch default is known for {type(module).__name__}.{name}; describe it with register_layer."
+        )
+    return found
+
+
+def vit(mode: str = "") -> Recipe:
+    """timm's ``VisionTransformer.init_weights(mode)`` (``timm/models/vision_transformer.py``).
+
+    ``""``: every Linear weight $\\mathcal N(0, 0.02^2)$ (timm's ``trunc_normal_(std=.02)`` cuts at $\\pm 2$
+    absolute, $\\pm 100\\sigma$), biases 0, other layers torch's default (the patch-embedding conv), norms 1/0.
+    ``"jax"``: Linear Xavier-uniform with biases 0, except ``head*`` (weight and bias 0) and ``*mlp*`` biases
+    $\\mathcal N(0, 10^{-12})$; convs LeCun normal (truncated at $\\pm 2\\sigma$, std $\\sqrt{1/\\mathrm{fan_{in}}}$).
+    ``"moco"``: Linear Xavier-uniform, a ``qkv`` weight per q/k/v block
+    ($\\pm\\sqrt{6/(\\mathrm{out}/3 + \\mathrm{in})}$), biases 0, patch conv torch's default.
+    All modes: ``pos_embed`` $\\mathcal N(0, 0.02^2)$, ``cls_token`` and ``reg_token`` $\\mathcal N(0, 10^{-12})$.
+    """
+    if mode not in ("", "jax", "moco"):
+        raise InitError(f"mode must be '', 'jax' or 'moco' (timm's ViT init modes); got mode={mode!r}.")
+
+    def rules(model: nn.Module) -> Rules:
+        table: Rules = {}
+        for path, name, module, param in _params(model):
+            if isinstance(module, nn.Linear):
+                if name == "bias":
+                    bias_std = 1e-6 if mode == "jax" and "mlp" in path and not path.startswith("head") else 0.0
+                    table[path] = (
+                        _normal(bias_std, "jax: mlp bias N(0, 1e-12)")
+                        if bias_std
+                        else Action("constant", 0.0, formula="bias 0")
+                    )
+                elif mode == "":
+                    table[path] = _normal(0.02, "timm: N(0, 0.02^2)")
+                elif mode == "jax" and path.startswith("head"):
+                    table[path] = Action("constant", 0.0, formula="jax head: 0")
+                else:
+                    rows = param.shape[0] // 3 if mode == "moco" and "qkv" in path else param.shape[0]
+                    std = xavier_std(1.0, param.shape[1], rows)
+                    table[path] = Action(
+                        "uniform",
+                        math.sqrt(3.0) * std,
+                        formula="xavier_uniform" + (" per q/k/v" if rows != param.shape[0] else ""),
+                    )
+            elif isinstance(module, nn.Conv2d) and mode == "jax":
+                if name == "weight":
+                    table[path] = Action("truncated_normal", torch_fans(param).fan_in ** -0.5, formula="lecun_normal")
+                else:
+                    table[path] = Action("constant", 0.0, formula="bias 0")
+            elif isinstance(module, nn.Conv2d):
+                table[path] = _torch_default(module, name)
+        _vit_tokens(model, table)
+        return table
+
+    label = {"": "vit", "jax": "vit_jax", "moco": "vit_moco"}[mode]
+    text = {
+        "": "Linear N(0, 0.02^2), patch conv torch default, pos_embed 0.02, cls_token 1e-6",
+        "jax": "Linear xavier_uniform (head 0, mlp biases 1e-6), conv lecun_normal",
+        "moco": "Linear xavier_uniform (qkv per block), patch conv torch default",
+    }[mode]
+    return Recipe(label, f"timm VisionTransformer.init_weights(mode={mode!r})", rules, text,
+                  spelled=_spelled("vit", mode=mode or None))  # fmt: skip
+
+
+# --- torchvision ResNet ---------------------------------------------------------------------------------
+
+
+def resnet(zero_init_residual: bool = False) -> Recipe:
+    """torchvision's ResNet init (``torchvision/models/resnet.py``): every Conv2d Kaiming normal for ReLU
+    with torch's shape-based fan_out, $\\mathcal N(0, 2/(c_\\mathrm{out} k_h k_w))$ (also on strided,
+    downsample and grouped convs, which torch's fans count so); BatchNorm/GroupNorm weight 1, bias 0; the
+    ``fc`` classifier torch's default. ``zero_init_residual`` (Goyal et al. 2017): each block's last norm
+    weight 0 (``bn3`` in Bottleneck, ``bn2`` in BasicBlock)."""
+
+    def rules(model: nn.Module) -> Rules:
+        table: Rules = {}
+        for path, name, module, param in _params(model):
+            if isinstance(module, nn.Conv2d) and name == "weight":
+                table[path] = _normal(
+                    math.sqrt(2.0 / torch_fans(param).fan_out), "kaiming_normal_(fan_out, relu), torch fans"
+                )
+            elif isinstance(module, nn.Linear):
+                table[path] = _torch_default(module, name)
+        if zero_init_residual:
+            for prefix, module in model.named_modules():
+                last = {"Bottleneck": "bn3", "BasicBlock": "bn2"}.get(type(module).__name__)
+                if last is not None and isinstance(getattr(module, last, None), nn.modules.batchnorm._BatchNorm):
+                    table[f"{canonical(prefix)}.{last}.weight"] = Action("constant", 0.0, formula="zero_init_residual")
+        return table
+
+    return Recipe(
+        "resnet",
+        "torchvision ResNet.__init__; zero_init_residual: Goyal et al. 2017",
+        rules,
+        "conv kaiming_normal(fan_out, relu) with torch fans, norms 1/0, fc torch default",
+        spelled=_spelled("resnet", zero_init_residual=zero_init_residual or None),
+    )
+
+
+for _made in (gpt2(), bert(), llama(), t5(), llama_depth(), vit(), vit("jax"), vit("moco"), resnet()):
+    register_scheme(_made.name, _made)

@@ -1,0 +1,38 @@
+"""Recipes: reference inits of model families by name, with their hyper-parameters.
+
+``reinit(model, "gpt2")`` uses the reference defaults (read from ``model.config`` where the reference
+does); ``reinit(model, torchinit.recipes.gpt2(initializer_range=0.01))`` changes them. See the Recipes
+page of the docs for every rule and what it was verified against.
+"""
+
+from torchinit._recipes import (
+    Recipe,
+    Rules,
+    bert,
+    block_index,
+    depth,
+    gpt2,
+    hf_rules,
+    llama,
+    llama_depth,
+    recipe,
+    resnet,
+    t5,
+    vit,
+)
+
+__all__ = [
+    "Recipe",
+    "Rules",
+    "bert",
+    "block_index",
+    "depth",
+    "gpt2",
+    "hf_rules",
+    "llama",
+    "llama_depth",
+    "recipe",
+    "resnet",
+    "t5",
+    "vit",
+]
