@@ -490,3 +490,10 @@ def test_build_refuses_a_model_where_it_needs_a_factory() -> None:
         torchinit.build(nn.Linear(4, 4), "kaiming_relu")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="threads must be a positive int or None; got threads='4'"):
         torchinit.build(lambda: nn.Linear(4, 4), threads="4")  # type: ignore[arg-type]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's imports on this CPU build
+def test_an_override_written_with_the_compiled_prefix_still_selects() -> None:
+    model = torch.compile(nn.Sequential(nn.Linear(4, 4)))
+    report = reinit(model, "kaiming_relu", overrides=[Override(path="_orig_mod.0.bias", constant=0.5)])
+    assert report["0.bias"].source == "override constant 0.5"
