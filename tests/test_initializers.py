@@ -258,7 +258,11 @@ def test_zero_element_is_a_noop(init: Callable[..., torch.Tensor], shape: tuple[
         with pytest.raises(InitError, match="at least 2 dimensions"):
             init(t, g)
         return
-    assert init(t, g) is t
+    if init in ALL[:2]:  # the kaiming drop-ins warn as torch's do (tests/test_torch_parity.py)
+        with pytest.warns(UserWarning, match="Initializing zero-element tensors is a no-op"):
+            assert init(t, g) is t
+    else:
+        assert init(t, g) is t
     assert torch.equal(g.get_state(), state)
 
 
@@ -309,11 +313,11 @@ def test_initializer_errors() -> None:
         torchinit.xavier_uniform_(w, math.nan)
     with pytest.raises(InitError, match="std must be a finite number >= 0; got std='1'"):
         torchinit.uniform_std_(w, "1")  # type: ignore[arg-type]
-    with pytest.raises(InitError, match="mean must be a number; got mean=None"):
+    with pytest.raises(InitError, match="mean must be a finite number; got mean=None"):
         torchinit.truncated_normal_(w, mean=None)  # type: ignore[arg-type]
     with pytest.raises(InitError, match="the cut-offs must satisfy a < b with mass between them; got a=2, b=1"):
         torchinit.truncated_normal_(w, a=2, b=1)
-    with pytest.raises(InitError, match="a < b with mass between them; got a=40, b=50"):
+    with pytest.raises(InitError, match=r"the cut-offs must reach within 37 sigma of the mean .* got a=40, b=50"):
         torchinit.truncated_normal_(w, a=40, b=50)
     with pytest.raises(InitError, match=r"orthogonal_ needs a tensor with at least 2 dimensions; got shape=\(4,\)"):
         torchinit.orthogonal_(torch.empty(4))

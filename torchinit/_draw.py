@@ -9,6 +9,7 @@ the drop-ins and for ``legacy``. A uniform with std $\sigma$ has bound $\sqrt3\,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -59,7 +60,7 @@ def check_draw(
     mean: float = 0.0,
     a: float = -2.0,
     b: float = 2.0,
-    source: str = "",
+    source: str | Callable[[], str] = "",
 ) -> None:
     r"""InitError unless `draw_` can write ``param`` into ``tensor`` as finite, non-vanishing values.
 
@@ -67,11 +68,30 @@ def check_draw(
     ($|\mathrm{mean}| + 10\sigma$ for a normal, the bound for a uniform, the cut-off for a truncated
     normal) must stay within the dtype's largest finite value; a nonzero std or bound must not be below its
     smallest subnormal (every value would round to 0). ``source`` names where ``param`` came from, e.g.
-    ``"gain=1.41 / sqrt(fan_in=1e-300)"``, for the message. Called by `draw_` before it writes, and by
-    planners before any write.
+    ``"gain=1.41 / sqrt(fan_in=1e-300)"``, for the message (a callable is called only to write one).
+    Called by `draw_` before it writes, and by planners before any write.
     """
+    limits = _RANGES.get(tensor.dtype)
+    reach = _REACH.get(distribution)
+    # the common case in two comparisons (a nan fails both): a positive param whose values the dtype holds
+    if limits is not None and reach is not None and limits[0] <= param and abs(mean) + param * reach <= limits[1]:
+        return
+    _refuse_draw(tensor, distribution, param, mean, a, b, source)
+
+
+def _refuse_draw(
+    tensor: torch.Tensor,
+    distribution: str,
+    param: float,
+    mean: float,
+    a: float,
+    b: float,
+    source: str | Callable[[], str],
+) -> None:
+    # The full check, with the messages: zero, negative constants, truncation, other dtypes and every failure.
     label = _LABELS.get(distribution, "param")
-    where = f" from {source}" if source else ""
+    text = source() if callable(source) else source
+    where = f" from {text}" if text else ""
     fix = " Fans count connections (usually >= 1) and gains are O(1): check them, or use a wider dtype."
     if not (math.isfinite(param) and math.isfinite(mean)):
         bad = f"{label}={param!r}" if not math.isfinite(param) else f"mean={mean!r}"
@@ -82,9 +102,9 @@ def check_draw(
         return
     if distribution == "truncated_normal":
         check_cutoffs(a, b)
-        reach = param / truncated_normal_std(a, b) * max(abs(a), abs(b))
+        reach = param / truncated_normal_std(a, b) * min(max(abs(a), abs(b)), 40.0)  # the sampler's clamp
     else:
-        reach = param * _REACH.get(distribution, 1.0)
+        reach = abs(param) * _REACH.get(distribution, 1.0)  # a constant may be negative
     smallest, largest = _dtype_range(tensor.dtype)
     if not abs(mean) + reach <= largest:
         raise InitError(

@@ -7,6 +7,7 @@ $\mathrm{Var}(w) = g^2/\mathrm{fan\_in}$ with $g = 1/\sqrt{\mathbb E[f(z)^2]}$.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchinit._types import InitError, choice_error
+from torchinit._types import InitError, as_real, choice_error, shown
 
 _TORCH_LINEAR = (
     "linear",
@@ -47,7 +48,9 @@ def calculate_gain(nonlinearity: str, param: int | float | None = None) -> float
     advise ``'linear'`` for self-normalizing nets). Use `exact_gain` for the preserving value.
 
     Raises:
-        InitError: an unknown nonlinearity or a non-numeric ``param`` for leaky_relu.
+        InitError: an unknown nonlinearity, or a ``param`` for leaky_relu that is not a finite real number
+            (NumPy scalars and 0-d tensors are numbers; bools, nan and inf are not). Like torch, ``param`` is
+            read only for leaky_relu.
     """
     if nonlinearity in _TORCH_LINEAR or nonlinearity == "sigmoid":
         return 1
@@ -58,10 +61,16 @@ def calculate_gain(nonlinearity: str, param: int | float | None = None) -> float
     if nonlinearity == "leaky_relu":
         if param is None:
             slope: float = 0.01
-        elif isinstance(param, (int, float)) and not isinstance(param, bool):
-            slope = param
         else:
-            raise InitError(f"leaky_relu's negative slope must be a number; got param={param!r}.")
+            try:
+                slope = as_real("param", param)
+            except InitError:
+                raise InitError(f"leaky_relu's negative slope must be a number; got param={shown(param)}.") from None
+            if not math.isfinite(slope):
+                raise InitError(
+                    f"leaky_relu's negative slope must be finite (nan gives a nan gain, inf a gain of 0); "
+                    f"got param={param!r}."
+                )
         return math.sqrt(2.0 / (1 + slope**2))
     if nonlinearity == "selu":
         return 3.0 / 4
@@ -106,9 +115,14 @@ def _named(name: str, param: float | None) -> Callable[[torch.Tensor], torch.Ten
     f, default = _ACTIVATIONS[name]
     if default is None and param is not None:
         raise InitError(f"activation {name!r} takes no parameter; got param={param!r}.")
-    if param is not None and (isinstance(param, bool) or not isinstance(param, (int, float))):
-        raise InitError(f"param must be a number; got param={param!r}.")
-    value = float(default if param is None else param) if default is not None else 0.0
+    value = 0.0
+    if default is not None:
+        try:
+            value = float(as_real("param", default if param is None else param))
+        except InitError:
+            raise InitError(f"param must be a number; got param={shown(param)}.") from None
+        if not math.isfinite(value):
+            raise InitError(f"param must be a finite number; got param={param!r}.")
     return lambda x: f(x, value)
 
 
@@ -134,18 +148,37 @@ def second_moment(f: Callable[[torch.Tensor], torch.Tensor], points: int = 256) 
     values = []
     for n in (points, 2 * points):
         nodes, weights = _hermite_rule(n)
-        with torch.no_grad():
-            fz = f(nodes.clone())
-        if not isinstance(fz, torch.Tensor) or fz.shape != nodes.shape:
-            raise InitError(
-                f"activation must map a float64 tensor of shape ({n},) elementwise to a tensor of the "
-                f"same shape; got {type(fz).__name__}"
-                + (f" of shape {tuple(fz.shape)}" if isinstance(fz, torch.Tensor) else "")
-                + "."
-            )
+        fz = _evaluate(f, nodes)
         values.append(float((weights * fz.double() ** 2).sum()))
     coarse, fine = values
     return (4 * fine - coarse) / 3
+
+
+def _evaluate(f: Callable[[torch.Tensor], torch.Tensor], nodes: torch.Tensor) -> torch.Tensor:
+    # f at the nodes, checked to be a deterministic elementwise map: same shape, and f of the first half of
+    # the nodes is the first half of f (an nn.Linear(n, n) keeps the shape but mixes elements, a softmax
+    # normalizes over them, a dropout changes between calls).
+    expectation = (
+        f"activation must map a float64 tensor of shape ({nodes.numel()},) elementwise to a tensor of the same "
+        "shape (an activation name, an activation module such as nn.GELU(), or an elementwise callable)"
+    )
+    half = nodes.numel() // 2
+    with torch.no_grad():
+        try:
+            fz = f(nodes.clone())
+            part = f(nodes[:half].clone()) if isinstance(fz, torch.Tensor) and fz.shape == nodes.shape else None
+        except Exception as error:  # the callable is the user's: any failure is a wrong activation
+            raise InitError(f"{expectation}; calling it raised {type(error).__name__}: {error}") from error
+    if not isinstance(fz, torch.Tensor) or fz.shape != nodes.shape:
+        got = f"{type(fz).__name__}" + (f" of shape {tuple(fz.shape)}" if isinstance(fz, torch.Tensor) else "")
+        raise InitError(f"{expectation}; got {got}.")
+    if not (
+        isinstance(part, torch.Tensor)
+        and part.shape == (half,)
+        and torch.allclose(part.double(), fz[:half].double(), rtol=1e-9, equal_nan=True)
+    ):
+        raise InitError(f"{expectation}; its outputs depend on the other elements or change between calls.")
+    return fz
 
 
 def exact_gain(
@@ -167,6 +200,11 @@ def exact_gain(
     Returns:
         The gain; ReLU gives $\sqrt2$ to rounding, leaky ReLU $\sqrt{2/(1+a^2)}$.
 
+    Raises:
+        InitError: an unknown name, a ``param`` that is not a finite number, or an ``activation`` that is
+            not a deterministic elementwise map (``exact_gain(nn.Linear(2, 2))``: the message says so and
+            what to pass instead), or whose second moment is not positive and finite.
+
     Unlike `calculate_gain`, every value preserves the second moment: tanh 1.5925 (torch 5/3),
     sigmoid 1.8462 (torch 1), selu 1.0000 (torch 3/4). GELU, SiLU and Mish are not positively
     homogeneous, so no constant gain keeps a deep stack exactly at scale: the gain is exact for one
@@ -183,10 +221,17 @@ def exact_gain(
             f"param is only for named activations; got param={param!r} with activation={activation!r}. "
             "Configure the module or callable itself."
         )
+    elif isinstance(activation, nn.Module):
+        f = activation
+        if next(activation.parameters(), None) is not None or next(activation.buffers(), None) is not None:
+            try:  # a module with weights (nn.PReLU) evaluated in float64 on a copy; the user's stays as it is
+                f = copy.deepcopy(activation).to(device="cpu", dtype=torch.float64)
+            except (RuntimeError, NotImplementedError) as error:
+                raise InitError(f"activation {shown(activation)} cannot be copied to float64: {error}") from error
     elif callable(activation):
         f = activation
     else:
-        raise InitError(f"activation must be a name, an nn.Module or a callable; got activation={activation!r}.")
+        raise InitError(f"activation must be a name, an nn.Module or a callable; got activation={shown(activation)}.")
     moment = second_moment(f)
     if not (math.isfinite(moment) and moment > 0):
         raise InitError(

@@ -9,29 +9,70 @@ extras (explicit fans) are keyword-only.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
 
-from torchinit._distributions import SQRT3, normal_cdf
-from torchinit._draw import draw_, gain_std, variance_std, xavier_std
+from torchinit._distributions import SQRT3, check_cutoffs
+from torchinit._draw import check_draw, draw_, gain_std, variance_std, xavier_std
 from torchinit._fans import Fans, resolve_fan
 from torchinit._gains import calculate_gain
-from torchinit._types import VARIANCE_DISTRIBUTIONS, Distribution, FanMode, InitError, check_finite, choice_error
+from torchinit._types import (
+    VARIANCE_DISTRIBUTIONS,
+    Distribution,
+    FanMode,
+    InitError,
+    as_real,
+    check_finite,
+    check_generator,
+    choice_error,
+)
 
 FansArg = Fans | tuple[float, float] | None
 
 
-def _check_tensor(tensor: object) -> torch.Tensor:
+def _check_tensor(tensor: object, generator: object = None) -> torch.Tensor:
+    # The tensor, then the generator against its device: every initializer's first line, before any write.
     if not isinstance(tensor, torch.Tensor):
         raise InitError(f"tensor must be a torch.Tensor; got {type(tensor).__name__}.")
     if not tensor.is_floating_point():
         raise InitError(f"tensor must have a floating-point dtype; got dtype={tensor.dtype}.")
+    check_generator(generator, tensor.device)
     return tensor
 
 
 def _check_std(name: str, value: float) -> float:
     return check_finite(name, value, minimum=0.0)
+
+
+def _fan_args(fans: FansArg, fan_in: float | None, fan_out: float | None) -> tuple[FansArg, float | None, float | None]:
+    # NumPy scalars and 0-d tensors as plain numbers, so `resolve_fan` judges their values, not their types.
+    if fans is None and fan_in is None and fan_out is None:  # the common case: fans from the shape
+        return None, None, None
+    if isinstance(fans, tuple) and len(fans) == 2:
+        fans = (as_real("fan_in", fans[0]), as_real("fan_out", fans[1]))
+    fan_in = None if fan_in is None else as_real("fan_in", fan_in)
+    fan_out = None if fan_out is None else as_real("fan_out", fan_out)
+    return fans, fan_in, fan_out
+
+
+def _fan_source(mode: FanMode, fan: float, fans: FansArg, fan_in: float | None, fan_out: float | None) -> str:
+    # The fan and where it came from, for an error message: "fan_in=1e-300", "fan_avg=3 from fans=(1, 5)".
+    explicit = {"fan_in": fan_in, "fan_out": fan_out}
+    needed = ("fan_in", "fan_out") if mode == "fan_avg" else (mode,)
+    if fans is not None:
+        origin = f" from fans={fans!r}"
+    elif all(explicit[key] is not None for key in needed):
+        origin = ""
+    else:
+        origin = " from the tensor's shape"
+    return f"{mode}={fan:.6g}{origin}"
+
+
+def _warn_zero_element() -> None:
+    # torch.nn.init.kaiming_{uniform,normal}_ warn exactly so; the drop-ins keep the warning.
+    warnings.warn("Initializing zero-element tensors is a no-op", UserWarning, stacklevel=4)
 
 
 def variance_scaling_(
@@ -69,23 +110,40 @@ def variance_scaling_(
     Returns:
         ``tensor``, filled. A zero-element tensor is returned unchanged.
 
+    Raises:
+        InitError: before anything is written, for a non-tensor or non-floating tensor, a generator that is
+            not a ``torch.Generator`` on the tensor's device type, fans that are not positive finite real
+            numbers (NumPy scalars and 0-d tensors are numbers; bools are not), or a std the dtype cannot
+            hold (``fan_in=1e-300`` would write inf: the message names the fan and the gain).
+
     Example:
         >>> w = variance_scaling_(torch.empty(256, 512), 2.0, "fan_in", "uniform")
         >>> round(w.abs().max().item() / math.sqrt(6 / 512), 2)  # bound sqrt(3 * 2 / fan_in)
         1.0
     """
-    tensor = _check_tensor(tensor)
+    tensor = _check_tensor(tensor, generator)
     scale = _check_std("scale", scale)
     if distribution not in VARIANCE_DISTRIBUTIONS:
         hint = " (orthogonal has no fan: use orthogonal_(tensor, gain))" if distribution == "orthogonal" else ""
         raise InitError(str(choice_error("distribution", "distribution", distribution, VARIANCE_DISTRIBUTIONS)) + hint)
+    fans, fan_in, fan_out = _fan_args(fans, fan_in, fan_out)
     if tensor.numel() == 0:
         return tensor
-    std = variance_std(scale, resolve_fan(tensor, mode, fans, fan_in, fan_out))
-    return draw_(tensor, distribution, SQRT3 * std if distribution == "uniform" else std, generator)
+    fan = resolve_fan(tensor, mode, fans, fan_in, fan_out)
+    std = variance_std(scale, fan)
+    param = SQRT3 * std if distribution == "uniform" else std
+    check_draw(
+        tensor,
+        distribution,
+        param,
+        source=lambda: (
+            f"std = sqrt(scale / fan) with scale={scale:.6g}, {_fan_source(mode, fan, fans, fan_in, fan_out)}"
+        ),
+    )
+    return draw_(tensor, distribution, param, generator)
 
 
-def _kaiming_std(
+def _kaiming_param(
     tensor: torch.Tensor,
     a: float,
     mode: FanMode,
@@ -93,12 +151,29 @@ def _kaiming_std(
     fans: FansArg,
     fan_in: float | None,
     fan_out: float | None,
+    generator: torch.Generator | None,
+    distribution: Distribution,
 ) -> float | None:
     # torch's arithmetic, gain / sqrt(fan), so the drop-ins stay bit-exact; None: nothing to draw.
+    # Returns the draw's parameter: the std for a normal, the bound sqrt(3) * std for a uniform.
+    _check_tensor(tensor, generator)
+    if a is not None:  # torch reads a=None as leaky_relu's default slope
+        a = check_finite("a", a)
     gain = calculate_gain(nonlinearity, a)
-    if _check_tensor(tensor).numel() == 0:
+    fans, fan_in, fan_out = _fan_args(fans, fan_in, fan_out)
+    if tensor.numel() == 0:
+        _warn_zero_element()
         return None
-    return gain_std(gain, resolve_fan(tensor, mode, fans, fan_in, fan_out))
+    fan = resolve_fan(tensor, mode, fans, fan_in, fan_out)
+    std = gain_std(gain, fan)
+    param = math.sqrt(3.0) * std if distribution == "uniform" else std
+    check_draw(
+        tensor,
+        distribution,
+        param,
+        source=lambda: f"std = gain / sqrt(fan) with gain={gain:.6g}, {_fan_source(mode, fan, fans, fan_in, fan_out)}",
+    )
+    return param
 
 
 def kaiming_uniform_(
@@ -122,13 +197,18 @@ def kaiming_uniform_(
     Note torch's own layers call this with ``a=math.sqrt(5)``: gain $\sqrt{1/3}$, bound
     $1/\sqrt{\mathrm{fan\_in}}$, 0.41x the ReLU std. Use ``nonlinearity="relu"`` for ReLU nets.
 
+    As in torch, ``a`` is read only for ``leaky_relu`` (a negative slope gives the same gain as its
+    absolute value) and a zero-element tensor is returned unchanged with torch's ``UserWarning``
+    "Initializing zero-element tensors is a no-op". Unlike torch, ``a`` must be finite (``a=nan`` would
+    make the std nan, ``a=inf`` the weights 0), and every argument is checked as in `variance_scaling_`.
+
     Example:
         >>> w = kaiming_uniform_(torch.empty(512, 256), nonlinearity="relu")
         >>> round(w.abs().max().item() / math.sqrt(6 / 256), 2)
         1.0
     """
-    std = _kaiming_std(tensor, a, mode, nonlinearity, fans, fan_in, fan_out)
-    return tensor if std is None else draw_(tensor, "uniform", math.sqrt(3.0) * std, generator)
+    bound = _kaiming_param(tensor, a, mode, nonlinearity, fans, fan_in, fan_out, generator, "uniform")
+    return tensor if bound is None else draw_(tensor, "uniform", bound, generator)
 
 
 def kaiming_normal_(
@@ -145,21 +225,46 @@ def kaiming_normal_(
     r"""He normal: $\mathcal N(0, \sigma^2)$, $\sigma = \mathrm{gain}/\sqrt{\mathrm{fan}}$.
 
     He et al. (2015). A drop-in for ``torch.nn.init.kaiming_normal_`` (bit-exact); equivalent to
-    ``variance_scaling_(tensor, scale=gain**2, mode=mode, distribution="normal")``.
+    ``variance_scaling_(tensor, scale=gain**2, mode=mode, distribution="normal")``. Arguments, checks and
+    the zero-element warning as in `kaiming_uniform_`.
 
     Example:
         >>> w = kaiming_normal_(torch.empty(512, 1024), nonlinearity="relu", fan_in=2048)
         >>> round(w.std().item() / math.sqrt(2 / 2048), 1)
         1.0
     """
-    std = _kaiming_std(tensor, a, mode, nonlinearity, fans, fan_in, fan_out)
+    std = _kaiming_param(tensor, a, mode, nonlinearity, fans, fan_in, fan_out, generator, "normal")
     return tensor if std is None else draw_(tensor, "normal", std, generator)
 
 
-def _xavier_std(tensor: torch.Tensor, gain: float, fans: FansArg, fan_in: float | None, fan_out: float | None) -> float:
+def _xavier_param(
+    tensor: torch.Tensor,
+    gain: float,
+    fans: FansArg,
+    fan_in: float | None,
+    fan_out: float | None,
+    generator: torch.Generator | None,
+    distribution: Distribution,
+) -> float | None:
+    # The checked draw parameter (std, or bound for a uniform) in torch's arithmetic; None: nothing to draw.
+    _check_tensor(tensor, generator)
+    gain = _check_std("gain", gain)
+    fans, fan_in, fan_out = _fan_args(fans, fan_in, fan_out)
+    if tensor.numel() == 0:
+        return None
     n_in = resolve_fan(tensor, "fan_in", fans, fan_in, fan_out)
     n_out = resolve_fan(tensor, "fan_out", fans, fan_in, fan_out)
-    return xavier_std(gain, n_in, n_out)
+    std = xavier_std(gain, n_in, n_out)
+    param = math.sqrt(3.0) * std if distribution == "uniform" else std
+    check_draw(
+        tensor,
+        distribution,
+        param,
+        source=lambda: (
+            f"std = gain * sqrt(2 / (fan_in + fan_out)) with gain={gain:.6g}, fan_in={n_in:.6g}, fan_out={n_out:.6g}"
+        ),
+    )
+    return param
 
 
 def xavier_uniform_(
@@ -181,11 +286,8 @@ def xavier_uniform_(
         >>> round(w.abs().max().item() / math.sqrt(6 / 400), 2)
         1.0
     """
-    tensor = _check_tensor(tensor)
-    gain = _check_std("gain", gain)
-    if tensor.numel() == 0:
-        return tensor
-    return draw_(tensor, "uniform", math.sqrt(3.0) * _xavier_std(tensor, gain, fans, fan_in, fan_out), generator)
+    bound = _xavier_param(tensor, gain, fans, fan_in, fan_out, generator, "uniform")
+    return tensor if bound is None else draw_(tensor, "uniform", bound, generator)
 
 
 def xavier_normal_(
@@ -202,11 +304,8 @@ def xavier_normal_(
     Glorot & Bengio (2010). A drop-in for ``torch.nn.init.xavier_normal_`` (bit-exact); equivalent
     to ``variance_scaling_(tensor, scale=gain**2, mode="fan_avg", distribution="normal")``.
     """
-    tensor = _check_tensor(tensor)
-    gain = _check_std("gain", gain)
-    if tensor.numel() == 0:
-        return tensor
-    return draw_(tensor, "normal", _xavier_std(tensor, gain, fans, fan_in, fan_out), generator)
+    std = _xavier_param(tensor, gain, fans, fan_in, fan_out, generator, "normal")
+    return tensor if std is None else draw_(tensor, "normal", std, generator)
 
 
 def lecun_normal_(
@@ -258,9 +357,12 @@ def uniform_std_(
         >>> bool(w.abs().max() <= 0.5 * math.sqrt(3))
         True
     """
-    tensor = _check_tensor(tensor)
+    tensor = _check_tensor(tensor, generator)
     std = _check_std("std", std)
-    return draw_(tensor, "uniform", SQRT3 * std, generator) if tensor.numel() else tensor
+    if tensor.numel() == 0:
+        return tensor
+    check_draw(tensor, "uniform", SQRT3 * std, source=lambda: f"bound = sqrt(3) * std with std={std:.6g}")
+    return draw_(tensor, "uniform", SQRT3 * std, generator)
 
 
 def truncated_normal_(
@@ -283,23 +385,47 @@ def truncated_normal_(
     ``trunc_normal_(w, std=0.02)`` is a plain normal and ``trunc_normal_(w, std=1)`` has std 0.88.
 
     Sampled by inverting the CDF, $Z = \Phi^{-1}(U)$, $U \sim \mathcal U(\Phi(a), \Phi(b))$:
-    one uniform draw per element, no rejection loop. Computed in float32 (float64 for float64 tensors
-    or cut-offs beyond 5 sigma) and cast, so bf16/fp16 get the same distribution.
+    one uniform draw per element, no rejection loop. Cut-offs within $\pm3$ use float32 ``erfinv``
+    (float64 for float64 tensors); farther ones use float64 ``ndtri`` on the side of 0 where the tail
+    probabilities are small (the mirror $[-b, -a]$ when the interval reaches farther up), so far tails
+    keep their resolution: $[8, 9]$ gives as many distinct values as draws, where the float64 ``erfinv`` of
+    $2U - 1 \approx 1 - 10^{-15}$ gave a dozen. The std correction sd(Z) comes from quadrature (see
+    `truncated_normal_std`), exact to about 1e-14 in far tails and narrow intervals. Bf16/fp16 are cast
+    from the float32/64 draw, so they get the same distribution.
+
+    Args:
+        tensor: a floating-point tensor, filled in place.
+        std: the std after truncation.
+        mean: the location: the mean of the underlying normal (of the draws, for symmetric cut-offs).
+        a: the lower cut-off, in underlying sigmas; ``-inf`` allowed.
+        b: the upper cut-off, in underlying sigmas; ``inf`` allowed.
+        generator: the RNG to draw from; torch's default generator when None.
+
+    Raises:
+        InitError: cut-offs with ``a >= b`` or no mass between them, or that lie entirely beyond
+            37 sigma (``a >= 37`` or ``b <= -37``: the normal's mass there, below 6e-300, is at the edge of
+            float64; shift ``mean`` instead), and the checks of `variance_scaling_`.
 
     Example:
         >>> w = truncated_normal_(torch.empty(1000, 1000), 0.02)
         >>> round(w.std().item(), 3), bool(w.abs().max() <= 2 * 0.02 / 0.8796256610 + 1e-6)
         (0.02, True)
     """
-    tensor = _check_tensor(tensor)
+    tensor = _check_tensor(tensor, generator)
     std = _check_std("std", std)
-    for name, value in (("mean", mean), ("a", a), ("b", b)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            raise InitError(f"{name} must be a number; got {name}={value!r}.")
-    if not (a < b and normal_cdf(b) - normal_cdf(a) > 0):
-        raise InitError(f"the cut-offs must satisfy a < b with mass between them; got a={a!r}, b={b!r}.")
+    mean = check_finite("mean", mean)
+    low, high = as_real("a", a), as_real("b", b)
+    if math.isnan(low) or math.isnan(high):
+        raise InitError(f"the cut-offs must be numbers (+-inf allowed); got a={a!r}, b={b!r}.")
+    try:
+        check_cutoffs(low, high)
+    except ValueError as error:
+        raise InitError(str(error)) from None
+    a, b = float(low), float(high)
     if tensor.numel() == 0:
         return tensor
+    source = f"std={std:.6g}, cut-offs a={a:g}, b={b:g} sigma, mean={mean:g}"  # the slow path checks anyway
+    check_draw(tensor, "truncated_normal", std, mean=mean, a=a, b=b, source=source)
     return draw_(tensor, "truncated_normal", std, generator, mean=mean, a=a, b=b)
 
 
@@ -318,7 +444,13 @@ def trunc_normal_(
     the defaults and ``std=0.02`` nothing is ever cut. For the corrected, sigma-relative version use
     `truncated_normal_`.
     """
-    tensor = _check_tensor(tensor)
+    tensor = _check_tensor(tensor, generator)
+    mean, std = check_finite("mean", mean), check_finite("std", std)
+    a, b = float(as_real("a", a)), float(as_real("b", b))
+    if not std > 0:
+        raise InitError(f"std must be a positive finite number (torch divides by it); got std={std!r}.")
+    if math.isnan(a) or math.isnan(b) or not a < b:
+        raise InitError(f"the cut-offs must satisfy a < b (absolute values, +-inf allowed); got a={a!r}, b={b!r}.")
     return nn.init.trunc_normal_(tensor, mean, std, a, b, generator=generator)
 
 
@@ -341,14 +473,19 @@ def orthogonal_(
     blocks, packed q/k/v); bf16/fp16 tensors are drawn and factorized in float32 and cast (torch's
     QR has no half-precision kernel); channels_last and other strided tensors are written correctly.
     """
-    tensor = _check_tensor(tensor)
+    tensor = _check_tensor(tensor, generator)
     gain = _check_std("gain", gain)
     if tensor.dim() < 2:
         raise InitError(f"orthogonal_ needs a tensor with at least 2 dimensions; got shape={tuple(tensor.shape)}.")
-    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1 or tensor.shape[0] % chunks:
+    try:
+        count = as_real("chunks", chunks)
+    except InitError:
+        count = 0
+    if type(count) is not int or count < 1 or tensor.shape[0] % count:
         raise InitError(
             f"chunks must be a positive integer dividing dim 0 (size {tensor.shape[0]}); got chunks={chunks!r}."
         )
     if tensor.numel() == 0 or tensor.is_meta:
         return tensor
-    return draw_(tensor, "orthogonal", gain, generator, chunks=chunks)
+    check_draw(tensor, "orthogonal", gain, source=lambda: f"gain={gain:.6g}")
+    return draw_(tensor, "orthogonal", gain, generator, chunks=count)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
+import operator
 from collections.abc import Iterable
 from typing import Any, Literal
 
+import torch
 from torch.nn import parameter as _parameter
 
 FanMode = Literal["fan_in", "fan_out", "fan_avg"]
@@ -55,13 +58,84 @@ def choice_error(subject: str, name: str, value: object, options: Iterable[str])
     return InitError(f"{subject} must be one of {', '.join(map(repr, options))}; got {name}={value!r}.{hint}")
 
 
+def shown(value: object) -> str:
+    """``repr(value)`` for a message: a tensor or array as its type and shape, anything else cut at 80 characters."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and not isinstance(value, (int, float)) and len(tuple(shape)) > 0:
+        return f"{type(value).__name__} of shape {tuple(shape)}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def as_real(name: str, value: object) -> int | float:
+    """``value`` as a Python ``int`` (integer-valued types) or ``float``, or an InitError naming ``name``.
+
+    Accepts what ``numbers.Real`` admits and its duck-typed kin: Python ints and floats, NumPy scalars and
+    0-d arrays, 0-d torch tensors (through ``operator.index`` / ``float``), ``fractions.Fraction``; NumPy
+    is never imported. Rejects bools (of any library), complex numbers, strings, ``None`` and tensors or
+    arrays with dimensions. Finiteness is the caller's check.
+    """
+    if type(value) is int or type(value) is float:  # the common case, checked first
+        return value
+    dtype = str(getattr(value, "dtype", ""))
+    if isinstance(value, bool) or dtype in ("bool", "torch.bool"):
+        raise InitError(f"{name} must be a real number, not a bool; got {name}={value!r}.")
+    if getattr(value, "ndim", 0) != 0:
+        raise InitError(
+            f"{name} must be a single real number; got {name}={shown(value)}. Pass one element (``t.item()``)."
+        )
+    if (isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real)) or "complex" in dtype:
+        raise InitError(f"{name} must be a real number, not a complex one; got {name}={value!r}.")
+    if isinstance(value, (str, bytes)) or not hasattr(type(value), "__float__"):
+        raise InitError(f"{name} must be a real number; got {name}={shown(value)}.")
+    if isinstance(value, numbers.Integral) or hasattr(type(value), "__index__"):
+        try:
+            return operator.index(value)  # type: ignore[arg-type]
+        except TypeError:
+            pass  # a float tensor or array: its __index__ refuses
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, RuntimeError, OverflowError) as error:
+        raise InitError(f"{name} must be a real number; got {name}={shown(value)} ({error}).") from None
+
+
 def check_finite(name: str, value: object, *, minimum: float | None = None) -> float:
-    """``value`` as a float, or an InitError naming ``name`` when it is not a finite real (>= ``minimum``)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (minimum is not None and value < minimum):  # type: ignore[operator]
-        bound = f" >= {minimum:g}" if minimum is not None else ""
+    """``value`` as a float, or an InitError naming ``name`` when it is not a finite real (>= ``minimum``).
+
+    Any real number type `as_real` accepts (NumPy scalars, 0-d tensors) passes; bools and strings do not.
+    """
+    bound = f" >= {minimum:g}" if minimum is not None else ""
+    try:
+        number = float(as_real(name, value))
+    except InitError:
+        raise InitError(f"{name} must be a finite number{bound}; got {name}={shown(value)}.") from None
+    except OverflowError:  # an int too large for a float
+        number = math.inf
+    if not math.isfinite(number) or (minimum is not None and number < minimum):
         raise InitError(f"{name} must be a finite number{bound}; got {name}={value!r}.")
-    return float(value)  # type: ignore[arg-type]
+    return number
+
+
+def check_generator(generator: object, device: torch.device | None = None) -> torch.Generator | None:
+    """``generator`` when it is None or a ``torch.Generator`` that can draw on ``device``, else an InitError.
+
+    torch's kernels need the generator on the tensor's device type (a CPU generator cannot fill a CUDA
+    tensor); meta tensors draw nothing, so any generator passes for them.
+    """
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        hint = " Pass torch.Generator().manual_seed(seed)." if isinstance(generator, int) else ""
+        raise InitError(
+            f"generator must be a torch.Generator or None; got generator={shown(generator)} "
+            f"({type(generator).__name__}).{hint}"
+        )
+    if device is not None and device.type != "meta" and generator.device.type != device.type:
+        raise InitError(
+            f"generator must be on the tensor's device type; got a generator on {generator.device} for a tensor "
+            f"on {device}. Use torch.Generator(device={device.type!r}).manual_seed(seed)."
+        )
+    return generator
 
 
 _LAZY: type = getattr(_parameter, "UninitializedTensorMixin")  # noqa: B009 (absent from torch's stubs)

@@ -5,6 +5,7 @@ The assertions need only torch; ``torchinit.testing.strategies`` needs hypothesi
 """
 
 from torchinit.testing._assertions import (
+    ASYMPTOTIC_MIN_SAMPLES,
     DEFAULT_ALPHA,
     MIN_SAMPLES,
     assert_distribution,
@@ -13,11 +14,14 @@ from torchinit.testing._assertions import (
     assert_uniform_support,
     std_tolerance,
 )
+from torchinit.testing._kurtosis import assert_kurtosis
 
 __all__ = [
+    "ASYMPTOTIC_MIN_SAMPLES",
     "DEFAULT_ALPHA",
     "MIN_SAMPLES",
     "assert_distribution",
+    "assert_kurtosis",
     "assert_mean",
     "assert_std",
     "assert_uniform_support",
