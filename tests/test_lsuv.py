@@ -121,3 +121,191 @@ def test_lsuv_warns_about_uncovered_parameters_like_every_scheme() -> None:
         report = reinit(model, "lsuv", data=torch.randn(64, 8))
     assert [e.path for e in report.skipped] == ["scale"]
     assert torch.equal(model.scale, torch.full((8,), 2.0))
+
+
+# --- one calibrating pass: the 0.2 algorithm's result, at O(layers) forward work -------------------------
+
+
+def output_of(model: nn.Module, layer: nn.Module, data: torch.Tensor) -> torch.Tensor:
+    grabbed: list[torch.Tensor] = []
+    hook = layer.register_forward_hook(lambda m, a, o: grabbed.append(o))  # returns None: output untouched
+    model(data)
+    hook.remove()
+    return grabbed[0]
+
+
+def prefix_lsuv(model: nn.Module, data: torch.Tensor, scheme: LSUVScheme) -> list[tuple[str, float, int]]:
+    """The 0.2 algorithm, as the reference: for every measurement, a full forward pass up to the layer."""
+    model.eval()
+    order: dict[nn.Module, str] = {}
+    dense = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    hooks = [
+        m.register_forward_hook(lambda m, a, o, n=n: None if m in order else order.update({m: n})) for n, m in dense
+    ]
+    with torch.no_grad():
+        model(data)
+    for h in hooks:
+        h.remove()
+    results = []
+    with torch.no_grad():
+        for layer, name in order.items():
+            for iterations in range(scheme.max_iter + 1):
+                out = output_of(model, layer, data)
+                if scheme.center and layer.bias is not None:
+                    channel = 1 if out.dim() > 2 else out.dim() - 1
+                    layer.bias.sub_(out.mean(dim=[d for d in range(out.dim()) if d != channel]))
+                    out = output_of(model, layer, data)
+                std = float(out.std())
+                if abs(std - 1.0) <= scheme.tol or iterations == scheme.max_iter:
+                    break
+                layer.weight.mul_(1.0 / std)
+            results.append((name, std, iterations))
+    return results
+
+
+def mlp() -> nn.Module:
+    layers: list[nn.Module] = [nn.Linear(12, 32), nn.Tanh()]
+    return nn.Sequential(*layers, *[m for _ in range(5) for m in (nn.Linear(32, 32), nn.ReLU())], nn.Linear(32, 3))
+
+
+def cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, groups=4), nn.BatchNorm2d(16), nn.GELU(),
+        nn.Conv2d(16, 8, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.LazyLinear(5),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("center", [False, True])
+@pytest.mark.parametrize("make", [mlp, cnn])
+def test_one_pass_matches_the_prefix_pass_algorithm(make: Any, center: bool, seed: int) -> None:
+    # random biases make the output std nonlinear in the weight scale: several rescalings per layer
+    base = torchinit.Scheme.orthogonal().with_overrides(torchinit.Override(path="*.bias", std=0.5))
+    scheme = LSUVScheme(tol=0.02, max_iter=8, center=center, base=base)
+    data = torch.randn(64, 12) * 2 + 1 if make is mlp else torch.randn(8, 3, 12, 12) * 2 + 1
+    new, old = make(), make()
+    with torch.no_grad():
+        new(data), old(data)  # materialize the lazy layer
+    report = reinit(new, scheme, data=data, generator=torch.Generator().manual_seed(seed))
+    reinit(old, scheme.base, generator=torch.Generator().manual_seed(seed))
+    expected = prefix_lsuv(old, data, scheme)
+    assert [(layer.path, layer.iterations) for layer in report.lsuv] == [(n, i) for n, _, i in expected]
+    assert center or any(layer.iterations > 1 for layer in report.lsuv)  # centered, one rescaling is exact
+    for layer, (_, std, _) in zip(report.lsuv, expected, strict=True):
+        assert layer.std == pytest.approx(std, rel=1e-4)
+    for (name, a), b in zip(new.state_dict().items(), old.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_forward_work_does_not_grow_with_depth() -> None:
+    def passes(depth: int) -> tuple[int, int]:
+        model = nn.Sequential(*[m for _ in range(depth) for m in (nn.Linear(16, 16), nn.ReLU())])
+        counts = {"model": 0, "layers": 0}
+        model.register_forward_pre_hook(lambda *_: counts.__setitem__("model", counts["model"] + 1))
+        for layer in model[::2]:
+            layer.register_forward_pre_hook(lambda *_: counts.__setitem__("layers", counts["layers"] + 1))
+        report = reinit(model, "lsuv", data=torch.randn(128, 16))
+        assert all(layer.converged for layer in report.lsuv)
+        return counts["model"], counts["layers"]
+
+    shallow, deep = passes(3), passes(30)
+    assert shallow[0] == deep[0] == 3  # the data check, the calibrating pass, the final measuring pass
+    assert deep[1] <= 30 * (3 + 1)  # each layer: its 3 passes plus a re-run per rescaling (1 here)
+
+
+def test_a_module_called_several_times_is_solved_on_its_first_call() -> None:
+    class Loop(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp, self.step, self.out = nn.Linear(6, 16), nn.Linear(16, 16), nn.Linear(16, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.inp(x)
+            for _ in range(3):
+                h = torch.tanh(self.step(h))
+            return self.out(h)
+
+    model = Loop()
+    data = torch.randn(128, 6)
+    report = reinit(model, "lsuv", data=data)
+    assert [(layer.path, layer.calls) for layer in report.lsuv] == [("inp", 1), ("step", 3), ("out", 1)]
+    stds = layer_output_stds(model, data)  # the first call's (the later ones overwrite it: only step's)
+    first: dict[str, float] = {}
+    model.step.register_forward_hook(lambda m, a, o: None if first else first.update(std=float(o.std())))
+    with torch.no_grad():
+        model(data)
+    assert abs(first["std"] - 1.0) <= 0.1 and abs(stds["inp"] - 1.0) <= 0.1 and abs(stds["out"] - 1.0) <= 0.1
+    assert report.lsuv[1].std == pytest.approx(first["std"], rel=1e-5)
+    assert "; called 3 times, solved on the first call" in str(report)
+
+
+class TiedLM(nn.Module):
+    def __init__(self, vocab: int = 50, width: int = 32) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.body = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
+        self.norm = nn.LayerNorm(width)
+        self.lm_head = nn.Linear(width, vocab, bias=False)
+        self.lm_head.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.norm(self.body(self.embed(ids))))
+
+
+def test_a_tied_weight_is_solved_once_at_its_first_use() -> None:
+    model = TiedLM()
+    ids = torch.randint(0, 50, (8, 16), generator=torch.Generator().manual_seed(0))
+    report = reinit(model, "lsuv", data=ids)
+    assert model.lm_head.weight is model.embed.weight
+    assert [layer.path for layer in report.lsuv] == ["embed", "body.0", "body.2"]
+    assert report.lsuv[0].shared_with == ("lm_head",)
+    stds = layer_output_stds(model, ids)  # body.0, body.2 and lm_head
+    with torch.no_grad():
+        stds["embed"] = float(model.embed(ids).std())
+    assert all(abs(stds[n] - 1.0) <= 0.1 for n in ("embed", "body.0", "body.2")), stds  # the head undid nothing
+    entry = report["lm_head.weight"]
+    assert entry.source.startswith("lsuv at embed: output std 1.0")
+    assert "solved at its first use in forward order (shared with lm_head)" in entry.source
+    assert entry.std == pytest.approx(float(model.embed.weight.detach().square().mean().sqrt()), rel=1e-6)
+    assert f"then x{report.lsuv[0].scale:.4g} by lsuv" in entry.rule
+    assert f"lsuv embed: output std {report.lsuv[0].std:.4f}" in str(report)
+    assert "; tied, also used by lm_head (solved here once)" in str(report)
+
+
+@pytest.mark.integration
+def test_lsuv_on_a_tied_hugging_face_gpt2() -> None:
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=64, n_positions=16)
+    config.bos_token_id = config.eos_token_id = 0
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config)
+    ids = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
+    report = reinit(model, "lsuv", data={"input_ids": ids})
+    assert report.lsuv[0].path == "transformer.wte" and report.lsuv[0].shared_with == ("lm_head",)
+    assert "lm_head" not in [layer.path for layer in report.lsuv]
+    assert all(layer.converged for layer in report.lsuv), report.lsuv
+    assert "shared with lm_head" in report["lm_head.weight"].source
+    assert "by lsuv" in report["transformer.h.1.mlp.c_proj.weight"].rule
+
+
+def test_report_entries_give_the_final_std_and_centered_biases() -> None:
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    report = reinit(model, LSUVScheme(center=True), data=torch.randn(64, 8) + 3)
+    for i, layer in zip((0, 2), report.lsuv, strict=True):
+        weight = report[f"{i}.weight"]
+        assert weight.std == pytest.approx(float(model[i].weight.detach().square().mean().sqrt()))
+        assert weight.rule == f"orthogonal(gain=1), then x{layer.scale:.4g} by lsuv"
+        assert weight.source == f"lsuv at {i}: output std {layer.std:.3f}"
+        assert report[f"{i}.bias"].rule == "constant(0), then centered by lsuv"
+    assert report["0.bias"].std is not None and report["0.bias"].std > 0
+
+
+def test_progress_bar_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    reinit(model, "lsuv", data=torch.randn(32, 8))
+    assert capsys.readouterr().err == ""  # stderr is not a terminal here
+    reinit(model, LSUVScheme(progress=True), data=torch.randn(32, 8))
+    err = capsys.readouterr().err
+    assert err.endswith("3/3 3 layers\n") and "\rlsuv [" in err
+    with pytest.raises(InitError, match="progress must be True, False or None"):
+        LSUVScheme(progress="yes")  # type: ignore[arg-type]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -12,6 +12,7 @@ from torch.nn.utils import parametrize
 
 from torchinit._layers import role_of
 from torchinit._plan import Plan
+from torchinit._progress import Progress
 from torchinit._registry import BaseScheme, Call, register_scheme
 from torchinit._schemes import Scheme
 from torchinit._types import InitError
@@ -30,17 +31,28 @@ class LSUVScheme(BaseScheme):
     absorbs the output's per-channel mean. The model runs in eval mode during the passes and each
     module's train/eval flag is restored afterwards.
 
+    One calibrating forward pass does it: when a layer's first call returns, the layers before it are
+    final, so the layer alone is re-run on that call's input while it is rescaled, and the pass goes on
+    with its new output: about 5 forward passes' worth in all on ResNet-18 and ViT-S/16, with the data check
+    and a last measuring pass, where 0.2 ran one pass up to each layer per rescaling (29x and 61x). A module
+    called several times is solved on its first call. A weight tied between modules (an input embedding and
+    an LM head) is solved once, at its first use in forward order, and the report says which modules share
+    it. The report's entries give each weight its final std and scale.
+
     Args:
         tol: allowed deviation of each layer's output std from 1.
         max_iter: rescalings per layer at most.
         center: also shift each layer's bias so its output has zero mean per channel.
         base: the scheme applied before the rescaling.
+        progress: a progress bar on stderr: None shows it when stderr is a terminal (after a second),
+            True always, False never.
     """
 
     tol: float = 0.1
     max_iter: int = 10
     center: bool = False
     base: Scheme = field(default_factory=Scheme.orthogonal)
+    progress: bool | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.tol, bool) or not isinstance(self.tol, (int, float)) or not 0 < self.tol < 1:
@@ -49,6 +61,8 @@ class LSUVScheme(BaseScheme):
             raise InitError(f"max_iter must be a positive integer; got max_iter={self.max_iter!r}.")
         if not isinstance(self.base, Scheme):
             raise InitError(f"base must be a Scheme; got base={self.base!r}.")
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise InitError(f"progress must be True, False or None (a terminal only); got progress={self.progress!r}.")
 
     uses_data: ClassVar[bool] = True
 
@@ -82,7 +96,7 @@ class LSUVScheme(BaseScheme):
         try:
             module.eval()
             with torch.no_grad():
-                _layers(module, call.data)
+                _call(module, call.data)
         except Exception as error:
             raise InitError(
                 f"lsuv's forward pass on data failed before anything was written ({type(error).__name__}: "
@@ -100,6 +114,7 @@ class LSUVScheme(BaseScheme):
         """
         try:
             report.lsuv = lsuv_(module, call.data, self)
+            _annotate(report, module, report.lsuv, self)
         except InitError:
             raise
         except Exception as error:
@@ -115,16 +130,26 @@ class LSUVScheme(BaseScheme):
 
 @dataclass(frozen=True)
 class LSUVLayer:
-    """What LSUV did to one layer: final output std, rescalings, whether it met the tolerance."""
+    """What LSUV did to one layer (one weight), in the order the forward pass first finished each.
+
+    Attributes:
+        path: the module where the weight was solved: its first use in forward order.
+        std: the layer's output std on the batch at that first call, measured again on the final model.
+        iterations: rescalings used.
+        converged: ``std`` is within the scheme's tolerance of 1.
+        scale: the factor the weight was multiplied by, all rescalings together.
+        calls: how many times the forward pass called the module (it is solved on its first call).
+        shared_with: the other modules that use this same (tied) weight, later in forward order; it was
+            not rescaled again for them (a tied input embedding and LM head are solved once, at the embedding).
+    """
 
     path: str
     std: float
     iterations: int
     converged: bool
-
-
-class _ReachedError(Exception):
-    """Raised from a hook to end a forward pass once the watched layer has produced its output."""
+    scale: float = 1.0
+    calls: int = 1
+    shared_with: tuple[str, ...] = ()
 
 
 def _tensors(data: Any) -> list[tuple[str, torch.Tensor]] | None:
@@ -146,49 +171,15 @@ def _call(model: nn.Module, data: Any) -> Any:
     return model(data)
 
 
-def _layers(model: nn.Module, data: Any) -> list[tuple[str, nn.Module]]:
-    """Layers with a dense weight and a tensor output, in the order a forward pass first calls them."""
-    candidates = {
-        m: name
-        for name, m in model.named_modules()
+def _weights(model: nn.Module) -> dict[nn.Module, str]:
+    """The modules LSUV watches, with their paths: each one with a dense ``weight``, and every other module
+    holding the same tensor as its ``weight`` (the input embedding an LM head is tied to)."""
+    dense = {
+        id(m._parameters["weight"])
+        for m in model.modules()
         if "weight" in m._parameters and (role := role_of(m, "weight")) is not None and role.kind == "dense"
     }
-    order: dict[nn.Module, str] = {}  # first call order; a module called twice counts once
-
-    def record(module: nn.Module, args: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor) and module not in order:
-            order[module] = candidates[module]
-
-    handles = [m.register_forward_hook(record) for m in candidates]
-    try:
-        _call(model, data)
-    finally:
-        for h in handles:
-            h.remove()
-    return [(name, module) for module, name in order.items()]
-
-
-def _output_of(model: nn.Module, layer: nn.Module, data: Any) -> torch.Tensor:
-    captured: list[torch.Tensor] = []
-
-    def grab(module: nn.Module, args: Any, output: Any) -> None:
-        captured.append(output)
-        raise _ReachedError
-
-    handle = layer.register_forward_hook(grab)
-    try:
-        _call(model, data)
-    except _ReachedError:
-        pass
-    finally:
-        handle.remove()
-    if not captured:
-        raise InitError(
-            f"lsuv: {type(layer).__name__} was called in the first forward pass but not in a later one; the "
-            "model's forward path changes between calls (random depth, data-dependent branches), which LSUV "
-            "cannot calibrate. Make it deterministic in eval mode."
-        )
-    return captured[0]
+    return {m: path for path, m in model.named_modules() if id(m._parameters.get("weight")) in dense}
 
 
 def _scale_weight(layer: nn.Module, factor: float) -> None:
@@ -199,31 +190,179 @@ def _scale_weight(layer: nn.Module, factor: float) -> None:
         weight.mul_(factor)
 
 
+def _path_changed(path: str) -> InitError:
+    return InitError(
+        f"lsuv: {path or 'the model'} was called in one forward pass but not in a later one (or returned no tensor); "
+        "the model's forward path changes between calls (random depth, data-dependent branches), which LSUV "
+        "cannot calibrate. Make it deterministic in eval mode."
+    )
+
+
+@dataclass
+class _Solved:
+    module: nn.Module
+    path: str
+    std: float
+    iterations: int
+    scale: float
+    shared_with: list[str] = field(default_factory=list)
+
+
+class _Solver:
+    """One forward pass that calibrates every watched layer on the spot, in the order the pass finishes them.
+
+    A pre-hook keeps each layer's arguments of its first call; when that call returns, the earlier layers are
+    already final, so its input is the final one: the layer alone is re-run on those arguments while its weight
+    is rescaled, and the pass continues with the rescaled layer's output. Total work: one forward pass plus a
+    few calls of each layer by itself, instead of one pass up to each layer per rescaling.
+    """
+
+    def __init__(self, scheme: LSUVScheme, watched: dict[nn.Module, str], progress: Progress) -> None:
+        self.scheme, self.watched, self.progress = scheme, watched, progress
+        self.pending: dict[nn.Module, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        self.calls: dict[nn.Module, int] = {}
+        self.solved: dict[int, _Solved] = {}  # by weight identity
+        self.busy = 0  # > 0 while a layer is re-run by itself: its hooks stay out of the way
+
+    def before(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self.busy:
+            return
+        self.calls[module] = self.calls.get(module, 0) + 1
+        if self.calls[module] == 1:
+            self.pending[module] = (args, kwargs)
+
+    def after(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> Any:
+        if self.busy or module not in self.pending:
+            return None
+        first_args, first_kwargs = self.pending.pop(module)
+        if not isinstance(output, torch.Tensor):
+            return None  # not a layer LSUV can calibrate (as before: tensor outputs only)
+        path, key = self.watched[module], id(module._parameters["weight"])
+        if key in self.solved:  # a tied weight, solved at its first use
+            self.solved[key].shared_with.append(path)
+            return None
+        out, result = self._solve(module, path, first_args, first_kwargs, output)
+        self.solved[key] = result
+        self.progress.step(path)
+        return out
+
+    def _rerun(self, module: nn.Module, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+        self.busy += 1
+        try:
+            out = module(*args, **kwargs)
+        finally:
+            self.busy -= 1
+        if not isinstance(out, torch.Tensor):
+            raise _path_changed(path)
+        return out
+
+    def _solve(
+        self, module: nn.Module, path: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: torch.Tensor
+    ) -> tuple[torch.Tensor, _Solved]:
+        scheme, scale = self.scheme, 1.0
+        bias = module._parameters.get("bias")
+        iterations, std = 0, math.nan
+        for iterations in range(scheme.max_iter + 1):
+            if iterations:
+                out = self._rerun(module, path, args, kwargs)
+            if scheme.center and bias is not None:
+                flat = out.float()
+                channel = 1 if flat.dim() > 2 else flat.dim() - 1
+                bias.sub_(flat.mean(dim=[d for d in range(flat.dim()) if d != channel]).to(bias.dtype))
+                out = self._rerun(module, path, args, kwargs)
+            std = float(out.float().std())
+            if abs(std - 1.0) <= scheme.tol or iterations == scheme.max_iter or not std > 0:
+                break
+            _scale_weight(module, 1.0 / std)
+            scale /= std
+        return out, _Solved(module, path, std, iterations, scale)
+
+
+def _first_output_stds(model: nn.Module, data: Any, modules: list[nn.Module]) -> dict[nn.Module, float]:
+    """Each module's output std at its first call in one pass (a module not called, or without a tensor
+    output, is missing)."""
+    stds: dict[nn.Module, float] = {}
+
+    def record(module: nn.Module, args: Any, output: Any) -> None:
+        if module not in stds and isinstance(output, torch.Tensor):
+            stds[module] = float(output.float().std())
+
+    handles = [m.register_forward_hook(record) for m in modules]
+    try:
+        _call(model, data)
+    finally:
+        for h in handles:
+            h.remove()
+    return stds
+
+
 def lsuv_(model: nn.Module, data: Any, scheme: LSUVScheme) -> list[LSUVLayer]:
-    """Rescale layer by layer (the base scheme already written); return what each layer got."""
+    """Rescale each layer on its first call in one calibrating pass (the base scheme already written), then
+    measure every layer once more on the final model; return what each layer got, in forward order.
+
+    Equivalent to calibrating layer by layer with a forward pass per measurement (each layer's input is
+    computed by earlier layers that are already final), at the cost of two forward passes and a few re-runs of
+    each layer by itself.
+    """
     modes = {m: m.training for m in model.modules()}
-    results: list[LSUVLayer] = []
+    watched = _weights(model)
+    progress = Progress(len({id(m._parameters["weight"]) for m in watched}), "lsuv", show=scheme.progress)
+    solver = _Solver(scheme, watched, progress)
+    handles = []
     try:
         model.eval()
         with torch.no_grad():
-            for path, layer in _layers(model, data):
-                iterations, std = 0, math.nan
-                for iterations in range(scheme.max_iter + 1):
-                    out = _output_of(model, layer, data).float()
-                    bias = layer._parameters.get("bias")
-                    if scheme.center and bias is not None:
-                        channel = 1 if out.dim() > 2 else out.dim() - 1
-                        bias.sub_(out.mean(dim=[d for d in range(out.dim()) if d != channel]).to(bias.dtype))
-                        out = _output_of(model, layer, data).float()
-                    std = float(out.std())
-                    if abs(std - 1.0) <= scheme.tol or iterations == scheme.max_iter or not std > 0:
-                        break
-                    _scale_weight(layer, 1.0 / std)
-                results.append(LSUVLayer(path, std, iterations, abs(std - 1.0) <= scheme.tol))
+            for m in watched:
+                handles.append(m.register_forward_pre_hook(solver.before, with_kwargs=True, prepend=True))
+                handles.append(m.register_forward_hook(solver.after, with_kwargs=True))
+            try:
+                _call(model, data)
+            finally:
+                for h in handles:
+                    h.remove()
+            solved = list(solver.solved.values())
+            final = _first_output_stds(model, data, [r.module for r in solved])
     finally:
+        progress.close(f"{len(solver.solved)} layers")
         for module, mode in modes.items():
             module.training = mode
+    results = []
+    for r in solved:
+        if r.module not in final:
+            raise _path_changed(r.path)
+        std = final[r.module]
+        converged = abs(std - 1.0) <= scheme.tol
+        calls = solver.calls[r.module]
+        results.append(LSUVLayer(r.path, std, r.iterations, converged, r.scale, calls, tuple(r.shared_with)))
     return results
+
+
+def _rms(tensor: torch.Tensor) -> float:
+    return float(tensor.detach().float().square().mean().sqrt())
+
+
+def _annotate(report: InitReport, model: nn.Module, layers: list[LSUVLayer], scheme: LSUVScheme) -> None:
+    """Make the report's entries the final word: each calibrated weight (and centered bias) gets its final
+    std, the scale LSUV applied, and where a tied weight was solved."""
+    index = {alias: i for i, e in enumerate(report.entries) for alias in (e.path, *e.aliases)}
+    for layer in layers:
+        module = model.get_submodule(layer.path)
+        prefix = f"{layer.path}." if layer.path else ""
+        state = f"output std {layer.std:.3f}" + ("" if layer.converged else f", NOT within {scheme.tol:g} of 1")
+        where = f"lsuv at {layer.path or 'the root'}: {state}"
+        if layer.shared_with:
+            where += f"; tied, solved at its first use in forward order (shared with {', '.join(layer.shared_with)})"
+        i = index.get(prefix + "weight")
+        if i is not None:
+            e = report.entries[i]
+            rule = f"{e.rule}, then x{layer.scale:.4g} by lsuv"
+            report.entries[i] = replace(e, rule=rule, std=_rms(module.weight), source=where)  # type: ignore[arg-type]
+        bias = module._parameters.get("bias")
+        j = index.get(prefix + "bias")
+        if scheme.center and bias is not None and j is not None:
+            e = report.entries[j]
+            report.entries[j] = replace(e, rule=f"{e.rule}, then centered by lsuv", std=_rms(bias), source=where)
+    report.__dict__.pop("_index", None)  # a path index built before these replacements would be stale
 
 
 register_scheme("lsuv", LSUVScheme())

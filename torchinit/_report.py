@@ -120,5 +120,11 @@ class InitReport:
             lines.append(f"buffers reset: {', '.join(self.buffers)}")
         for layer in self.lsuv:
             state = "ok" if layer.converged else "NOT within tolerance"
-            lines.append(f"lsuv {layer.path}: output std {layer.std:.4f} after {layer.iterations} rescalings ({state})")
+            line = f"lsuv {layer.path}: output std {layer.std:.4f} after {layer.iterations} rescalings ({state})"
+            line += f", weight x{layer.scale:.4g}"
+            if layer.calls > 1:
+                line += f"; called {layer.calls} times, solved on the first call"
+            if layer.shared_with:
+                line += f"; tied, also used by {', '.join(layer.shared_with)} (solved here once)"
+            lines.append(line)
         return "\n".join(lines)
