@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from torchinit._cli import main
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = str(ROOT / "examples" / "models.py")
+FACTORIES = str(ROOT / "tests" / "audit_factories.py")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -46,8 +49,9 @@ def test_audit_flags_torch_defaults_and_measures_the_pass(tmp_path: Path) -> Non
     result = json.loads(out.stdout)
     depthwise = next(layer for layer in result["layers"] if layer["path"] == "2")
     assert (depthwise["fan_in"], depthwise["fan_out"]) == (9, 9)
-    assert all(layer["torch_default"] for layer in result["layers"])
+    assert all(layer["torch_default"] and layer["flag"] == "torch default" for layer in result["layers"])
     assert all(0.35 < layer["ratio"] < 0.47 for layer in result["layers"])  # 1/sqrt(6) = 0.408
+    assert result["loss"] == "out.float().square().mean()" and result["seed"] == 0
     assert [a["path"] for a in result["activations"]][:2] == ["0", "1"]
     assert {g["path"] for g in result["gradients"]} == {"0", "2", "4", "8"}
     assert png.exists()
@@ -66,13 +70,46 @@ def test_audit_after_reinit_is_not_flagged(tmp_path: Path) -> None:
     )
     out = run("audit", f"{module}:fixed", "--input-shape", "64,128", "--no-backward")
     assert out.returncode == 0, out.stderr
-    assert "0 of 4 layers still look like torch's default init" in out.stdout
-    assert "weight grad std" in out.stdout
+    assert "flagged 0 of 4 layers (weight std outside 0.8x-1.25x the scheme's)" in out.stdout
+    assert "no backward (--no-backward)" in out.stdout
+    first = [line.split() for line in out.stdout.splitlines() if line.startswith("0 ")][-1]  # the pass's row
+    assert first[:2] == ["0", "Linear"] and all(float(v) > 0 for v in first[2:4])  # current and scheme columns
 
 
 def test_audit_on_an_importable_module() -> None:
     out = run("audit", "torch.nn:Identity")
-    assert out.returncode == 0 and "0 of 0 layers" in out.stdout
+    assert out.returncode == 0 and "flagged 0 of 0 layers" in out.stdout
+
+
+@pytest.mark.integration
+def test_audit_of_a_hugging_face_lm_with_token_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("transformers")
+    page = tmp_path / "lm.html"  # in process: importing transformers in a subprocess costs seconds
+    assert (
+        main(["audit", f"{FACTORIES}:tiny_gpt2", "--input", "input_ids=2,16:long", "--json", "--html", str(page)]) == 0
+    )
+    out = capsys.readouterr()
+    assert out.err == ""
+    result = json.loads(out.out)
+    assert result["inputs"] == ["input_ids: integers in [0, 100), int64 2x16"]
+    assert result["loss"] == "out.logits.float().square().mean()"
+    assert {a["path"] for a in result["activations"]} >= {"transformer.wte", "transformer.h.1.mlp.c_proj", "lm_head"}
+    assert page.read_text().startswith("<!doctype html>")
+
+
+def test_audit_of_token_ids_as_a_positional_input(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["audit", f"{FACTORIES}:token_mlp", "--input-shape", "2,16", "--input-dtype", "long", "--input-range", "0,9"]
+    assert main([*args, "--no-compare", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "on x: integers in [0, 9), int64 2x16 (seed 1)" in out and "backward: loss = out.float()" in out
+
+
+def test_plot_of_the_weights_alone_without_an_input(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "weights.png"
+    out = run("audit", f"{MODELS}:small_cnn", "--plot", str(png), "--seed", "3")
+    assert out.returncode == 0, out.stderr
+    assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_schemes_lists_formulas() -> None:
@@ -95,10 +132,13 @@ def test_schemes_lists_formulas() -> None:
         (["audit", f"{MODELS}:small_cnn", "--input-shape", "4,3,x"], "--input-shape must be positive integers"),
         (
             ["audit", f"{MODELS}:small_cnn", "--input-shape", "4,5,32,32"],
-            "input shape 4,5,32,32 does not fit the model",
+            "the input does not fit the model: RuntimeError: Given groups=1, weight of size [32, 3, 3, 3]",
         ),
         (["audit", f"{MODELS}:small_cnn", "--scheme", "kaiming"], "got scheme='kaiming'"),
-        (["audit", f"{MODELS}:small_cnn", "--plot", "x.png"], "--plot draws the forward pass: give --input-shape too"),
+        (
+            ["audit", f"{MODELS}:small_cnn", "--plot", "missing/dir/a.png"],
+            "--plot missing/dir/a.png: folder missing/dir",
+        ),
     ],
 )
 def test_errors_exit_2_with_one_line(args: list[str], message: str) -> None:
@@ -108,6 +148,60 @@ def test_errors_exit_2_with_one_line(args: list[str], message: str) -> None:
     assert out.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["audit", f"{MODELS}:small_cnn", "--html", "missing/a.html"],
+            "--html missing/a.html: folder missing does not",
+        ),
+        (["audit", f"{MODELS}:small_cnn", "--html", "tests"], "--html tests: is a folder; give a file name"),
+        (["audit", f"{MODELS}:small_cnn", "--input-dtype", "long"], "--input-dtype and --input-range describe"),
+        (["audit", f"{MODELS}:small_cnn", "--input", "x"], "--input must be NAME=SHAPE[:DTYPE[:LOW,HIGH]]"),
+        (["audit", f"{MODELS}:small_cnn", "--band", "2,1"], "--band must be two numbers LOW,HIGH with LOW < HIGH"),
+        (["audit", f"{MODELS}:small_cnn", "--band", "0,1"], "--band must be two positive numbers LOW,HIGH"),
+        (
+            ["audit", f"{MODELS}:small_cnn", "--input-shape", "2,3", "--input-dtype", "long"],
+            "integer input x needs a value range (--input-range, e.g. 0,1000)",
+        ),
+        (["demo", "--plot", "missing/dir/demo.png"], "--plot missing/dir/demo.png: folder missing/dir does not exist"),
+    ],
+)
+def test_more_errors_exit_2_with_one_line_in_process(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    assert main(args) == 2
+    out = capsys.readouterr()
+    assert out.err.count("\n") == 1 and message in out.err and out.out == "", out.err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, a folder no one can write into")
+def test_an_output_the_permission_bits_allow_but_the_system_refuses(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", f"{MODELS}:small_cnn", "--html", "/proc/torchinit-audit.html"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1
+    assert "--html /proc/torchinit-audit.html: cannot be written (" in out.err and "choose another path" in out.err
+
+
+def test_the_output_probe_leaves_nothing_behind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    page = tmp_path / "a.html"
+    assert main(["audit", f"{MODELS}:nothing", "--html", str(page)]) == 2  # fails after the probe
+    assert not page.exists() and "has no callable 'nothing'" in capsys.readouterr().err
+
+
+def test_a_failed_write_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(self: Path, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    assert main(["audit", f"{MODELS}:small_cnn", "--html", str(tmp_path / "a.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--html {tmp_path / 'a.html'}: writing it failed (No space left on device)" in err
+
+
 def test_usage_errors_exit_2() -> None:
     out = run("demo", "--depth", "0")
     assert out.returncode == 2 and "--depth must be at least 1; got --depth=0" in out.stderr
@@ -115,15 +209,40 @@ def test_usage_errors_exit_2() -> None:
     assert out.returncode == 2 and "invalid choice: 'demoo'" in out.stderr
 
 
-def test_plot_without_matplotlib_says_how_to_get_it() -> None:
+@pytest.mark.parametrize("command", ["demo --depth 2", f"audit {MODELS}:small_cnn --input-shape 2,3,8,8"])
+def test_plot_without_matplotlib_says_how_to_get_it_before_any_work(command: str) -> None:
     code = (
         "import sys; sys.modules['matplotlib'] = None\n"
         "from torchinit._cli import main\n"
-        "sys.exit(main(['demo', '--depth', '2', '--plot', 'never.png']))"
+        f"sys.exit(main({command.split()!r} + ['--plot', 'never.png']))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 2
+    assert out.stdout == ""  # nothing measured, nothing printed
     assert "plotting needs matplotlib: pip install 'torchinit[plot]'" in out.stderr
+
+
+def test_html_without_matplotlib_still_writes_the_tables(tmp_path: Path) -> None:
+    page = tmp_path / "a.html"
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from torchinit._cli import main\n"
+        f"sys.exit(main(['audit', {MODELS + ':small_cnn'!r}, '--html', {str(page)!r}]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "No figure: plotting needs matplotlib" in page.read_text()
+
+
+def test_the_first_run_prints_no_numpy_warning() -> None:
+    # torch warns at import when NumPy is missing (a fresh venv with only torch): the demo must not show it
+    code = (
+        "import sys; sys.modules['numpy'] = None; sys.argv = ['torchinit', 'demo', '--depth', '2']\n"
+        "import runpy; runpy.run_module('torchinit', run_name='__main__')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == "" and out.stdout.startswith("2 x Linear(512, 512) + ReLU")
 
 
 def test_console_script_is_declared() -> None:

@@ -1,13 +1,19 @@
-"""Audit a model: per-layer weight std vs a scheme's, torch-default detection, activation and gradient std."""
+"""Audit a model: each weight-bearing layer's std against a scheme's (flagged outside a band, with the reason),
+raw parameters no rule covers, and activation and gradient std in one seeded forward/backward pass, under the
+model's current init and under the scheme's."""
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import math
+import random
 import sys
-import time
-from collections.abc import Callable
+import warnings
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +22,24 @@ from torch import nn
 
 from torchinit._draw import torch_fan_in
 from torchinit._layers import role_of
-from torchinit._registry import resolve_scheme
-from torchinit._types import InitError
+from torchinit._progress import Progress
+from torchinit._registry import BaseScheme, Call, resolve_scheme
+from torchinit._reinit import reinit
+from torchinit._types import InitError, UncoveredParameterWarning
 from torchinit.testing import MIN_SAMPLES, std_tolerance
+
+BAND = (0.8, 1.25)
+"""Weight std / scheme std outside this band is flagged (``--band``)."""
+
+WEIGHT_KINDS = ("dense", "embedding")
+"""The roles whose ``weight`` makes a module a weight-bearing layer in the audit."""
 
 
 class AuditError(Exception):
     """A problem with the audit's inputs; the CLI prints it on one line and exits with status 2."""
 
 
-def load_factory(target: str) -> Callable[[], nn.Module]:
+def load_factory(target: str) -> Callable[..., Any]:
     """``package.module:factory`` or ``path/to/file.py:factory`` -> the factory callable."""
     source, sep, name = target.rpartition(":")
     if not sep or not source or not name.isidentifier():
@@ -55,9 +69,25 @@ def load_factory(target: str) -> Callable[[], nn.Module]:
     return factory  # type: ignore[no-any-return]
 
 
-def build_model(target: str) -> nn.Module:
-    """Call the target's factory and check it returned a module."""
+def stream_seed(seed: int, purpose: str) -> int:
+    """A seed for one purpose (``"inputs"``, ``"scheme"``), derived from the audit's ``--seed``.
+
+    Each draw needs its own stream: inputs drawn from the very stream a layer's weights came from are
+    correlated with them (the first rows of the weight would be the input itself), and the pass would lie.
+    """
+    return zlib.crc32(f"{seed}:{purpose}".encode())
+
+
+def seed_everything(seed: int) -> None:
+    """torch's RNGs (CPU and CUDA) and Python's ``random``: what a factory's own init draws from."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+
+
+def build_model(target: str, seed: int = 0) -> nn.Module:
+    """Call the target's factory (torch's and Python's RNGs seeded first) and check it returned a module."""
     factory = load_factory(target)
+    seed_everything(seed)
     try:
         model = factory()
     except Exception as error:
@@ -67,15 +97,135 @@ def build_model(target: str) -> nn.Module:
     return model
 
 
-def parse_shape(text: str) -> tuple[int, ...]:
+def parse_shape(text: str, option: str = "--input-shape") -> tuple[int, ...]:
     """``"2,3,224,224"`` -> (2, 3, 224, 224)."""
     try:
         shape = tuple(int(part) for part in text.split(","))
     except ValueError:
         shape = ()
     if not shape or any(s < 1 for s in shape):
-        raise AuditError(f"--input-shape must be positive integers separated by commas, like 2,3,224,224; got {text!r}")
+        raise AuditError(f"{option} must be positive integers separated by commas, like 2,3,224,224; got {text!r}")
     return shape
+
+
+def parse_pair(text: str, option: str) -> tuple[float, float]:
+    """``"0,1000"`` -> (0.0, 1000.0), low < high."""
+    parts = text.split(",")
+    try:
+        low, high = (float(p) for p in parts) if len(parts) == 2 else (math.nan, math.nan)
+    except ValueError:
+        low = high = math.nan
+    if not low < high:
+        raise AuditError(f"{option} must be two numbers LOW,HIGH with LOW < HIGH, like 0,1000; got {text!r}")
+    return low, high
+
+
+_DTYPES = {
+    "float32": torch.float32, "float": torch.float32, "float64": torch.float64, "double": torch.float64,
+    "float16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64,
+    "long": torch.int64, "int32": torch.int32, "int": torch.int32, "int16": torch.int16, "int8": torch.int8,
+    "uint8": torch.uint8, "bool": torch.bool,
+}  # fmt: skip
+
+
+def parse_dtype(text: str, option: str = "--input-dtype") -> torch.dtype:
+    """``"long"`` -> torch.int64."""
+    if text not in _DTYPES:
+        raise AuditError(f"{option} must be one of {', '.join(_DTYPES)}; got {text!r}")
+    return _DTYPES[text]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input tensor of the audit's pass: positional (``name`` None) or a keyword of ``model(**inputs)``.
+
+    Floating inputs are N(0, 1) (uniform on ``bounds`` when given), in the model's dtype unless ``dtype``
+    says otherwise; integer inputs are uniform integers in ``[low, high)``: by default ``[0, vocabulary)``
+    of the model's input embedding, or all ones for a name ending in ``mask``; bool inputs are fair coins.
+    """
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype | None = None
+    bounds: tuple[float, float] | None = None
+    name: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> InputSpec:
+        """``NAME=SHAPE[:DTYPE[:LOW,HIGH]]`` (``--input input_ids=2,64:long``)."""
+        name, sep, spec = text.partition("=")
+        if not sep or not name.isidentifier() or not spec:
+            raise AuditError(
+                "--input must be NAME=SHAPE[:DTYPE[:LOW,HIGH]], like input_ids=2,64:long or mask=2,64:bool; "
+                f"got {text!r}"
+            )
+        shape, _, rest = spec.partition(":")
+        dtype, _, bounds = rest.partition(":")
+        return cls(
+            parse_shape(shape, f"--input {name}'s SHAPE"),
+            parse_dtype(dtype, f"--input {name}'s DTYPE") if dtype else None,
+            parse_pair(bounds, f"--input {name}'s LOW,HIGH") if bounds else None,
+            name,
+        )
+
+    def make(self, model: nn.Module, generator: torch.Generator) -> tuple[torch.Tensor, str]:
+        """The tensor (on the model's device) and how it was drawn."""
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        model_float = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        dtype = self.dtype or model_float
+        where = "x" if self.name is None else self.name
+        size = "x".join(map(str, self.shape))
+        if dtype == torch.bool:
+            value = torch.randint(0, 2, self.shape, generator=generator).bool()
+            law = "fair coins"
+        elif dtype.is_floating_point:
+            if self.bounds is None:
+                value, law = torch.randn(self.shape, generator=generator), "N(0, 1)"
+            else:
+                low, high = self.bounds
+                value, law = torch.rand(self.shape, generator=generator) * (high - low) + low, f"U({low:g}, {high:g})"
+        else:
+            low, high = self.bounds or self._default_range(model)
+            value = torch.randint(int(low), int(high), self.shape, generator=generator)
+            law = "ones" if (low, high) == (1, 2) else f"integers in [{int(low)}, {int(high)})"
+        return value.to(device=device, dtype=dtype), f"{where}: {law}, {str(dtype).removeprefix('torch.')} {size}"
+
+    def _default_range(self, model: nn.Module) -> tuple[float, float]:
+        if self.name is not None and self.name.lower().endswith("mask"):
+            return 1, 2
+        vocabulary = _vocabulary(model)
+        if vocabulary is None:
+            which = "--input-range" if self.name is None else f"--input {self.name}=...:DTYPE:LOW,HIGH"
+            raise AuditError(
+                f"integer input {self.name or 'x'} needs a value range ({which}, e.g. 0,1000): the model has no "
+                "nn.Embedding to take the vocabulary size from"
+            )
+        return 0, vocabulary
+
+
+def _vocabulary(model: nn.Module) -> int | None:
+    """The input embedding's row count: Hugging Face's ``get_input_embeddings()``, else the first nn.Embedding."""
+    getter = getattr(model, "get_input_embeddings", None)
+    embedding = getter() if callable(getter) else None
+    if not isinstance(embedding, nn.Embedding):
+        embedding = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+    return None if embedding is None else int(embedding.num_embeddings)
+
+
+def make_inputs(
+    model: nn.Module, specs: list[InputSpec], seed: int
+) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor], list[str]]:
+    """Positional and keyword tensors for ``model(*args, **kwargs)``, from one generator for the ``seed``'s inputs."""
+    generator = torch.Generator().manual_seed(stream_seed(seed, "inputs"))
+    args, kwargs, described = [], {}, []
+    for spec in specs:
+        value, text = spec.make(model, generator)
+        if spec.name is None:
+            args.append(value)
+        else:
+            kwargs[spec.name] = value
+        described.append(text)
+    return tuple(args), kwargs, described
 
 
 def _looks_like_torch_default(weight: torch.Tensor) -> bool:
@@ -91,126 +241,233 @@ def _looks_like_torch_default(weight: torch.Tensor) -> bool:
     return within and abs(math.log(rms / (bound / math.sqrt(3)))) <= std_tolerance(n, "uniform")
 
 
-class Progress:
-    """A one-line progress bar on stderr, shown only once a step has taken more than a second."""
+def flag_of(ratio: float | None, torch_default: bool, band: tuple[float, float] = BAND) -> str | None:
+    """Why a layer is flagged: its weight std / scheme std is outside ``band`` (torch default, too small, too
+    large), or None. A layer inside the band is never flagged, whatever it looks like."""
+    if ratio is None or band[0] <= ratio <= band[1]:
+        return None
+    if torch_default:
+        return "torch default"
+    return "too small" if ratio < band[0] else "too large"
 
-    def __init__(self, total: int, label: str) -> None:
-        self.total, self.label, self.done = max(total, 1), label, 0
-        self.start = time.perf_counter()
-        self.shown = False
 
-    def step(self) -> None:
-        self.done += 1
-        if self.shown or time.perf_counter() - self.start > 1.0:
-            self.shown = True
-            filled = int(30 * self.done / self.total)
-            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}")
-            sys.stderr.flush()
+def _rms(tensor: torch.Tensor) -> float:
+    return float(tensor.detach().double().square().mean().sqrt())
 
-    def close(self) -> None:
-        if self.shown:
-            sys.stderr.write("\n")
+
+def _scheme_stds(model: nn.Module, scheme: BaseScheme) -> dict[str, float | None]:
+    """Each parameter's element std under ``scheme`` by its paths (tied aliases too), from the scheme's plan:
+    readouts, overrides and recipes included; empty where the scheme cannot plan without data."""
+    try:
+        plan = scheme.plan(model, Call())
+    except InitError:
+        return {}
+    stds: dict[str, float | None] = {}
+    for step in plan.steps:
+        if step.scratch or step.copy_from is not None or step.action.kind == "skip":
+            continue
+        std = step.effective if step.effective is not None else step.action.std
+        if step.action.kind == "orthogonal" and step.role is not None:
+            std = scheme.dense_std(step.target.owner, step.role) if step.role.kind == "dense" else None
+        for path in (step.target.path, *step.aliases):
+            stds[path] = std
+    return stds
+
+
+def weight_layers(
+    model: nn.Module, scheme: BaseScheme, band: tuple[float, float] = BAND
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The weight-bearing layers (dense and embedding weights) against the scheme, and the raw parameters."""
+    planned = _scheme_stds(model, scheme)
+    owners: dict[int, list[str]] = {}
+    for path, module in model.named_modules():
+        weight = module._parameters.get("weight")
+        if weight is not None:
+            owners.setdefault(id(weight), []).append(path)
+    layers, raw, seen = [], [], set()
+    for path, module in model.named_modules():
+        prefix = f"{path}." if path else ""
+        for name, param in module._parameters.items():
+            if param is None:
+                continue
+            first = id(param) not in seen  # a tied weight gets a row in each layer using it, listed once otherwise
+            seen.add(id(param))
+            role = role_of(module, name)
+            if role is None and first:
+                raw.append({
+                    "path": prefix + name, "type": type(module).__name__, "shape": list(param.shape),
+                    "std": _rms(param) if param.numel() and param.is_floating_point() else None,
+                })  # fmt: skip
+            if name != "weight" or role is None or role.kind not in WEIGHT_KINDS or param.numel() == 0:
+                continue
+            std = _rms(param)
+            reference = planned.get(prefix + name) if planned else None
+            if reference is None and role.kind == "dense" and not planned:
+                reference = scheme.dense_std(module, role)
+            ratio = std / reference if reference else None
+            torch_default = role.kind == "dense" and _looks_like_torch_default(param)
+            fans = role.fans
+            layers.append({
+                "path": path, "type": type(module).__name__, "kind": role.kind, "shape": list(param.shape),
+                "fan_in": fans.fan_in if fans else None, "fan_out": fans.fan_out if fans else None,
+                "chunks": fans.chunks if fans else 1, "std": std, "scheme_std": reference, "ratio": ratio,
+                "torch_default": torch_default, "flag": flag_of(ratio, torch_default, band),
+                "tied_to": [p for p in owners[id(param)] if p != path],
+            })  # fmt: skip
+    return layers, raw
 
 
 def audit(
-    model: nn.Module, target: str, scheme_name: str, input_shape: tuple[int, ...] | None, backward: bool
+    model: nn.Module,
+    target: str,
+    scheme_name: str,
+    inputs: list[InputSpec] | None = None,
+    backward: bool = True,
+    *,
+    band: tuple[float, float] = BAND,
+    seed: int = 0,
+    compare: bool = True,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Everything ``torchinit audit`` reports, as a JSON-ready dict."""
+    """Everything ``torchinit audit`` reports, as a JSON-ready dict.
+
+    With ``inputs``, one forward (and backward) pass on tensors drawn with ``seed``; with ``compare``, the same
+    pass on a copy of the model initialized by the scheme (seeded), so each activation and gradient has the
+    scheme's value beside it.
+    """
     try:
         scheme = resolve_scheme(scheme_name)
     except InitError as error:
         raise AuditError(str(error)) from error
-    layers = []
-    for path, module in model.named_modules():
-        weight = module._parameters.get("weight")
-        role = role_of(module, "weight") if weight is not None else None
-        if weight is None or role is None or role.kind != "dense" or weight.numel() == 0:
-            continue
-        std = float(weight.detach().double().square().mean().sqrt())
-        reference = scheme.dense_std(module, role)
-        fans = role.fans
-        layers.append({
-            "path": path, "type": type(module).__name__, "shape": list(weight.shape),
-            "fan_in": fans.fan_in if fans else None, "fan_out": fans.fan_out if fans else None,
-            "chunks": fans.chunks if fans else 1, "std": std, "scheme_std": reference,
-            "ratio": std / reference if reference else None, "torch_default": _looks_like_torch_default(weight),
-        })  # fmt: skip
-    result: dict[str, Any] = {"target": target, "scheme": scheme_name, "layers": layers}
-    if input_shape is not None:
-        result.update(_passes(model, input_shape, backward))
+    layers, raw = weight_layers(model, scheme, band)
+    result: dict[str, Any] = {
+        "target": target, "scheme": scheme_name, "seed": seed, "band": list(band), "model": type(model).__name__,
+        "layers": layers, "raw_parameters": raw,
+    }  # fmt: skip
+    if not inputs:
+        return result
+    args, kwargs, described = make_inputs(model, inputs, seed)
+    watched = {m: p for p, m in model.named_modules() if not any(True for _ in m.children())}
+    weighted = {layer["path"] for layer in layers}
+    watched.update({m: p for p, m in model.named_modules() if p in weighted})
+    result["inputs"] = described
+    result["mode"] = "train" if model.training else "eval"
+    result.update(_passes(model, watched, weighted, args, kwargs, backward, "forward (current init)", progress))
+    if compare:
+        twin = _initialized_copy(model, scheme, seed, args, kwargs)
+        if twin is None:
+            result["compare"] = "not compared: the model could not be copied (copy.deepcopy failed)"
+        else:
+            twins = dict(zip(model.modules(), twin.modules(), strict=True))
+            other = _passes(
+                twin, {twins[m]: p for m, p in watched.items()}, weighted, args, kwargs, backward,
+                f"forward ({scheme_name})", progress,
+            )  # fmt: skip
+            result["compare"] = f"a copy of the model after reinit(model, {scheme_name!r}) (seed {seed})"
+            for key in ("activations", "gradients"):
+                theirs = {(e["path"], e.get("call", 1)): e["std"] for e in other.get(key, [])}
+                for entry in result.get(key, []):
+                    entry["scheme_std"] = theirs.get((entry["path"], entry.get("call", 1)))
     return result
 
 
-def _passes(model: nn.Module, shape: tuple[int, ...], backward: bool) -> dict[str, Any]:
-    leaves = [(p, m) for p, m in model.named_modules() if not any(True for _ in m.children())]
-    progress = Progress(len(leaves) * (2 if backward else 1), "forward/backward" if backward else "forward")
-    activations: dict[str, dict[str, Any]] = {}
+def _initialized_copy(
+    model: nn.Module, scheme: BaseScheme, seed: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> nn.Module | None:
+    try:
+        twin = copy.deepcopy(model)
+    except Exception:
+        return None
+    data = None
+    if scheme.uses_data:  # lsuv calibrates on the audit's own batch
+        data = kwargs if kwargs and not args else args[0] if len(args) == 1 and not kwargs else args
+    param = next(twin.parameters(), None)
+    generator = torch.Generator(param.device if param is not None else "cpu").manual_seed(stream_seed(seed, "scheme"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UncoveredParameterWarning)  # the audit lists raw parameters itself
+        try:
+            reinit(twin, scheme, generator=generator, data=data)
+        except InitError as error:
+            raise AuditError(f"reinit(model, {scheme!r}) for the comparison failed: {error}") from error
+    return twin
 
-    def hook(path: str) -> Callable[..., None]:
-        def record(module: nn.Module, args: Any, out: Any) -> None:
-            if isinstance(out, torch.Tensor) and out.is_floating_point() and path not in activations:
-                activations[path] = {
-                    "path": path,
-                    "type": type(module).__name__,
-                    "std": float(out.detach().float().std()),
-                }
-            progress.step()
 
-        return record
+def loss_of(out: Any) -> tuple[torch.Tensor | None, str]:
+    """The tensor the backward pass reduces (the output, or its ``logits``, or the first tensor in it) and
+    the loss as code."""
+    if isinstance(out, torch.Tensor):
+        return out, "out.float().square().mean()"
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits, "out.logits.float().square().mean()"
+    items = list(out.items()) if isinstance(out, Mapping) else list(enumerate(out)) if isinstance(out, tuple) else []
+    for key, value in items:
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value, f"out[{key!r}].float().square().mean()"
+    return None, f"no backward: the model returned {type(out).__name__} with no floating-point tensor"
 
-    handles = [m.register_forward_hook(hook(p)) for p, m in leaves]
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    param = next(model.parameters(), None)
-    if param is not None:
-        x = x.to(device=param.device, dtype=param.dtype if param.is_floating_point() else x.dtype)
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _passes(
+    model: nn.Module,
+    watched: dict[nn.Module, str],
+    weighted: set[str],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    backward: bool,
+    label: str,
+    progress: bool | None,
+) -> dict[str, Any]:
+    bar = Progress(len(watched), label, show=progress)
+    activations: list[dict[str, Any]] = []
+    calls: dict[str, int] = {}
+
+    def record(module: nn.Module, inputs: Any, out: Any) -> None:
+        path = watched[module]
+        calls[path] = calls.get(path, 0) + 1
+        if calls[path] == 1:
+            bar.step(f"{sum(calls.values())} calls")
+        if isinstance(out, torch.Tensor) and out.is_floating_point() and out.numel() > 1:
+            activations.append({
+                "path": path, "type": type(module).__name__, "call": calls[path], "layer": path in weighted,
+                "std": float(out.detach().float().std()),
+            })  # fmt: skip
+
+    handles = [m.register_forward_hook(record) for m in watched]
     try:
         with torch.set_grad_enabled(backward):
-            out = model(x)
+            out = model(*args, **kwargs)
     except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise AuditError(f"input shape {','.join(map(str, shape))} does not fit the model: {first}") from error
+        raise AuditError(f"the input does not fit the model: {type(error).__name__}: {_first_line(error)}") from error
     finally:
         for h in handles:
             h.remove()
-    result: dict[str, Any] = {"input_shape": list(shape), "activations": list(activations.values())}
-    if backward and isinstance(out, torch.Tensor) and out.requires_grad:
+        bar.close(f"{sum(calls.values())} calls")
+    for entry in activations:
+        entry["calls"] = calls[entry["path"]]
+    reused = sorted({e["path"] for e in activations if e["calls"] > 1})
+    result: dict[str, Any] = {"activations": activations, "calls": sum(calls.values()), "reused": reused}
+    tensor, loss = loss_of(out)
+    if backward and tensor is not None and tensor.requires_grad:
         model.zero_grad(set_to_none=True)
-        out.float().square().mean().backward()  # type: ignore[no-untyped-call]
+        try:
+            tensor.float().square().mean().backward()  # type: ignore[no-untyped-call]
+        except Exception as error:
+            raise AuditError(
+                f"the backward pass failed ({type(error).__name__}: {error}); try --no-backward"
+            ) from error
         grads = []
-        for path, module in leaves:
+        for module, path in watched.items():
             weight = module._parameters.get("weight")
-            if weight is not None and weight.grad is not None:
+            if path in weighted and weight is not None and weight.grad is not None:
                 grads.append({"path": path, "type": type(module).__name__, "std": float(weight.grad.float().std())})
-            progress.step()
         result["gradients"] = grads
-    progress.close()
+        model.zero_grad(set_to_none=True)
+    elif backward and tensor is not None:
+        loss = "no backward: the output does not require grad (frozen parameters?)"
+    result["loss"] = loss if backward else "no backward (--no-backward)"
     return result
-
-
-def format_audit(result: dict[str, Any]) -> str:
-    """The audit as fixed-width tables."""
-    lines = [f"audit of {result['target']}, compared with scheme {result['scheme']}", ""]
-    head = (
-        f"{'layer':<32}{'type':<18}{'shape':<18}{'fans (in, out)':<18}{'std':>10}{'scheme std':>12}{'ratio':>8}  flag"
-    )
-    lines += [head, "-" * len(head)]
-    for layer in result["layers"]:
-        fans = f"{layer['fan_in']:g}, {layer['fan_out']:g}" + (f" x{layer['chunks']}" if layer["chunks"] > 1 else "")
-        ref = f"{layer['scheme_std']:.4g}" if layer["scheme_std"] else "-"
-        ratio = f"{layer['ratio']:.3f}" if layer["ratio"] else "-"
-        flag = "torch default init" if layer["torch_default"] else ""
-        shape = "x".join(map(str, layer["shape"]))
-        row = f"{layer['path']:<32}{layer['type']:<18}{shape:<18}{fans:<18}{layer['std']:>10.4g}{ref:>12}{ratio:>8}"
-        lines.append(f"{row}  {flag}".rstrip())
-    flagged = sum(layer["torch_default"] for layer in result["layers"])
-    lines.append(
-        f"{flagged} of {len(result['layers'])} layers still look like torch's default init (U(+-1/sqrt(fan_in)))."
-    )
-    if "activations" in result:
-        grads = {g["path"]: g["std"] for g in result.get("gradients", [])}
-        lines += ["", f"one pass on N(0, 1) input of shape {tuple(result['input_shape'])}:"]
-        lines.append(f"{'module':<32}{'type':<18}{'activation std':>16}{'weight grad std':>18}")
-        for act in result["activations"]:
-            grad = f"{grads[act['path']]:.4g}" if act["path"] in grads else "-"
-            lines.append(f"{act['path']:<32}{act['type']:<18}{act['std']:>16.4g}{grad:>18}")
-    return "\n".join(lines)
