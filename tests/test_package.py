@@ -89,3 +89,12 @@ def test_version_and_changelog() -> None:
     assert f"## {torchinit.__version__}" in (ROOT / "CHANGELOG.md").read_text()
     assert (ROOT / "torchinit" / "py.typed").exists()
     assert "MIT License" in (ROOT / "LICENSE").read_text()
+
+
+def test_ci_runs_the_readme_test_command_exactly() -> None:
+    readme = (ROOT / "README.md").read_text()
+    command = next(
+        line for line in readme.splitlines() if line.startswith('pip install torch==2.13.0 && pip install -e ".[test')
+    )
+    assert "NO_MKDOCS_2_WARNING=1 mkdocs build --strict" in command  # no mkdocs-material banner for a newcomer
+    assert command in (ROOT / ".ci" / "run").read_text().splitlines()

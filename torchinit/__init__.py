@@ -4,6 +4,7 @@ The front door: what users call, the types they annotate with, the errors and wa
 What plug-in authors need (layer descriptions, scheme protocol, plan types) is in `torchinit.extend`.
 """
 
+from torchinit import _import_torch as _import_torch  # first: torch without the NumPy warning
 from torchinit import _torch_layers as _torch_layers  # registers torch.nn's layer descriptions
 from torchinit import _zoo_layers as _zoo_layers  # and the model zoos' layers, by structure
 from torchinit import extend as extend
