@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
-CHUNK = 4096  # small chunks, so shards of these small tensors draw only part of each
+BLOCK = 4096  # small batches, so these small tensors are cut into blocks as large ones are
 PLACEMENTS = {
-    "fc.weight": "shard0",  # (300, 64): 300 rows split unevenly over 4 ranks
-    "emb.weight": "shard1",
+    "fc.weight": "shard0",  # (301, 64): 301 rows split unevenly (76, 76, 76, 73) over 4 ranks
+    "emb.weight": "shard1",  # (120, 98): column blocks of 25, 25, 25, 23
     "rnn.weight_hh_l0": "shard0",  # orthogonal: not chunkable, drawn whole
     "norm.weight": "replicate",
     "fc.bias": "replicate",
@@ -17,11 +17,19 @@ PLACEMENTS = {
 class Model(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.fc = nn.Linear(64, 300)
-        self.emb = nn.Embedding(120, 96, padding_idx=7)
+        self.fc = nn.Linear(64, 301)
+        self.emb = nn.Embedding(120, 98, padding_idx=7)
         self.rnn = nn.LSTM(16, 32)
-        self.norm = nn.LayerNorm(300)
+        self.norm = nn.LayerNorm(301)
         self.conv = nn.Conv2d(4, 8, 3)
+
+
+PLACEMENTS_2D = {  # a (2, 2) mesh: both dims sharded, in either order
+    "fc.weight": ("shard0", "shard1"),
+    "emb.weight": ("shard1", "shard0"),
+    "rnn.weight_hh_l0": ("shard0", "replicate"),
+    "norm.weight": ("replicate", "shard0"),
+}
 
 
 def make() -> nn.Module:

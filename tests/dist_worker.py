@@ -18,7 +18,21 @@ import torchinit
 from torchinit import _keyed
 
 sys.path.insert(0, os.path.dirname(__file__))
-from dist_models import CHUNK, PLACEMENTS, make
+from dist_models import BLOCK, PLACEMENTS, PLACEMENTS_2D, make
+
+
+def own(model: nn.Module, report: torchinit.InitReport) -> int:
+    """The random words this rank must compute: its local elements of each drawn parameter, or the whole
+    tensor for an orthogonal one (a QR of the whole matrix), plus one spare word at each end of a run."""
+    total = 0
+    for name, p in model.named_parameters():
+        shape = report[name].distribution
+        if shape == "orthogonal":
+            total += p.numel()
+        elif shape in ("normal", "uniform", "truncated_normal"):
+            local = p.to_local() if hasattr(p, "to_local") else p
+            total += local.numel() + 2
+    return total
 
 
 def main() -> None:
@@ -28,7 +42,7 @@ def main() -> None:
     from torch.distributed.device_mesh import init_device_mesh
 
     mesh = init_device_mesh("cpu", (world,))
-    _keyed.CHUNK_ELEMENTS["cpu"] = CHUNK
+    _keyed.BLOCK = BLOCK
     results = {}
 
     # DTensor parameters with explicit placements
@@ -43,6 +57,7 @@ def main() -> None:
     results["dtensor"] = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
                           for n, p in model.named_parameters()}  # fmt: skip
     results["dtensor_drawn"] = report.drawn
+    results["dtensor_own"] = own(model, report)
     with warnings.catch_warnings(record=True) as caught:  # torch's RNG on shards: warned about
         warnings.simplefilter("always")
         torch.manual_seed(7)  # the same RNG state on every rank
@@ -64,6 +79,22 @@ def main() -> None:
     report = torchinit.reinit(model, "kaiming_relu", seed=1234)
     results["fsdp"] = {n: p.full_tensor().detach().clone() for n, p in model.named_parameters()}
     results["fsdp_drawn"] = report.drawn
+    results["fsdp_own"] = own(model, report)
+
+    if world == 4:  # a 2-D mesh, each weight sharded on both mesh dims
+        mesh2 = init_device_mesh("cpu", (2, 2))
+        model = make()
+        for path, pair in PLACEMENTS_2D.items():
+            owner_path, _, name = path.rpartition(".")
+            owner = model.get_submodule(owner_path)
+            param = owner._parameters[name]
+            placed = distribute_tensor(param.detach(), mesh2, [kinds[k] for k in pair])
+            owner._parameters[name] = nn.Parameter(placed)
+        report = torchinit.reinit(model, "kaiming_relu", seed=1234)
+        results["dtensor2d"] = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+                                for n, p in model.named_parameters()}  # fmt: skip
+        results["dtensor2d_drawn"] = report.drawn
+        results["dtensor2d_own"] = own(model, report)
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     dist.destroy_process_group()
 

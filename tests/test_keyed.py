@@ -15,16 +15,18 @@ from torch import nn
 
 import torchinit
 from torchinit import InitError, _keyed, reinit
+from torchinit.extend import Action
 from torchinit.testing import assert_distribution, assert_std
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dist_models import CHUNK, make
+from dist_models import BLOCK, make
 
 
 @pytest.fixture
-def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setitem(_keyed.CHUNK_ELEMENTS, "cpu", CHUNK)
-    return CHUNK
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Batches of 4096 elements, so these small tensors are cut into many blocks and batched together."""
+    monkeypatch.setattr(_keyed, "BLOCK", BLOCK)
+    return BLOCK
 
 
 def state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -36,7 +38,7 @@ def equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_same_values_whatever_the_thread_count(threads: int, small_chunks: int) -> None:
+def test_same_values_whatever_the_thread_count(threads: int, small_blocks: int) -> None:
     reference = make()
     reinit(reference, "kaiming_relu", seed=5, threads=1)
     model = make()
@@ -44,7 +46,7 @@ def test_same_values_whatever_the_thread_count(threads: int, small_chunks: int) 
     assert equal(state(model), state(reference))
 
 
-def test_same_values_whatever_the_order_and_the_other_modules(small_chunks: int) -> None:
+def test_same_values_whatever_the_order_and_the_other_modules(small_blocks: int) -> None:
     a = nn.ModuleDict({"x": nn.Linear(100, 200), "y": nn.Conv2d(3, 8, 3), "z": nn.LSTM(8, 8)})
     b = nn.ModuleDict({"z": nn.LSTM(8, 8), "w": nn.Embedding(50, 50), "x": nn.Linear(100, 200)})
     reinit(a, "xavier_uniform", seed=9)
@@ -53,14 +55,14 @@ def test_same_values_whatever_the_order_and_the_other_modules(small_chunks: int)
         assert torch.equal(a.get_parameter(name), b.get_parameter(name)), name
 
 
-def test_memory_format_does_not_change_values(small_chunks: int) -> None:
+def test_memory_format_does_not_change_values(small_blocks: int) -> None:
     a, b = nn.Conv2d(16, 32, 5), nn.Conv2d(16, 32, 5).to(memory_format=torch.channels_last)
     reinit(a, seed=1)
     reinit(b, seed=1)
     assert torch.equal(a.weight, b.weight) and b.weight.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_seed_and_name_select_the_stream(small_chunks: int) -> None:
+def test_seed_and_name_select_the_stream(small_blocks: int) -> None:
     a, b, c = nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 64)
     reinit(a, seed=1)
     reinit(b, seed=2)
@@ -71,8 +73,8 @@ def test_seed_and_name_select_the_stream(small_chunks: int) -> None:
 @pytest.mark.parametrize(
     "scheme", ["kaiming_relu", "kaiming_relu_uniform", torchinit.Scheme(distribution="truncated_normal")]
 )
-def test_chunked_output_statistics(scheme: object, small_chunks: int) -> None:
-    layer = nn.Linear(1000, 700)  # 700000 elements: 171 chunks of 4096
+def test_blocked_output_statistics(scheme: object, small_blocks: int) -> None:
+    layer = nn.Linear(1000, 700)  # 700000 elements: 171 blocks of 4096
     report = reinit(layer, scheme, seed=3)  # type: ignore[arg-type]
     std = math.sqrt(2 / 1000)
     shape = report["weight"].distribution
@@ -80,9 +82,9 @@ def test_chunked_output_statistics(scheme: object, small_chunks: int) -> None:
     flat = layer.weight.detach().reshape(-1)
     assert_std(flat, std, kurtosis=shape)
     assert_distribution(flat, shape, std)
-    # across chunk boundaries: the pairs (last of chunk c, first of chunk c+1) are as independent as any
-    ends = flat[small_chunks - 1 : -1 : small_chunks]
-    starts = flat[small_chunks::small_chunks]
+    # across block boundaries: the pairs (last of block c, first of block c+1) are as independent as any
+    ends = flat[small_blocks - 1 : -1 : small_blocks]
+    starts = flat[small_blocks::small_blocks]
     n = ends.numel()
     correlation = float(torch.corrcoef(torch.stack([ends, starts]))[0, 1])
     assert abs(correlation) <= 4.89 / math.sqrt(n)  # alpha = 1e-6 under independence
@@ -90,28 +92,65 @@ def test_chunked_output_statistics(scheme: object, small_chunks: int) -> None:
         assert_std(flat, std / math.sqrt(6), kurtosis=shape)
 
 
-def test_no_two_chunks_share_a_stream(small_chunks: int) -> None:
+def test_no_two_parameters_share_values(small_blocks: int) -> None:
     model = nn.ModuleDict({f"l{i}": nn.Linear(256, 256) for i in range(4)})
     reinit(model, "kaiming_relu", seed=0)
     other = nn.ModuleDict({f"l{i}": nn.Linear(256, 256) for i in range(4)})
     reinit(other, "kaiming_relu", seed=1)
-    chunks = [
+    pieces = [
         p.detach().reshape(-1)[i : i + 16] for m in (model, other) for p in m.parameters() if p.dim() == 2
-        for i in range(0, p.numel(), small_chunks)
+        for i in range(0, p.numel(), small_blocks)
     ]  # fmt: skip
-    prefixes = {tuple(c.tolist()) for c in chunks}
-    assert len(prefixes) == len(chunks) == 2 * 4 * 16
+    prefixes = {tuple(c.tolist()) for c in pieces}
+    assert len(prefixes) == len(pieces) == 2 * 4 * 16
 
 
-def test_keyed_generator_uses_the_full_state() -> None:
-    # torch's manual_seed keeps only 32 bits; keyed streams set all 624 MT words from the key.
-    a = torch.empty(8).normal_(generator=_keyed.keyed_generator(b"a", torch.device("cpu")))
-    b = torch.empty(8).normal_(generator=_keyed.keyed_generator(b"a", torch.device("cpu")))
-    c = torch.empty(8).normal_(generator=_keyed.keyed_generator(b"b", torch.device("cpu")))
-    assert torch.equal(a, b) and not torch.equal(a, c)
-    # What keyed streams avoid: manual_seed keeps 32 bits, so seeds 1 and 1 + 2**32 give one stream.
-    one = torch.empty(4).normal_(generator=torch.Generator().manual_seed(1))
-    assert torch.equal(one, torch.empty(4).normal_(generator=torch.Generator().manual_seed(1 + 2**32)))
+def test_values_do_not_depend_on_blocks_batches_or_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A parameter's values are the same drawn alone, batched with hundreds of small tensors, cut into
+    # blocks of 4096 or 2^18, through keyed_, and (rounded once) in bfloat16.
+    def model() -> nn.Module:
+        return nn.ModuleDict({"big": nn.Linear(300, 257), **{f"s{i}": nn.Linear(7, 5) for i in range(300)}})
+
+    whole = model()
+    reinit(whole, "kaiming_relu", seed=4)
+    monkeypatch.setattr(_keyed, "BLOCK", 4096)
+    blocked = model()
+    reinit(blocked, "kaiming_relu", seed=4)
+    assert equal(state(whole), state(blocked))
+    alone = nn.ModuleDict({"big": nn.Linear(300, 257)})
+    reinit(alone, "kaiming_relu", seed=4)
+    assert torch.equal(alone["big"].weight, whole["big"].weight)  # type: ignore[index]
+    direct = torchinit.keyed_(torch.empty(257, 300), "normal", math.sqrt(2 / 300), seed=4, name="big.weight")
+    assert torch.equal(direct, whole["big"].weight)  # type: ignore[index]
+    half = model().to(torch.bfloat16)
+    reinit(half, "kaiming_relu", seed=4)
+    assert torch.equal(half["big"].weight, whole["big"].weight.to(torch.bfloat16))  # type: ignore[index]
+
+
+def test_blocks_and_shards_compute_only_their_elements() -> None:
+    # keyed_ on a block of a global tensor: equal to the slice of the whole, and the work is the block's
+    full = torchinit.keyed_(torch.empty(301, 98), seed=2, name="emb.weight")
+    for shape, offset in (((76, 98), (75, 0)), ((301, 25), (0, 49)), ((40, 10), (200, 88)), ((1, 1), (300, 97))):
+        block = torchinit.keyed_(torch.empty(shape), seed=2, name="emb.weight", global_shape=(301, 98), offset=offset)
+        rows, cols = slice(offset[0], offset[0] + shape[0]), slice(offset[1], offset[1] + shape[1])
+        assert torch.equal(block, full[rows, cols]), (shape, offset)
+    writer = _keyed.KeyedWriter(2)
+    column = torch.empty(301, 25)
+    writer.add(Action("normal", 1.0), column, "emb.weight", _keyed.Region((301, 98), (0, 49)))
+    rows = torch.empty(76, 98)
+    writer.add(Action("normal", 1.0), rows, "emb.weight", _keyed.Region((301, 98), (75, 0)))
+    writer.run()
+    assert writer.drawn <= column.numel() + rows.numel() + 2  # one extra word at each odd end of a run
+    assert torch.equal(column, full[:, 49:74]) and torch.equal(rows, full[75:151])
+
+
+def test_keyed_values_on_cuda_equal_cpu() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here; the device check is benchmarks/check_cuda_keyed.py")
+    for distribution in ("normal", "uniform", "truncated_normal"):
+        cpu = torchinit.keyed_(torch.empty(1 << 20), distribution, 0.02, seed=9, name="w")
+        gpu = torchinit.keyed_(torch.empty(1 << 20, device="cuda"), distribution, 0.02, seed=9, name="w")
+        assert torch.equal(cpu, gpu.cpu()), distribution
 
 
 def test_seed_errors_leave_the_model_unchanged() -> None:
@@ -135,8 +174,9 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("world", [1, 2, 4])
-def test_sharded_init_equals_unsharded(world: int, tmp_path: Path, small_chunks: int) -> None:
-    """Real torch.distributed (gloo), `world` processes: DTensor Shard(0)/Shard(1)/Replicate and FSDP2."""
+def test_sharded_init_equals_unsharded(world: int, tmp_path: Path, small_blocks: int) -> None:
+    """Real torch.distributed (gloo), `world` processes: DTensor Shard(0)/Shard(1)/Replicate, uneven shards,
+    FSDP2, and with 4 ranks a (2, 2) mesh sharded on both dims."""
     port = str(_free_port())
     worker = Path(__file__).with_name("dist_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -156,12 +196,15 @@ def test_sharded_init_equals_unsharded(world: int, tmp_path: Path, small_chunks:
     unkeyed = {n: p.detach() for n, p in plain.named_parameters()}
     for rank in range(world):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
-        for kind in ("dtensor", "fsdp"):
+        kinds = ("dtensor", "fsdp", "dtensor2d") if world == 4 else ("dtensor", "fsdp")
+        for kind in kinds:
             assert got[kind].keys() == expected.keys()
             for name, value in expected.items():
                 assert torch.equal(got[kind][name], value), (kind, name, rank)
+            # each rank computed its own elements only (the whole of an orthogonal weight)
+            assert got[f"{kind}_drawn"] <= got[f"{kind}_own"], (kind, rank)
+            if world > 1:
+                assert got[f"{kind}_drawn"] < full.drawn, (kind, rank)
         assert got["warned"] == (world > 1)  # a one-rank mesh splits nothing
         for name, value in unkeyed.items():  # torch's RNG, shared state: each rank keeps its block of one draw
             assert torch.equal(got["unkeyed"][name], value), ("unkeyed", name, rank)
-        if world == 4:  # a shard draws only the chunks it covers
-            assert got["dtensor_drawn"] < full.drawn and got["fsdp_drawn"] < full.drawn

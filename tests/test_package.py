@@ -30,6 +30,8 @@ def test_public_api() -> None:
         "exact_gain", "Fans", "fans_of",
         # reinit and schemes
         "reinit", "InitReport", "Scheme", "Override", "list_schemes",
+        # the keyed stream (what reinit(seed=) draws), for any tensor or shard
+        "keyed_",
         # construction time
         "SchemeMixin", "build", "default_scheme", "with_scheme",
         # types, errors and warnings

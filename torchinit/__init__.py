@@ -25,6 +25,7 @@ from torchinit._initializers import (
     xavier_normal_,
     xavier_uniform_,
 )
+from torchinit._keyed import keyed_
 from torchinit._layers import Role, fans_of, register_fan_rule, register_layer, register_role_rule
 from torchinit._legacy import LegacyScheme
 from torchinit._lsuv import LSUVScheme
@@ -65,6 +66,7 @@ __all__ = [
     "fans_of",
     "kaiming_normal_",
     "kaiming_uniform_",
+    "keyed_",
     "lecun_normal_",
     "lecun_uniform_",
     "list_schemes",

@@ -76,6 +76,8 @@ def check_draw(
     # the common case in two comparisons (a nan fails both): a positive param whose values the dtype holds
     if limits is not None and reach is not None and limits[0] <= param and abs(mean) + param * reach <= limits[1]:
         return
+    if param == 0.0 and mean == 0.0 and distribution == "constant":  # zeros: any dtype holds them
+        return
     _refuse_draw(tensor, distribution, param, mean, a, b, source)
 
 
@@ -154,7 +156,7 @@ def draw_(
     if distribution == "truncated_normal":
         return _truncated_normal(tensor, param, mean, a, b, generator)
     for block in tensor.chunk(chunks, dim=0) if chunks > 1 else (tensor,):
-        _orthogonal_block(block, param, generator)
+        orthogonal_block(block, param, generator)
     return tensor
 
 
@@ -191,14 +193,20 @@ def _truncated_normal(
     return tensor
 
 
-def _orthogonal_block(block: torch.Tensor, gain: float, generator: torch.Generator | None) -> None:
+def orthogonal_block(
+    block: torch.Tensor, gain: float, generator: torch.Generator | None, normal: torch.Tensor | None = None
+) -> None:
     # torch's recipe (QR of a normal matrix, columns sign-corrected by sign(diag R): Haar, Mezzadri 2007),
-    # with half precisions drawn and factorized in float32 (torch's QR has no kernel for them).
+    # with half precisions drawn and factorized in float32 (torch's QR has no kernel for them). ``normal``:
+    # the standard normal values to factorize (keyed draws), instead of drawing them from ``generator``.
     rows = block.size(0)
     cols = block.numel() // rows
     low_precision = block.dtype not in (torch.float32, torch.float64)
     dtype = torch.float32 if low_precision else block.dtype
-    flat = torch.empty((rows, cols), dtype=dtype, device=block.device).normal_(0, 1, generator=generator)
+    if normal is None:
+        flat = torch.empty((rows, cols), dtype=dtype, device=block.device).normal_(0, 1, generator=generator)
+    else:
+        flat = normal.reshape(rows, cols).to(dtype=dtype, copy=True)
     if rows < cols:
         flat.t_()
     q, r = torch.linalg.qr(flat)

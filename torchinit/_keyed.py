@@ -1,76 +1,40 @@
-"""Keyed generation: each parameter's values are a function of (seed, qualified name) only.
+"""Keyed generation: each value a pure function of (seed, parameter name, flat logical index).
 
-A parameter is drawn in fixed-size chunks of its flattened (row-major, logical) order; chunk ``c`` of
-parameter ``name`` comes from its own generator stream, keyed by ``(seed, name, c)``. So the values
-do not depend on walk order, on which other modules exist, on the number of threads, or on how the
-tensor is sharded: a shard draws only the chunks it overlaps. Chunks are filled from a thread pool.
-
-Streams: torch's CPU generator is MT19937 and ``manual_seed`` only uses 32 bits of a seed, so keyed
-streams set the full 19937-bit state instead, from a SHAKE-128 expansion of the key: two distinct
-keys share a stream with probability about 2^-128, like a counter-based generator's keys. CUDA
-generators (Philox) take a 64-bit seed hashed from the key.
+The values come from the counter-based stream of `torchinit._stream` (version 2), so they do not depend
+on walk order, on other modules, on the thread count, on the device, or on how the tensor is sharded:
+a shard computes the words of its own elements only. Tensors are batched: small ones share one pass of
+kernels (their keys are per-element tensors), large ones are cut into blocks of `BLOCK` elements, and
+the results are scaled and written with ``torch._foreach_*`` calls, so a parameter costs a few list
+entries, not a generator state. Orthogonal weights (a QR of the whole matrix) draw the whole tensor's
+normal values from the same stream and factorize them on their device.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 
-from torchinit._draw import Action, fill
+from torchinit._distributions import truncated_normal_std
+from torchinit._draw import Action, check_draw, fill, orthogonal_block
+from torchinit._stream import (
+    Workspace,
+    index_words,
+    mix_,
+    range_words,
+    stream_key,
+    unit_normal,
+    unit_uniform,
+    workspace,
+)
+from torchinit._types import InitError
 
-CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 24}
-"""Chunk size (elements) per device type; part of the definition of the keyed values."""
-_DEFAULT_CHUNK = 1 << 24
-
-_MT_WORDS = 624
-_MT_OFFSET = 24  # where torch's CPU generator state keeps the 624 MT words (one per uint64)
-_template: bytes | None = None
-_template_lock = threading.Lock()
-
-
-def _mt_template() -> bytes:
-    global _template
-    with _template_lock:
-        if _template is None:
-            state = torch.Generator().manual_seed(1).get_state()
-            # Layout check: seed 1 gives MT word 0 = 1 and word 1 = 1812433254 (Matsumoto-Nishimura init).
-            words = state[_MT_OFFSET : _MT_OFFSET + 16].view(torch.int64).tolist()
-            if words != [1, 1812433254] or state.numel() < _MT_OFFSET + 8 * _MT_WORDS:
-                raise RuntimeError("unexpected torch CPU generator state layout; keyed generation is unavailable")
-            _template = bytes(state.tolist())
-        return _template
-
-
-def key_bytes(seed: int, name: str, purpose: str, index: int) -> bytes:
-    """The stream key of one chunk (or orthogonal block) of one parameter."""
-    return f"torchinit/v1\0{seed}\0{name}\0{purpose}\0{index}".encode()
-
-
-def keyed_generator(key: bytes, device: torch.device) -> torch.Generator:
-    """A generator whose stream is a function of ``key`` alone."""
-    if device.type == "cpu":
-        digest = hashlib.shake_128(key).digest(4 * _MT_WORDS)
-        state = bytearray(_mt_template())
-        for byte in range(4):  # each 32-bit little-endian word into the low half of its uint64 slot
-            state[_MT_OFFSET + byte : _MT_OFFSET + 8 * _MT_WORDS : 8] = digest[byte::4]
-        generator = torch.Generator()
-        generator.set_state(torch.frombuffer(state, dtype=torch.uint8))
-        return generator
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1)
-    return generator
-
-
-def chunk_elements(device: torch.device) -> int:
-    """The chunk size used on this device type."""
-    return CHUNK_ELEMENTS.get(device.type, _DEFAULT_CHUNK)
+BLOCK = 1 << 18
+"""Elements per batch of kernels. Only speed and scratch memory depend on it, never the values."""
 
 
 @dataclass
@@ -87,8 +51,13 @@ class Region:
         last = sum((o + n - 1) * s for o, n, s in zip(self.offset, local_shape, strides, strict=True))
         return first, last + 1
 
+    def is_range(self, local_shape: tuple[int, ...]) -> bool:
+        """Whether the local block is one run of consecutive global flat indices."""
+        lo, hi = self.flat_range(local_shape)
+        return hi - lo == math.prod(local_shape)
 
-def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+
+def _strides(shape: Sequence[int]) -> tuple[int, ...]:
     strides, acc = [], 1
     for size in reversed(shape):
         strides.append(acc)
@@ -96,96 +65,227 @@ def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _key(seed: int, name: str) -> tuple[int, int]:
+    return stream_key(seed, name)
+
+
+_Piece = tuple[int, int, int, int, torch.Tensor, float]
+"""(start, gamma, lo, hi, dest, scale): elements lo .. hi-1 of one stream, scaled into ``dest`` (flat)."""
+
+
+def _scale(action: Action) -> float:
+    if action.kind == "uniform":
+        return action.param * 2.0**-24  # unit_uniform gives odd integers in (-2^24, 2^24)
+    if action.kind == "truncated_normal":
+        return action.param / truncated_normal_std(-action.cut, action.cut)
+    return action.param
+
+
+def _unit(
+    kind: str, cut: float, w: torch.Tensor, out: torch.Tensor | None = None, ws: Workspace | None = None
+) -> torch.Tensor:
+    if kind == "uniform":
+        return unit_uniform(w, out)
+    return unit_normal(w, cut if kind == "truncated_normal" else None, out, ws)
+
+
 class KeyedWriter:
-    """Collects keyed fills as independent tasks, runs them on a thread pool, then finishes up."""
+    """Collects keyed writes, computes them in batches (on ``threads`` workers), then finishes up."""
 
     def __init__(self, seed: int, threads: int | None = None) -> None:
         self.seed = seed
-        self.threads = max(1, threads if threads is not None else torch.get_num_threads())
-        self.tasks: list[tuple[int, Callable[[], None]]] = []  # (elements, task)
+        self.threads = threads
+        self.groups: dict[tuple[torch.device, str, float], list[_Piece]] = {}
+        self.constants: dict[tuple[float, torch.device, torch.dtype], list[torch.Tensor]] = {}
+        self.tasks: list[Callable[[], int]] = []
         self.finish: list[Callable[[], None]] = []
         self.drawn = 0
+        """Random 32-bit words this process computed (a shard: its own elements, plus at most one per end)."""
 
     def add(self, action: Action, tensor: torch.Tensor, name: str, region: Region | None = None) -> None:
         """Schedule ``action`` on ``tensor`` (the local block of ``region`` when sharded)."""
-        if action.kind in ("skip", "keep") or tensor.numel() == 0:
+        kind = action.kind
+        if kind == "skip" or kind == "keep" or tensor.numel() == 0:
             return
-        if not action.draws:
-            self.finish.append(lambda: _fill_post(action, tensor, region))
+        if kind == "constant":
+            if region is None and action.chunk_values is None and action.zero_row is None:
+                key = (action.param, tensor.device, tensor.dtype)
+                self.constants.setdefault(key, []).append(tensor)
+            else:
+                self.finish.append(functools.partial(_fill_post, action, tensor, region))
             return
-        if action.kind == "orthogonal":  # a QR of the whole matrix: not chunkable
-            self._whole(action, tensor, name, region)
+        start, gamma = _key(self.seed, name)
+        if kind == "orthogonal":
+            self.tasks.append(functools.partial(self._orthogonal, action, tensor, start, gamma, region))
             return
-        self._chunked(action, tensor, name, region)
-
-    def _chunked(self, action: Action, tensor: torch.Tensor, name: str, region: Region | None) -> None:
-        chunk = chunk_elements(tensor.device)
-        if region is None:
-            lo, hi = 0, tensor.numel()
-            direct = tensor.is_contiguous()
-            buffer = (
-                tensor.view(-1) if direct else torch.empty(tensor.numel(), dtype=tensor.dtype, device=tensor.device)
-            )
-            base = 0
-        else:
-            lo, hi = region.flat_range(tuple(tensor.shape))
-            direct = False
-            base = (lo // chunk) * chunk
-            end = min(math.ceil(hi / chunk) * chunk, math.prod(region.global_shape))
-            buffer = torch.empty(end - base, dtype=tensor.dtype, device=tensor.device)
-        total = tensor.numel() if region is None else math.prod(region.global_shape)
-        for c in range(lo // chunk, (hi - 1) // chunk + 1):
-            start = c * chunk
-            stop = min(start + chunk, total)
-            piece = buffer[start - base : stop - base]
-            key = key_bytes(self.seed, name, "chunk", c)
-            self.drawn += piece.numel()
-            self.tasks.append((piece.numel(), functools.partial(_fill_keyed, action, piece, key)))
-        if not direct:
-            self.finish.append(functools.partial(_place, buffer, base, tensor, region, action))
-        elif action.zero_row is not None:
-            self.finish.append(functools.partial(_zero_row, tensor, action, None))
-
-    def _whole(self, action: Action, tensor: torch.Tensor, name: str, region: Region | None) -> None:
-        shape = region.global_shape if region is not None else tuple(tensor.shape)
-        full = torch.empty(shape, dtype=tensor.dtype, device=tensor.device)
-        key = key_bytes(self.seed, name, action.kind, 0)
-        self.drawn += full.numel()
-        self.tasks.append((full.numel(), functools.partial(_fill_keyed, action, full, key)))
-        self.finish.append(functools.partial(_place, full.reshape(-1), 0, tensor, region, action))
+        shape = tuple(tensor.shape)
+        if region is not None and not region.is_range(shape):
+            self.tasks.append(functools.partial(self._indexed, action, tensor, start, gamma, region))
+            return
+        lo, hi = (0, tensor.numel()) if region is None else region.flat_range(shape)
+        if tensor.is_contiguous():
+            dest = tensor.view(-1)
+        else:  # channels_last or a strided view: fill in logical order, then copy
+            dest = torch.empty(tensor.numel(), dtype=tensor.dtype, device=tensor.device)
+            self.finish.append(functools.partial(_copy_into, tensor, dest))
+        if action.zero_row is not None:
+            self.finish.append(functools.partial(_zero_row, tensor, action, region))
+        pieces = self.groups.get((tensor.device, kind, action.cut))
+        if pieces is None:
+            pieces = self.groups[(tensor.device, kind, action.cut)] = []
+        scale = _scale(action)
+        if hi - lo <= BLOCK:
+            pieces.append((start, gamma, lo, hi, dest, scale))
+            return
+        for a in range(lo, hi, BLOCK):
+            b = min(a + BLOCK, hi)
+            pieces.append((start, gamma, a, b, dest[a - lo : b - lo], scale))
 
     def run(self) -> None:
-        """Fill every chunk (in parallel), then copy, scatter and write constants.
+        """Compute every batch and task, then write constants, copy and zero rows.
 
-        Tasks are split once into ``threads`` lists of about equal element counts (largest first,
-        each to the least-loaded list), so the pool costs a few submissions, not one per tensor.
+        torch's own intra-op threads are set to 1 for the duration and the batches are spread over a
+        thread pool of ``threads`` workers (each kernel releases the GIL): no per-kernel fork/join, which
+        on a busy machine costs more than the kernels. Values do not depend on the split.
         """
-        workers = min(self.threads, len(self.tasks))
-        if workers <= 1:
-            for _, task in self.tasks:
-                task()
-        else:
-            lists: list[list[Callable[[], None]]] = [[] for _ in range(workers)]
-            loads = [0] * workers
-            for size, task in sorted(self.tasks, key=lambda t: -t[0]):
-                least = loads.index(min(loads))
-                lists[least].append(task)
-                loads[least] += size
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                for future in [pool.submit(_run_all, tasks) for tasks in lists]:
-                    future.result()
+        jobs: list[Callable[[], int]] = [
+            functools.partial(_compute, kind, cut, batch)
+            for (_, kind, cut), pieces in self.groups.items()
+            for batch in _batches(pieces)
+        ]
+        jobs += self.tasks
+        previous = torch.get_num_threads()
+        workers = min(self.threads if self.threads is not None else previous, len(jobs))
+        if previous > 1:
+            torch.set_num_threads(1)
+        try:
+            if workers <= 1:
+                self.drawn += sum(job() for job in jobs)
+            else:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    self.drawn += sum(pool.map(_no_grad, jobs))
+        finally:
+            if previous > 1:
+                torch.set_num_threads(previous)
+        for (value, _, _), tensors in self.constants.items():
+            torch._foreach_zero_(tensors)
+            if value != 0:
+                torch._foreach_add_(tensors, value)
         for step in self.finish:
             step()
 
+    def _orthogonal(self, action: Action, tensor: torch.Tensor, start: int, gamma: int, region: Region | None) -> int:
+        shape = region.global_shape if region is not None else tuple(tensor.shape)
+        total = math.prod(shape)
+        normal = torch.empty(total, dtype=torch.float32, device=tensor.device)
+        for a in range(0, total, BLOCK):
+            b = min(a + BLOCK, total)
+            normal[a:b] = unit_normal(range_words(start, gamma, a, b, tensor.device))
+        full = torch.empty(shape, dtype=tensor.dtype, device=tensor.device)
+        blocks = full.chunk(action.chunks, dim=0) if action.chunks > 1 else (full,)
+        values = normal.view(shape).chunk(action.chunks, dim=0) if action.chunks > 1 else (normal.view(shape),)
+        for block, drawn in zip(blocks, values, strict=True):
+            orthogonal_block(block, action.param, None, normal=drawn)
+        _place(full.reshape(-1), 0, tensor, region, action)
+        return total
 
-def _run_all(tasks: list[Callable[[], None]]) -> None:
-    for task in tasks:
-        task()
+    def _indexed(self, action: Action, tensor: torch.Tensor, start: int, gamma: int, region: Region) -> int:
+        # A block that is not one flat run (a Shard(1) column block): the words of exactly its elements,
+        # a few rows at a time.
+        row = math.prod(tensor.shape[1:])
+        rows = max(1, BLOCK // max(row, 1))
+        scale = _scale(action)
+        drawn = 0
+        for r0 in range(0, tensor.shape[0], rows):
+            part = tensor[r0 : r0 + rows]
+            offset = (region.offset[0] + r0, *region.offset[1:])
+            index = _global_index(tuple(part.shape), offset, region.global_shape, tensor.device)
+            values = _unit(action.kind, action.cut, index_words(start, gamma, index.reshape(-1)))
+            values.mul_(scale)
+            part.copy_(values.view(part.shape))
+            drawn += index.numel()
+        _zero_row(tensor, action, region)
+        return drawn
 
 
-def _fill_keyed(action: Action, piece: torch.Tensor, key: bytes) -> None:
+def _no_grad(job: Callable[[], int]) -> int:
     with torch.no_grad():  # grad mode is thread-local: pool threads start with it on
-        fill(action, piece, keyed_generator(key, piece.device))
+        return job()
+
+
+def _batches(pieces: list[_Piece]) -> list[list[_Piece]]:
+    batches: list[list[_Piece]] = []
+    current: list[_Piece] = []
+    size = 0
+    for piece in pieces:
+        n = piece[3] - piece[2]
+        if current and size + n > BLOCK:
+            batches.append(current)
+            current, size = [], 0
+        current.append(piece)
+        size += n
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _compute(kind: str, cut: float, batch: list[_Piece]) -> int:
+    """One pass of kernels over a batch of pieces; returns the number of 32-bit words computed."""
+    device = batch[0][4].device
+    ws = workspace()
+    if len(batch) == 1:  # one block of one tensor: computed into the tensor itself when it is float32
+        start, gamma, lo, hi, dest, scale = batch[0]
+        direct = dest.dtype == torch.float32
+        out = dest if direct else ws.get("out", torch.float32, hi - lo, device)
+        _unit(kind, cut, range_words(start, gamma, lo, hi, device, ws), out, ws).mul_(scale)
+        if not direct:
+            dest.copy_(out)
+        return 2 * (((hi + 1) >> 1) - (lo >> 1))
+    first = [p[2] >> 1 for p in batch]
+    counts = [((p[3] + 1) >> 1) - f for p, f in zip(batch, first, strict=True)]
+    shift, at = [], 0
+    for f, c in zip(first, counts, strict=True):
+        shift.append(f - at)
+        at += c
+    repeats = torch.tensor(counts, device=device)
+
+    def per_pair(values: list[int]) -> torch.Tensor:
+        signed = [v - (1 << 64) if v >= 1 << 63 else v for v in values]
+        return torch.repeat_interleave(torch.tensor(signed, dtype=torch.int64, device=device), repeats)
+
+    z = torch.arange(at, dtype=torch.int64, device=device)
+    z.add_(per_pair(shift))
+    z.mul_(per_pair([p[1] for p in batch]))
+    z.add_(per_pair([p[0] for p in batch]))
+    w = mix_(z, torch.empty_like(z)).view(torch.int32)
+    sizes: list[int] = []
+    for p, c in zip(batch, counts, strict=True):
+        lead, n = p[2] & 1, p[3] - p[2]
+        sizes += (lead, n, 2 * c - lead - n)
+    units = _unit(kind, cut, w, ws.get("out", torch.float32, w.numel(), device), ws)
+    scales = [p[5] for p in batch]
+    if all(v == scales[0] for v in scales):
+        units.mul_(scales[0])
+    else:  # one scale per word, in float32 as a scalar multiply rounds it: the same values as alone
+        units.mul_(torch.repeat_interleave(torch.tensor(scales, dtype=torch.float32, device=device), repeats * 2))
+    torch._foreach_copy_([p[4] for p in batch], list(torch.split_with_sizes(units, sizes)[1::3]))
+    return 2 * at
+
+
+def _global_index(
+    shape: tuple[int, ...], offset: tuple[int, ...], global_shape: tuple[int, ...], device: torch.device
+) -> torch.Tensor:
+    index = torch.zeros((), dtype=torch.int64, device=device)
+    for dim, (o, n, s) in enumerate(zip(offset, shape, _strides(global_shape), strict=True)):
+        view = [1] * len(shape)
+        view[dim] = n
+        index = index + ((torch.arange(n, device=device) + o) * s).view(view)
+    return index.expand(shape)
+
+
+def _copy_into(tensor: torch.Tensor, flat: torch.Tensor) -> None:
+    tensor.copy_(flat.view(tensor.shape))
 
 
 def _zero_row(t: torch.Tensor, action: Action, region: Region | None) -> None:
@@ -198,15 +298,10 @@ def _zero_row(t: torch.Tensor, action: Action, region: Region | None) -> None:
 
 def local_block(full_flat: torch.Tensor, base: int, tensor: torch.Tensor, region: Region) -> torch.Tensor:
     """The elements of ``region``'s local block, taken from a flat global range starting at ``base``."""
-    if tuple(tensor.shape[1:]) == region.global_shape[1:]:  # a block of whole rows (Shard(0)): one slice
+    if region.is_range(tuple(tensor.shape)):
         first, last = region.flat_range(tuple(tensor.shape))
         return full_flat[first - base : last - base].view(tensor.shape)
-    strides = _strides(region.global_shape)
-    index = torch.zeros((), dtype=torch.int64, device=tensor.device)
-    for dim, (o, n, s) in enumerate(zip(region.offset, tensor.shape, strides, strict=True)):
-        shape = [1] * tensor.dim()
-        shape[dim] = n
-        index = index + ((torch.arange(n, device=tensor.device) + o) * s).view(shape)
+    index = _global_index(tuple(tensor.shape), region.offset, region.global_shape, tensor.device)
     return full_flat[index - base]
 
 
@@ -224,3 +319,65 @@ def _fill_post(action: Action, tensor: torch.Tensor, region: Region | None) -> N
             tensor[i].fill_(action.chunk_values[(region.offset[0] + i) // rows])
         return
     fill(action, tensor, None)
+
+
+_KEYED_DISTRIBUTIONS = ("normal", "uniform", "truncated_normal", "orthogonal")
+
+
+def keyed_(
+    tensor: torch.Tensor,
+    distribution: str = "normal",
+    param: float = 1.0,
+    *,
+    seed: int,
+    name: str,
+    global_shape: Sequence[int] | None = None,
+    offset: Sequence[int] | None = None,
+    cut: float = 2.0,
+) -> torch.Tensor:
+    r"""Fill ``tensor`` in place from the keyed stream of ``(seed, name)`` and return it.
+
+    Element ``i`` (flat, row-major, logical order) gets a value that depends only on ``seed``, ``name``,
+    ``i`` and the distribution: the same on every device and thread count, and the same whether the
+    tensor is filled whole or block by block. ``param`` is the std (``normal``; ``truncated_normal``, whose
+    values are cut at $\pm$``cut`` underlying sigmas and rescaled to std ``param``), the bound $b$ of
+    $\mathcal U(-b, b)$ (``uniform``), or the gain (``orthogonal``: a QR of the whole matrix's normal values,
+    which depends on the device's linear algebra). ``reinit(model, scheme, seed=s)`` fills each parameter
+    this way, with ``name`` its qualified name.
+
+    To fill a shard, pass the global tensor's ``global_shape`` and the block's per-dimension ``offset``:
+    only the block's own elements are computed (orthogonal excepted), and gathering the blocks gives the
+    whole tensor's values bit for bit.
+
+    Raises:
+        InitError: for a negative or non-integer seed, an unknown distribution, a block outside
+            ``global_shape``, or parameters `check_draw` refuses.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InitError(f"seed must be a non-negative integer; got seed={seed!r}.")
+    if not isinstance(name, str):
+        raise InitError(f"name must be a str (the parameter's qualified name); got name={name!r}.")
+    if distribution not in _KEYED_DISTRIBUTIONS:
+        raise InitError(f"distribution must be one of {', '.join(_KEYED_DISTRIBUTIONS)}; got {distribution!r}.")
+    if not tensor.is_floating_point():
+        raise InitError(f"keyed_ fills floating-point tensors; got dtype {tensor.dtype}.")
+    region = None
+    if global_shape is not None or offset is not None:
+        shape = tuple(int(n) for n in (global_shape if global_shape is not None else tensor.shape))
+        where = tuple(int(o) for o in (offset if offset is not None else (0,) * len(shape)))
+        if (
+            len(shape) != tensor.dim()
+            or len(where) != tensor.dim()
+            or any(o < 0 or o + n > g for o, n, g in zip(where, tensor.shape, shape, strict=True))
+        ):
+            raise InitError(
+                f"a block of shape {tuple(tensor.shape)} at offset {where} does not fit in global_shape {shape}: "
+                "pass one offset per dimension, with offset + block size <= global size in each."
+            )
+        region = Region(shape, where)
+    check_draw(tensor, distribution, param, a=-cut, b=cut)  # type: ignore[arg-type]
+    writer = KeyedWriter(seed)
+    with torch.no_grad():
+        writer.add(Action(distribution, float(param), cut=cut), tensor, name, region)  # type: ignore[arg-type]
+        writer.run()
+    return tensor
