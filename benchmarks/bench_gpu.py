@@ -3,8 +3,10 @@
 Prepared for a CUDA machine (an H100/H200 runs it in well under a minute). The tree is built on
 meta and materialized with to_empty on the GPU, then timed (CUDA events, min of --repeats):
 torch's reset_parameters loop, one flat normal_ over the same number of elements, reinit without
-and with a seed; and on a 4 GiB fp32 tensor torchinit.truncated_normal_ vs torch's trunc_normal_
-vs normal_. Targets: reinit <= 1.15x the flat normal_; truncated_normal_ >= 3x trunc_normal_.
+and with a seed (the keyed stream v2, eager torch kernels); and on a 4 GiB fp32 tensor
+torchinit.truncated_normal_ vs torch's trunc_normal_ vs normal_. Targets: reinit <= 1.15x the flat normal_,
+keyed reinit <= 1.2x (torch's normal_ is Philox, also counter-based); truncated_normal_ >= 3x trunc_normal_.
+benchmarks/check_cuda_keyed.py checks that the keyed values equal the CPU's.
 
     python benchmarks/bench_gpu.py [--repeats 5] [--scale 1.0] [--device cuda]
 

@@ -19,7 +19,7 @@ thread count. No transcendental function is evaluated at draw time:
 
 - uniform: $(2k+1)\,b/2^{24}$ for the top 24 bits $k$ of the word read as a signed integer, so the values
   are symmetric about 0 and never reach $\pm b$;
-- normal: the top bit is the sign and the other 31 bits $V$ give the tail probability
+- normal: the top bit is the sign and the low 31 bits $V$ give the tail probability
   $t = (V + \tfrac12)/2^{32}$ (rounded to float32); $|z| = -\Phi^{-1}(t)$ interpolated linearly in a table
   with 2048 entries per binary octave of $t$ (built once from float64 ``ndtri``; within 3.2 float32 ulps
   of $|z|$ where $|z| \ge 0.1$ and 1e-8 below, while $t$'s own float32 rounding moves $|z|$ by about one
@@ -164,7 +164,7 @@ _table_lock = threading.Lock()
 def _build_table() -> torch.Tensor:
     # Row r = (float32 bits of f) >> S covers f = 2^e (1 + (j 2^S + x) / 2^23), x in [0, 2^S), for
     # r = (e + 127) 2^J + j; t = f / 2^32 and |z| = -ndtri(t), interpolated linearly between the
-    # sub-interval's ends (so |z| is continuous and monotone in V): c0 + c1 x with the raw integer x.
+    # sub-interval's ends (so |z| is continuous and monotone in V): c0 + c1 x, x = f - (left end).
     used = torch.arange(_FIRST << _J, _ROWS, dtype=torch.float64)
     exponent = torch.floor(used / (1 << _J)) - 127
     j = used - torch.floor(used / (1 << _J)) * (1 << _J)
@@ -174,7 +174,7 @@ def _build_table() -> torch.Tensor:
     values = -torch.special.ndtri(ends * 2.0**-32)
     table = torch.zeros((2, _ROWS), dtype=torch.float32)
     table[0, _FIRST << _J :] = values[:, 0].to(torch.float32)
-    table[1, _FIRST << _J :] = ((values[:, 1] - values[:, 0]) * 2.0**-_S).to(torch.float32)
+    table[1, _FIRST << _J :] = ((values[:, 1] - values[:, 0]) / (torch.exp2(exponent) * 2.0**-_J)).to(torch.float32)
     return table
 
 
@@ -205,9 +205,7 @@ def unit_normal(
     ``out``: a float32 tensor of w's size to write into; ``ws``: scratch buffers to reuse."""
     n, device = w.numel(), w.device
     ws = ws if ws is not None else Workspace()
-    sign = torch.bitwise_and(w, -(1 << 31), out=ws.get("sign", torch.int32, n, device))
-    v = torch.bitwise_right_shift(w, 31, out=ws.get("v", torch.int32, n, device))
-    v.bitwise_xor_(w)  # the low 31 bits, mirrored for negative words: V in [0, 2^31)
+    v = torch.bitwise_and(w, (1 << 31) - 1, out=ws.get("v", torch.int32, n, device))  # V: the low 31 bits
     if cut is not None:
         low = round(0.5 * math.erfc(cut / math.sqrt(2.0)) * 2.0**32)  # t = Phi(-cut)
         wide = ws.get("wide", torch.int64, n, device).copy_(v)
@@ -219,10 +217,11 @@ def unit_normal(
     f.add_(0.5)
     bits = f.view(torch.int32)
     row = torch.bitwise_right_shift(bits, _S, out=ws.get("row", torch.int32, n, device))
-    x = ws.get("x", torch.float32, n, device).copy_(v.copy_(bits).bitwise_and_((1 << _S) - 1))
+    # x = f - (f with its low S mantissa bits cleared): exact (same binade), in units of f
+    left = torch.bitwise_and(bits, -(1 << _S), out=v).view(torch.float32)
+    x = torch.sub(f, left, out=ws.get("x", torch.float32, n, device))
     c0, c1 = _table(device)
     z = torch.index_select(c1, 0, row, out=out if out is not None else torch.empty(n, device=device))
     z.mul_(x)
     z.add_(torch.index_select(c0, 0, row, out=f))
-    z.view(torch.int32).bitwise_xor_(sign)
-    return z
+    return torch.copysign(z, w.view(torch.float32), out=z)  # the sign: the word's top bit
