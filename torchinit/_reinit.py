@@ -117,9 +117,12 @@ def reinit(
         overrides: `Override` values layered on the scheme (not with ``legacy``).
         seed: keyed generation: each parameter's values become a function of ``seed`` and its
             qualified name only, the same whatever the walk order, the other modules, the number of
-            threads or the sharding (DTensor / FSDP2 parameters draw only the chunks their shard
-            covers). Chunks are filled in parallel. Not with ``generator`` or ``legacy``.
-        threads: worker threads for keyed fills; ``torch.get_num_threads()`` when None.
+            threads, the sharding (a DTensor / FSDP2 shard computes only its own elements) or the device
+            (see ``docs/guides/distributed.md``). Blocks are filled in parallel. Not with ``generator``
+            or ``legacy``.
+        threads: worker threads for keyed fills; ``torch.get_num_threads()`` when None. While they run,
+            torch's intra-op thread count is 1 (process-wide; restored afterwards), so the workers do not
+            oversubscribe the cores.
         data: for ``"lsuv"``: the batch the layers are calibrated on.
         atomic: where a write can still fail after validation (a parametrization's ``right_inverse``,
             orthogonal draws, DTensor writes, an LSUV pass), back up each tensor before writing it, so
