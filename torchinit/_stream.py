@@ -96,6 +96,14 @@ class Workspace:
             buffer = self.buffers[key] = torch.empty(n, dtype=dtype, device=device)
         return buffer[:n]
 
+    def arange(self, n: int, device: torch.device) -> torch.Tensor:
+        """0, 1, ..., n - 1 as int64, kept between calls."""
+        key = ("arange", torch.int64, device)
+        buffer = self.buffers.get(key)
+        if buffer is None or buffer.numel() < n:
+            buffer = self.buffers[key] = torch.arange(n, dtype=torch.int64, device=device)
+        return buffer[:n]
+
 
 _local = threading.local()
 
@@ -133,13 +141,14 @@ def range_words(
 
     With a workspace the result is a view of its buffer, valid until the workspace is used again."""
     p0, p1 = lo >> 1, (hi + 1) >> 1
+    first = torch.tensor(_signed(start + gamma * p0))  # start + gamma (p0 + k): a CPU scalar on any device
     if ws is None:
-        z = torch.arange(p0, p1, dtype=torch.int64, device=device)
+        z = torch.add(first, torch.arange(p1 - p0, dtype=torch.int64, device=device), alpha=_signed(gamma))
         scratch = torch.empty_like(z)
     else:
-        z = torch.arange(p0, p1, dtype=torch.int64, device=device, out=ws.get("z", torch.int64, p1 - p0, device))
+        z = ws.get("z", torch.int64, p1 - p0, device)
+        torch.add(first, ws.arange(p1 - p0, device), alpha=_signed(gamma), out=z)
         scratch = ws.get("scratch", torch.int64, p1 - p0, device)
-    z.mul_(_signed(gamma)).add_(_signed(start))
     w = mix_(z, scratch).view(torch.int32)  # little-endian: the low half first, as index_words takes it
     return w[lo - 2 * p0 : hi - 2 * p0]
 
