@@ -107,7 +107,7 @@ def test_no_two_parameters_share_values(small_blocks: int) -> None:
 
 def test_values_do_not_depend_on_blocks_batches_or_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
     # A parameter's values are the same drawn alone, batched with hundreds of small tensors, cut into
-    # blocks of 4096 or 2^18, through keyed_, and (rounded once) in bfloat16.
+    # blocks of 4096 or the default BLOCK, through keyed_, and (rounded once) in bfloat16.
     def model() -> nn.Module:
         return nn.ModuleDict({"big": nn.Linear(300, 257), **{f"s{i}": nn.Linear(7, 5) for i in range(300)}})
 
@@ -125,6 +125,39 @@ def test_values_do_not_depend_on_blocks_batches_or_dtype(monkeypatch: pytest.Mon
     half = model().to(torch.bfloat16)
     reinit(half, "kaiming_relu", seed=4)
     assert torch.equal(half["big"].weight, whole["big"].weight.to(torch.bfloat16))  # type: ignore[index]
+
+
+def test_small_tensors_stacked_by_shape_equal_each_tensor_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small whole tensors of one shape are computed as the rows of one matrix; each must get exactly the
+    # values of its own stream computed alone in one flat range (STACKED = 0 turns the stacking off),
+    # with per-row scales, a row zeroed, several distributions and a bfloat16 tensor among them.
+    specs = [
+        ((6, 4), "normal", 0.5),
+        ((6, 4), "normal", 0.25),
+        ((6, 4), "normal", 0.5),
+        ((2, 3, 4), "uniform", 0.3),
+        ((2, 3, 4), "uniform", 0.3),
+        ((8,), "truncated_normal", 0.02),
+        ((8,), "truncated_normal", 0.04),
+        ((5, 3), "normal", 1.0),  # odd: the flat path
+    ]
+
+    def write(stacked: int) -> list[torch.Tensor]:
+        monkeypatch.setattr(_keyed, "STACKED", stacked)
+        tensors = [torch.empty(shape) for shape, _, _ in specs]
+        tensors[2] = tensors[2].to(torch.bfloat16)
+        writer = _keyed.KeyedWriter(seed=9, threads=2)
+        for i, (tensor, (_, kind, param)) in enumerate(zip(tensors, specs, strict=True)):
+            writer.add(Action(kind, param, zero_row=1 if i == 1 else None), tensor, f"t{i}.weight")  # type: ignore[arg-type]
+        writer.run()
+        assert writer.drawn == sum(2 * ((t.numel() + 1) >> 1) for t in tensors)
+        return tensors
+
+    stacked, flat = write(1 << 14), write(0)
+    assert all(torch.equal(a, b) for a, b in zip(stacked, flat, strict=True))
+    assert torch.equal(stacked[1][1], torch.zeros(4)) and stacked[1].count_nonzero() == 20
+    alone = torchinit.keyed_(torch.empty(6, 4), "normal", 0.5, seed=9, name="t0.weight")
+    assert torch.equal(alone, stacked[0]) and not torch.equal(stacked[0], stacked[2].float())
 
 
 def test_blocks_and_shards_compute_only_their_elements() -> None:

@@ -2,8 +2,9 @@
 
 The values come from the counter-based stream of `torchinit._stream` (version 2), so they do not depend
 on walk order, on other modules, on the thread count, on the device, or on how the tensor is sharded:
-a shard computes the words of its own elements only. Tensors are batched: small ones share one pass of
-kernels (their keys are per-element tensors), large ones are cut into blocks of `BLOCK` elements, and
+a shard computes the words of its own elements only. Tensors are batched: small whole ones of one shape
+are the rows of one matrix (a key per row), other small ones share one pass of kernels (their keys are
+per-element tensors), large ones are cut into blocks of `BLOCK` elements, and
 the results are scaled and written with ``torch._foreach_*`` calls, so a parameter costs a few list
 entries, not a generator state. Orthogonal weights (a QR of the whole matrix) draw the whole tensor's
 normal values from the same stream and factorize them on their device.
@@ -23,6 +24,7 @@ from torchinit._distributions import truncated_normal_std
 from torchinit._draw import Action, check_draw, fill, orthogonal_block
 from torchinit._stream import (
     Workspace,
+    _signed,
     index_words,
     mix_,
     range_words,
@@ -33,7 +35,7 @@ from torchinit._stream import (
 )
 from torchinit._types import InitError
 
-BLOCK = 1 << 18
+BLOCK = 1 << 19
 """Elements per batch of kernels. Only speed and scratch memory depend on it, never the values."""
 
 
@@ -73,6 +75,13 @@ def _key(seed: int, name: str) -> tuple[int, int]:
 _Piece = tuple[int, int, int, int, torch.Tensor, float]
 """(start, gamma, lo, hi, dest, scale): elements lo .. hi-1 of one stream, scaled into ``dest`` (flat)."""
 
+_Item = tuple[int, int, torch.Tensor, float]
+"""(start, gamma, tensor, scale): all of a small tensor's elements (an even number), scaled into it."""
+
+STACKED = 1 << 14
+"""Whole contiguous tensors of at most this many elements (an even number) are computed stacked with the
+others of their shape (one row each): no per-tensor views, offsets or repeats. Values do not depend on it."""
+
 
 def _scale(action: Action) -> float:
     if action.kind == "uniform":
@@ -97,6 +106,7 @@ class KeyedWriter:
         self.seed = seed
         self.threads = threads
         self.groups: dict[tuple[torch.device, str, float], list[_Piece]] = {}
+        self.stacks: dict[tuple[torch.device, str, float, tuple[int, ...]], list[_Item]] = {}
         self.constants: dict[tuple[float, torch.device, torch.dtype], list[torch.Tensor]] = {}
         self.tasks: list[Callable[[], int]] = []
         self.finish: list[Callable[[], None]] = []
@@ -120,6 +130,17 @@ class KeyedWriter:
             self.tasks.append(functools.partial(self._orthogonal, action, tensor, start, gamma, region))
             return
         shape = tuple(tensor.shape)
+        n = tensor.numel()
+        if region is None and n <= STACKED and not n & 1 and tensor.is_contiguous():
+            # a small whole tensor: computed with others of its shape, one row each
+            if action.zero_row is not None:
+                self.finish.append(functools.partial(_zero_row, tensor, action, region))
+            stack = (tensor.device, kind, action.cut, shape)
+            items = self.stacks.get(stack)
+            if items is None:
+                items = self.stacks[stack] = []
+            items.append((start, gamma, tensor, _scale(action)))
+            return
         if region is not None and not region.is_range(shape):
             self.tasks.append(functools.partial(self._indexed, action, tensor, start, gamma, region))
             return
@@ -154,6 +175,12 @@ class KeyedWriter:
             for (_, kind, cut), pieces in self.groups.items()
             for batch in _batches(pieces)
         ]
+        for (_, kind, cut, shape), items in self.stacks.items():
+            rows = max(1, BLOCK // math.prod(shape))
+            jobs += [
+                functools.partial(_compute_stack, kind, cut, shape, items[i : i + rows])
+                for i in range(0, len(items), rows)
+            ]
         jobs += self.tasks
         previous = torch.get_num_threads()
         workers = min(self.threads if self.threads is not None else previous, len(jobs))
@@ -271,6 +298,27 @@ def _compute(kind: str, cut: float, batch: list[_Piece]) -> int:
         units.mul_(torch.repeat_interleave(torch.tensor(scales, dtype=torch.float32, device=device), repeats * 2))
     torch._foreach_copy_([p[4] for p in batch], list(torch.split_with_sizes(units, sizes)[1::3]))
     return 2 * at
+
+
+def _compute_stack(kind: str, cut: float, shape: tuple[int, ...], items: list[_Item]) -> int:
+    """Whole tensors of one shape as rows of one matrix: row i, word k is mix64(start_i + gamma_i k)."""
+    device = items[0][2].device
+    ws = workspace()
+    m, n = len(items), math.prod(shape)
+    pairs = n >> 1
+    keys = torch.tensor([[_signed(it[0]), _signed(it[1])] for it in items], dtype=torch.int64, device=device)
+    z = ws.get("z", torch.int64, m * pairs, device).view(m, pairs)
+    torch.mul(ws.arange(pairs, device)[None, :], keys[:, 1:], out=z)
+    z.add_(keys[:, :1])
+    w = mix_(z.view(-1), ws.get("scratch", torch.int64, m * pairs, device)).view(torch.int32)
+    units = _unit(kind, cut, w, ws.get("out", torch.float32, m * n, device), ws).view(m, n)
+    scales = [it[3] for it in items]
+    if all(v == scales[0] for v in scales):
+        units.mul_(scales[0])
+    else:  # one scale per row, in float32 as a scalar multiply rounds it: the same values as alone
+        units.mul_(torch.tensor(scales, dtype=torch.float32, device=device)[:, None])
+    torch._foreach_copy_([it[2] for it in items], list(units.view(m, *shape).unbind(0)))
+    return m * n
 
 
 def _global_index(

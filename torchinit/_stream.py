@@ -214,7 +214,10 @@ def unit_normal(
     ``out``: a float32 tensor of w's size to write into; ``ws``: scratch buffers to reuse."""
     n, device = w.numel(), w.device
     ws = ws if ws is not None else Workspace()
-    v = torch.bitwise_and(w, (1 << 31) - 1, out=ws.get("v", torch.int32, n, device))  # V: the low 31 bits
+    # V: the low 31 bits, in the mixer's scratch buffer (free once the words are made; not w's buffer)
+    v = torch.bitwise_and(
+        w, (1 << 31) - 1, out=ws.get("scratch", torch.int64, (n + 1) >> 1, device).view(torch.int32)[:n]
+    )
     if cut is not None:
         low = round(0.5 * math.erfc(cut / math.sqrt(2.0)) * 2.0**32)  # t = Phi(-cut)
         wide = ws.get("wide", torch.int64, n, device).copy_(v)
@@ -228,7 +231,7 @@ def unit_normal(
     row = torch.bitwise_right_shift(bits, _S, out=ws.get("row", torch.int32, n, device))
     # x = f - (f with its low S mantissa bits cleared): exact (same binade), in units of f
     left = torch.bitwise_and(bits, -(1 << _S), out=v).view(torch.float32)
-    x = torch.sub(f, left, out=ws.get("x", torch.float32, n, device))
+    x = torch.sub(f, left, out=left)
     c0, c1 = _table(device)
     z = torch.index_select(c1, 0, row, out=out if out is not None else torch.empty(n, device=device))
     z.mul_(x)
