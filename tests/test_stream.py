@@ -16,11 +16,11 @@ import torch
 from torchinit import InitError, keyed_
 from torchinit._distributions import chi2_quantile, truncated_normal_std, two_sided_z
 from torchinit._stream import (
-    _signed,
     index_words,
     mix64,
     mix_,
     range_words,
+    signed64,
     stream_key,
     unit_normal,
     unit_uniform,
@@ -41,11 +41,11 @@ def v2(seed: int, name: str, n: int) -> torch.Tensor:
 
 def unmixed(seed: int, name: str, n: int) -> torch.Tensor:  # the Weyl sequence alone
     start, gamma = stream_key(seed, name)
-    return torch.arange(n).mul_(_signed(gamma)).add_(_signed(start))
+    return torch.arange(n).mul_(signed64(gamma)).add_(signed64(start))
 
 
 def naive(seed: int, name: str, n: int) -> torch.Tensor:  # SplitMix64 seeded with the seed alone
-    golden = _signed(0x9E3779B97F4A7C15)
+    golden = signed64(0x9E3779B97F4A7C15)
     return mix_(torch.arange(n).add_(seed).mul_(golden), torch.empty(n, dtype=torch.int64))
 
 

@@ -24,10 +24,10 @@ from torchinit._distributions import truncated_normal_std
 from torchinit._draw import Action, check_draw, fill, orthogonal_block
 from torchinit._stream import (
     Workspace,
-    _signed,
     index_words,
     mix_,
     range_words,
+    signed64,
     stream_key,
     unit_normal,
     unit_uniform,
@@ -306,7 +306,7 @@ def _compute_stack(kind: str, cut: float, shape: tuple[int, ...], items: list[_I
     ws = workspace()
     m, n = len(items), math.prod(shape)
     pairs = n >> 1
-    keys = torch.tensor([[_signed(it[0]), _signed(it[1])] for it in items], dtype=torch.int64, device=device)
+    keys = torch.tensor([[signed64(it[0]), signed64(it[1])] for it in items], dtype=torch.int64, device=device)
     z = ws.get("z", torch.int64, m * pairs, device).view(m, pairs)
     torch.mul(ws.arange(pairs, device)[None, :], keys[:, 1:], out=z)
     z.add_(keys[:, :1])

@@ -48,7 +48,8 @@ _C1, _C2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # SplitMix64 / Stafford Mix13
 _G1, _G2 = 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53  # MurmurHash3 fmix64, SplittableRandom.mixGamma
 
 
-def _signed(v: int) -> int:
+def signed64(v: int) -> int:
+    """The int64 with the bit pattern of ``v mod 2^64`` (how an unsigned 64-bit word sits in a tensor)."""
     v &= _MASK64
     return v - (1 << 64) if v >= 1 << 63 else v
 
@@ -79,7 +80,7 @@ def word(start: int, gamma: int, p: int) -> int:
     return mix64(start + gamma * p)
 
 
-_SHIFTS = ((30, (1 << 34) - 1, _signed(_C1)), (27, (1 << 37) - 1, _signed(_C2)), (31, (1 << 33) - 1, 0))
+_SHIFTS = ((30, (1 << 34) - 1, signed64(_C1)), (27, (1 << 37) - 1, signed64(_C2)), (31, (1 << 33) - 1, 0))
 
 
 class Workspace:
@@ -129,8 +130,8 @@ def mix_(z: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
 
 def words(start: torch.Tensor | int, gamma: torch.Tensor | int, p: torch.Tensor) -> torch.Tensor:
     """The 64-bit words ``p`` (int64 tensor) of the streams (start, gamma), as int64 (bit patterns)."""
-    z = torch.mul(p, gamma if isinstance(gamma, torch.Tensor) else _signed(gamma))
-    z.add_(start if isinstance(start, torch.Tensor) else _signed(start))
+    z = torch.mul(p, gamma if isinstance(gamma, torch.Tensor) else signed64(gamma))
+    z.add_(start if isinstance(start, torch.Tensor) else signed64(start))
     return mix_(z, torch.empty_like(z))
 
 
@@ -141,13 +142,13 @@ def range_words(
 
     With a workspace the result is a view of its buffer, valid until the workspace is used again."""
     p0, p1 = lo >> 1, (hi + 1) >> 1
-    first = torch.tensor(_signed(start + gamma * p0))  # start + gamma (p0 + k): a CPU scalar on any device
+    first = torch.tensor(signed64(start + gamma * p0))  # start + gamma (p0 + k): a CPU scalar on any device
     if ws is None:
-        z = torch.add(first, torch.arange(p1 - p0, dtype=torch.int64, device=device), alpha=_signed(gamma))
+        z = torch.add(first, torch.arange(p1 - p0, dtype=torch.int64, device=device), alpha=signed64(gamma))
         scratch = torch.empty_like(z)
     else:
         z = ws.get("z", torch.int64, p1 - p0, device)
-        torch.add(first, ws.arange(p1 - p0, device), alpha=_signed(gamma), out=z)
+        torch.add(first, ws.arange(p1 - p0, device), alpha=signed64(gamma), out=z)
         scratch = ws.get("scratch", torch.int64, p1 - p0, device)
     w = mix_(z, scratch).view(torch.int32)  # little-endian: the low half first, as index_words takes it
     return w[lo - 2 * p0 : hi - 2 * p0]
