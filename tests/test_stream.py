@@ -183,6 +183,7 @@ def test_normal_table_matches_float64_ndtri() -> None:
         ]
     ).to(torch.int32)
     z = unit_normal(v).double()
+    assert not bool(torch.signbit(z).any())  # |z| for sign bit 0, down to +0 at V = 2^31 - 1 (t rounds to 1/2)
     t = (v.to(torch.float32) + 0.5).double() * 2.0**-32
     reference = -torch.special.ndtri(t)
     error = (z - reference).abs()
@@ -194,6 +195,10 @@ def test_normal_table_matches_float64_ndtri() -> None:
     # the sign: the top bit, independent of V, so flipping it negates the value exactly
     w = torch.randint(-(2**31), 2**31, (4096,), generator=gen, dtype=torch.int64).to(torch.int32)
     assert torch.equal(unit_normal(w), -unit_normal(w ^ -(2**31)))
+    # bit for bit copysign(|z|, word), signed zeros included (the words whose t rounds to 1/2)
+    w = torch.cat([v, v ^ -(2**31)])
+    signed = torch.copysign(unit_normal(w & (2**31 - 1)), w.view(torch.float32))
+    assert torch.equal(unit_normal(w).view(torch.int32), signed.view(torch.int32))
 
 
 def test_uniform_values_are_odd_multiples_of_two_to_the_minus_24() -> None:
