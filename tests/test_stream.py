@@ -246,3 +246,28 @@ def test_keyed_fill_errors() -> None:
         keyed_(torch.empty(3, dtype=torch.int64), seed=1, name="w")
     with pytest.raises(InitError, match="must keep torch.float16 values finite"):
         keyed_(torch.empty(3, dtype=torch.float16), "normal", 1e5, seed=1, name="w")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"global_shape": (4, 6), "offset": (1.5, 0)}, "offset must be a tuple of integers"),
+        ({"global_shape": (4, 6), "offset": "20"}, "offset must be a tuple of integers"),
+        ({"global_shape": 24}, "global_shape must be a tuple of integers"),
+        ({"param": "a"}, "param must be a number"),
+        ({"cut": 0.0, "distribution": "truncated_normal"}, "cut must be a positive number"),
+    ],
+)
+def test_keyed_fill_refuses_loose_arguments(kwargs: dict[str, object], match: str) -> None:
+    # nothing silently truncated or split into digits: a clear InitError naming the argument
+    args = {"distribution": "normal", "param": 1.0, **kwargs}
+    with pytest.raises(InitError, match=match):
+        keyed_(torch.empty(2, 6), seed=0, name="w", **args)  # type: ignore[arg-type]
+
+
+def test_keyed_orthogonal_needs_a_matrix() -> None:
+    with pytest.raises(InitError, match="at least 2 dimensions"):
+        keyed_(torch.empty(6), "orthogonal", 1.0, seed=0, name="w")
+    block = keyed_(torch.empty(2, 6), "normal", 1.0, seed=0, name="w", global_shape=(4, 6), offset=[2, 0])
+    whole = keyed_(torch.empty(4, 6), "normal", 1.0, seed=0, name="w")
+    assert torch.equal(block, whole[2:])  # a list of offsets is fine

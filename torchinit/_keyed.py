@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -372,6 +373,16 @@ def _fill_post(action: Action, tensor: torch.Tensor, region: Region | None) -> N
 _KEYED_DISTRIBUTIONS = ("normal", "uniform", "truncated_normal", "orthogonal")
 
 
+def _ints(what: str, values: object) -> tuple[int, ...]:
+    """``values`` as a tuple of ints (a list, tuple or torch.Size of integers), else an InitError."""
+    try:
+        if not isinstance(values, (tuple, list, torch.Size)) or any(isinstance(v, bool) for v in values):
+            raise TypeError
+        return tuple(operator.index(v) for v in values)
+    except TypeError:
+        raise InitError(f"{what} must be a tuple of integers, one per dimension; got {what}={values!r}.") from None
+
+
 def keyed_(
     tensor: torch.Tensor,
     distribution: str = "normal",
@@ -409,10 +420,18 @@ def keyed_(
         raise InitError(f"distribution must be one of {', '.join(_KEYED_DISTRIBUTIONS)}; got {distribution!r}.")
     if not tensor.is_floating_point():
         raise InitError(f"keyed_ fills floating-point tensors; got dtype {tensor.dtype}.")
+    if isinstance(param, bool) or not isinstance(param, (int, float)):
+        raise InitError(f"param must be a number (the std, bound or gain); got param={param!r}.")
+    if isinstance(cut, bool) or not isinstance(cut, (int, float)) or not cut > 0:
+        raise InitError(f"cut must be a positive number of underlying sigmas; got cut={cut!r}.")
+    if distribution == "orthogonal" and tensor.dim() < 2:
+        raise InitError(
+            f"orthogonal needs a tensor with at least 2 dimensions (rows x the rest); got shape {tuple(tensor.shape)}."
+        )
     region = None
     if global_shape is not None or offset is not None:
-        shape = tuple(int(n) for n in (global_shape if global_shape is not None else tensor.shape))
-        where = tuple(int(o) for o in (offset if offset is not None else (0,) * len(shape)))
+        shape = _ints("global_shape", global_shape if global_shape is not None else tuple(tensor.shape))
+        where = _ints("offset", offset if offset is not None else (0,) * len(shape))
         if (
             len(shape) != tensor.dim()
             or len(where) != tensor.dim()

@@ -128,7 +128,10 @@ def reinit(
             orthogonal draws, DTensor writes, an LSUV pass), back up each tensor before writing it, so
             that any failure, Ctrl-C included, leaves the model and the RNG states as they were. Costs
             up to one copy of the written parameters while the call runs; plans of plain draws never
-            copy. False skips the copies (a failure then may leave the model partly written).
+            copy. False skips the copies (a failure then may leave the model partly written). Keyed
+            draws (``seed=``) of plain tensors are not copied either: a Ctrl-C is held until they are
+            written, but an exception raised inside one (its scratch buffers, about 20 MB per worker,
+            failing to allocate) can leave the model partly written.
 
     Returns:
         An `InitReport`: per parameter its path, shape, role, rule, fans and target std.
