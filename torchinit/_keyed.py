@@ -258,6 +258,15 @@ def _batches(pieces: list[_Piece]) -> list[list[_Piece]]:
     return batches
 
 
+def _mul_scales(units: torch.Tensor, scales: list[float], spread: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Multiply each piece of ``units`` by its scale: one scalar multiply when they are all equal, else the
+    float32 scales ``spread`` onto the words (float32, as a scalar multiply rounds it: the same values as alone)."""
+    if all(v == scales[0] for v in scales):
+        units.mul_(scales[0])
+    else:
+        units.mul_(spread(torch.tensor(scales, dtype=torch.float32, device=units.device)))
+
+
 def _compute(kind: str, cut: float, batch: list[_Piece]) -> int:
     """One pass of kernels over a batch of pieces; returns the number of 32-bit words computed."""
     device = batch[0][4].device
@@ -292,11 +301,7 @@ def _compute(kind: str, cut: float, batch: list[_Piece]) -> int:
         lead, n = p[2] & 1, p[3] - p[2]
         sizes += (lead, n, 2 * c - lead - n)
     units = _unit(kind, cut, w, ws.get("out", torch.float32, w.numel(), device), ws)
-    scales = [p[5] for p in batch]
-    if all(v == scales[0] for v in scales):
-        units.mul_(scales[0])
-    else:  # one scale per word, in float32 as a scalar multiply rounds it: the same values as alone
-        units.mul_(torch.repeat_interleave(torch.tensor(scales, dtype=torch.float32, device=device), repeats * 2))
+    _mul_scales(units, [p[5] for p in batch], lambda s: torch.repeat_interleave(s, repeats * 2))
     torch._foreach_copy_([p[4] for p in batch], list(torch.split_with_sizes(units, sizes)[1::3]))
     return 2 * at
 
@@ -313,11 +318,7 @@ def _compute_stack(kind: str, cut: float, shape: tuple[int, ...], items: list[_I
     z.add_(keys[:, :1])
     w = mix_(z.view(-1), ws.get("scratch", torch.int64, m * pairs, device)).view(torch.int32)
     units = _unit(kind, cut, w, ws.get("out", torch.float32, m * n, device), ws).view(m, n)
-    scales = [it[3] for it in items]
-    if all(v == scales[0] for v in scales):
-        units.mul_(scales[0])
-    else:  # one scale per row, in float32 as a scalar multiply rounds it: the same values as alone
-        units.mul_(torch.tensor(scales, dtype=torch.float32, device=device)[:, None])
+    _mul_scales(units, [it[3] for it in items], lambda s: s[:, None])
     torch._foreach_copy_([it[2] for it in items], list(units.view(m, *shape).unbind(0)))
     return m * n
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+from collections.abc import Callable
 
 import torch
 
@@ -90,20 +91,23 @@ class Workspace:
     def __init__(self) -> None:
         self.buffers: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
 
-    def get(self, slot: str, dtype: torch.dtype, n: int, device: torch.device) -> torch.Tensor:
+    def get(
+        self,
+        slot: str,
+        dtype: torch.dtype,
+        n: int,
+        device: torch.device,
+        make: Callable[..., torch.Tensor] = torch.empty,
+    ) -> torch.Tensor:
         key = (slot, dtype, device)
         buffer = self.buffers.get(key)
         if buffer is None or buffer.numel() < n:
-            buffer = self.buffers[key] = torch.empty(n, dtype=dtype, device=device)
+            buffer = self.buffers[key] = make(n, dtype=dtype, device=device)
         return buffer[:n]
 
     def arange(self, n: int, device: torch.device) -> torch.Tensor:
         """0, 1, ..., n - 1 as int64, kept between calls."""
-        key = ("arange", torch.int64, device)
-        buffer = self.buffers.get(key)
-        if buffer is None or buffer.numel() < n:
-            buffer = self.buffers[key] = torch.arange(n, dtype=torch.int64, device=device)
-        return buffer[:n]
+        return self.get("arange", torch.int64, n, device, make=torch.arange)
 
 
 _local = threading.local()
