@@ -5,6 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 BLOCK = 4096  # small batches, so these small tensors are cut into blocks as large ones are
+BLOCK_WORDS = 1000  # words per pass of a large range: many passes per span
+SPAN = 10001  # elements per span job: odd, so spans start on odd elements too (the half-used first word)
 PLACEMENTS = {
     "fc.weight": "shard0",  # (301, 64): 301 rows split unevenly (76, 76, 76, 73) over 4 ranks
     "emb.weight": "shard1",  # (120, 98): column blocks of 25, 25, 25, 23

@@ -15,10 +15,10 @@ from torch import nn
 from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 import torchinit
-from torchinit import _keyed
+from torchinit import _keyed, _stream
 
 sys.path.insert(0, os.path.dirname(__file__))
-from dist_models import BLOCK, PLACEMENTS, PLACEMENTS_2D, make
+from dist_models import BLOCK, BLOCK_WORDS, PLACEMENTS, PLACEMENTS_2D, SPAN, make
 
 
 def own(model: nn.Module, report: torchinit.InitReport) -> int:
@@ -42,7 +42,7 @@ def main() -> None:
     from torch.distributed.device_mesh import init_device_mesh
 
     mesh = init_device_mesh("cpu", (world,))
-    _keyed.BLOCK = BLOCK
+    _keyed.BLOCK, _keyed.SPAN, _stream.BLOCK_WORDS = BLOCK, SPAN, BLOCK_WORDS
     results = {}
 
     # DTensor parameters with explicit placements

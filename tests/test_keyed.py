@@ -14,18 +14,21 @@ import torch
 from torch import nn
 
 import torchinit
-from torchinit import InitError, _keyed, reinit
+from torchinit import InitError, _keyed, _stream, reinit
 from torchinit.extend import Action
 from torchinit.testing import assert_distribution, assert_std
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dist_models import BLOCK, make
+from dist_models import BLOCK, BLOCK_WORDS, SPAN, make
 
 
 @pytest.fixture
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> int:
-    """Batches of 4096 elements, so these small tensors are cut into many blocks and batched together."""
+    """Batches of 4096 elements, spans of 10001 and passes of 1000 words, so these small tensors are cut
+    into many blocks, spans and passes, and batched together."""
     monkeypatch.setattr(_keyed, "BLOCK", BLOCK)
+    monkeypatch.setattr(_keyed, "SPAN", SPAN)
+    monkeypatch.setattr(_stream, "BLOCK_WORDS", BLOCK_WORDS)
     return BLOCK
 
 
@@ -125,6 +128,40 @@ def test_values_do_not_depend_on_blocks_batches_or_dtype(monkeypatch: pytest.Mon
     half = model().to(torch.bfloat16)
     reinit(half, "kaiming_relu", seed=4)
     assert torch.equal(half["big"].weight, whole["big"].weight.to(torch.bfloat16))  # type: ignore[index]
+
+
+@pytest.mark.parametrize("kind", ["normal", "uniform", "truncated_normal"])
+def test_compiled_chains_equal_eager_across_passes_and_spans(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The kernel chains run as TorchScript functions on CPU (one call per span, no GIL between kernels);
+    # eager runs the same ops. Both must give the Python reference's words and bit-identical values, for
+    # a range starting and ending on odd elements, cut into passes of 7 words and spans of 101 elements,
+    # into float32, bfloat16 and float64 destinations.
+    assert isinstance(_stream.kernel(_stream._range_into, torch.empty(0)), torch.jit.ScriptFunction)
+    start, gamma = _stream.stream_key(3, "x.weight")
+    lo, hi = 5, 5 + 2001
+
+    def fill(scripted: bool, words: int, dtype: torch.dtype) -> torch.Tensor:
+        monkeypatch.setattr(_stream, "SCRIPTED", scripted)
+        monkeypatch.setattr(_stream, "BLOCK_WORDS", words)
+        dest = torch.empty(hi - lo, dtype=dtype)
+        for a in range(lo, hi, 101):
+            b = min(a + 101, hi)
+            _stream.range_values(kind, 2.0, start, gamma, a, b, dest[a - lo : b - lo], 0.5, _stream.Workspace())
+        return dest
+
+    reference = fill(False, 1 << 16, torch.float32)
+    whole = torch.empty(hi)
+    _stream.range_values(kind, 2.0, start, gamma, 0, hi, whole, 0.5, _stream.Workspace())
+    assert torch.equal(reference.view(torch.int32), whole[lo:].view(torch.int32))
+    for scripted in (False, True):
+        assert torch.equal(fill(scripted, 7, torch.float32).view(torch.int32), reference.view(torch.int32))
+        assert torch.equal(fill(scripted, 7, torch.bfloat16), reference.to(torch.bfloat16))
+        assert torch.equal(fill(scripted, 7, torch.float64), reference.double())
+    words = _stream.range_words(start, gamma, lo, hi, torch.device("cpu"))
+    expected = [_stream.word(start, gamma, i >> 1) >> (32 * (i & 1)) & 0xFFFFFFFF for i in (lo, lo + 1, hi - 1)]
+    assert [w & 0xFFFFFFFF for w in words[[0, 1, -1]].tolist()] == expected
+    if kind == "normal":  # the values are the words' mapping, times the scale
+        assert torch.equal(reference, _stream.unit_normal(words).mul_(0.5))
 
 
 def test_small_tensors_stacked_by_shape_equal_each_tensor_alone(monkeypatch: pytest.MonkeyPatch) -> None:

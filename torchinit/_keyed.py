@@ -4,10 +4,10 @@ The values come from the counter-based stream of `torchinit._stream` (version 2)
 on walk order, on other modules, on the thread count, on the device, or on how the tensor is sharded:
 a shard computes the words of its own elements only. Tensors are batched: small whole ones of one shape
 are the rows of one matrix (a key per row), other small ones share one pass of kernels (their keys are
-per-element tensors), large ones are cut into blocks of `BLOCK` elements, and
-the results are scaled and written with ``torch._foreach_*`` calls, so a parameter costs a few list
-entries, not a generator state. Orthogonal weights (a QR of the whole matrix) draw the whole tensor's
-normal values from the same stream and factorize them on their device.
+per-element tensors) and are written with ``torch._foreach_*`` calls, so a parameter costs a few list
+entries, not a generator state; large ones are cut into spans of `SPAN` elements, each computed straight
+into the tensor a block at a time (`torchinit._stream.range_values`). Orthogonal weights (a QR of the
+whole matrix) draw the whole tensor's normal values from the same stream and factorize them on their device.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from torchinit._stream import (
     Workspace,
     index_words,
     mix_,
+    range_values,
     range_words,
     signed64,
     stream_key,
@@ -36,8 +37,13 @@ from torchinit._stream import (
 )
 from torchinit._types import InitError
 
-BLOCK = 1 << 19
-"""Elements per batch of kernels. Only speed and scratch memory depend on it, never the values."""
+BLOCK = 1 << 17
+"""Elements per batch of kernels (small tensors are batched up to it; larger ranges are cut into spans
+computed a block at a time, see `range_values`). Only speed and scratch memory depend on it, never the values."""
+
+SPAN = 1 << 21
+"""Elements per job of a large range (a loop of blocks in one call): jobs small enough to balance the
+workers, large enough that a job's fixed cost is small. Values do not depend on it."""
 
 
 @dataclass
@@ -110,6 +116,7 @@ class KeyedWriter:
         self.stacks: dict[tuple[torch.device, str, float, tuple[int, ...]], list[_Item]] = {}
         self.constants: dict[tuple[float, torch.device, torch.dtype], list[torch.Tensor]] = {}
         self.tasks: list[Callable[[], int]] = []
+        self.spans: list[Callable[..., int]] = []  # called with a Workspace
         self.finish: list[Callable[[], None]] = []
         self.drawn = 0
         """Random 32-bit words this process computed (a shard: its own elements, plus at most one per end)."""
@@ -153,25 +160,31 @@ class KeyedWriter:
             self.finish.append(functools.partial(_copy_into, tensor, dest))
         if action.zero_row is not None:
             self.finish.append(functools.partial(_zero_row, tensor, action, region))
+        scale = _scale(action)
+        if hi - lo > BLOCK:  # a large range: its own jobs of up to SPAN elements, each a loop of blocks
+            for a in range(lo, hi, SPAN):
+                b = min(a + SPAN, hi)
+                self.spans.append(
+                    functools.partial(range_values, kind, action.cut, start, gamma, a, b, dest[a - lo : b - lo], scale)
+                )
+            return
         pieces = self.groups.get((tensor.device, kind, action.cut))
         if pieces is None:
             pieces = self.groups[(tensor.device, kind, action.cut)] = []
-        scale = _scale(action)
-        if hi - lo <= BLOCK:
-            pieces.append((start, gamma, lo, hi, dest, scale))
-            return
-        for a in range(lo, hi, BLOCK):
-            b = min(a + BLOCK, hi)
-            pieces.append((start, gamma, a, b, dest[a - lo : b - lo], scale))
+        pieces.append((start, gamma, lo, hi, dest, scale))
 
     def run(self) -> None:
         """Compute every batch and task, then write constants, copy and zero rows.
 
-        torch's own intra-op threads are set to 1 for the duration and the batches are spread over a
-        thread pool of ``threads`` workers (each kernel releases the GIL): no per-kernel fork/join, which
-        on a busy machine costs more than the kernels. Values do not depend on the split.
+        torch's own intra-op threads are set to 1 for the duration and the jobs (orthogonal QRs, spans of
+        large ranges, batches of small tensors, largest first) are spread over a thread pool of ``threads``
+        workers: no per-kernel fork/join, which on a busy machine costs more than the kernels. On CPU a span
+        is one call of a TorchScript function that runs all its kernels without the GIL, so the workers do
+        not take turns between kernels (`torchinit._stream.SCRIPTED`). Values do not depend on the split.
         """
-        jobs: list[Callable[[], int]] = [
+        jobs: list[Callable[[], int]] = [*self.tasks]  # the largest first: orthogonal QRs, then spans
+        jobs += [functools.partial(_in_workspace, span) for span in self.spans]
+        jobs += [
             functools.partial(_compute, kind, cut, batch)
             for (_, kind, cut), pieces in self.groups.items()
             for batch in _batches(pieces)
@@ -182,14 +195,13 @@ class KeyedWriter:
                 functools.partial(_compute_stack, kind, cut, shape, items[i : i + rows])
                 for i in range(0, len(items), rows)
             ]
-        jobs += self.tasks
         previous = torch.get_num_threads()
         workers = min(self.threads if self.threads is not None else previous, len(jobs))
         if previous > 1:
             torch.set_num_threads(1)
         try:
             if workers <= 1:
-                self.drawn += sum(job() for job in jobs)
+                self.drawn += sum(_no_grad(job) for job in jobs)
             else:
                 with ThreadPoolExecutor(max_workers=workers) as pool:
                     self.drawn += sum(pool.map(_no_grad, jobs))
@@ -237,8 +249,14 @@ class KeyedWriter:
         return drawn
 
 
+def _in_workspace(span: Callable[[Workspace], int]) -> int:
+    return span(workspace())
+
+
 def _no_grad(job: Callable[[], int]) -> int:
-    with torch.no_grad():  # grad mode is thread-local: pool threads start with it on
+    # grad mode is thread-local (pool threads start with it on), and so is TorchScript's optimizing flag: off,
+    # the compiled chains run exactly the ops they list (no profiling runs, no specialization by shape)
+    with torch.no_grad(), torch.jit.optimized_execution(False):  # type: ignore[attr-defined]
         return job()
 
 
@@ -271,14 +289,9 @@ def _compute(kind: str, cut: float, batch: list[_Piece]) -> int:
     """One pass of kernels over a batch of pieces; returns the number of 32-bit words computed."""
     device = batch[0][4].device
     ws = workspace()
-    if len(batch) == 1:  # one block of one tensor: computed into the tensor itself when it is float32
+    if len(batch) == 1:  # one range of one tensor: computed into the tensor itself when it is float32
         start, gamma, lo, hi, dest, scale = batch[0]
-        direct = dest.dtype == torch.float32
-        out = dest if direct else ws.get("out", torch.float32, hi - lo, device)
-        _unit(kind, cut, range_words(start, gamma, lo, hi, device, ws), out, ws).mul_(scale)
-        if not direct:
-            dest.copy_(out)
-        return 2 * (((hi + 1) >> 1) - (lo >> 1))
+        return range_values(kind, cut, start, gamma, lo, hi, dest, scale, ws)
     first = [p[2] >> 1 for p in batch]
     counts = [((p[3] + 1) >> 1) - f for p, f in zip(batch, first, strict=True)]
     shift, at = [], 0

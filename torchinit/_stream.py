@@ -15,7 +15,9 @@ bits when it is odd.
 Everything after the hash is integer arithmetic or a single IEEE-rounded float32 operation per kernel
 (int to float conversion, +, *), in separate torch kernels so no device fuses two into one
 multiply-add: the same (seed, name, index) gives bitwise the same value on every device and with any
-thread count. No transcendental function is evaluated at draw time:
+thread count. On CPU the kernel chains run as TorchScript functions (`SCRIPTED`): the same kernels in
+the same order, without the GIL between them, and without TorchScript's optimizer. No transcendental
+function is evaluated at draw time:
 
 - uniform: $(2k+1)\,b/2^{24}$ for the top 24 bits $k$ of the word read as a signed integer, so the values
   are symmetric about 0 and never reach $\pm b$;
@@ -37,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -81,9 +84,6 @@ def word(start: int, gamma: int, p: int) -> int:
     return mix64(start + gamma * p)
 
 
-_SHIFTS = ((30, (1 << 34) - 1, signed64(_C1)), (27, (1 << 37) - 1, signed64(_C2)), (31, (1 << 33) - 1, 0))
-
-
 class Workspace:
     """Scratch tensors reused across blocks (one per thread): fresh megabyte-sized allocations cost page
     faults on every block. ``get(slot, dtype, n, device)`` returns the first ``n`` elements of a buffer."""
@@ -121,14 +121,25 @@ def workspace() -> Workspace:
     return ws
 
 
+def _mix_into(src: torch.Tensor, z: torch.Tensor, scratch: torch.Tensor) -> None:
+    # z = mix64(src) on int64 tensors (z may be src): two's-complement wrap-around, and ``>>`` is arithmetic,
+    # hence the masks. The literals are _C1 and _C2 as signed int64 (tests check them): TorchScript source.
+    torch.bitwise_right_shift(src, 30, out=scratch)
+    scratch.bitwise_and_((1 << 34) - 1)
+    torch.bitwise_xor(src, scratch, out=z)
+    z.mul_(-4658895280553007687)
+    torch.bitwise_right_shift(z, 27, out=scratch)
+    scratch.bitwise_and_((1 << 37) - 1)
+    z.bitwise_xor_(scratch)
+    z.mul_(-7723592293110705685)
+    torch.bitwise_right_shift(z, 31, out=scratch)
+    scratch.bitwise_and_((1 << 33) - 1)
+    z.bitwise_xor_(scratch)
+
+
 def mix_(z: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
-    """mix64 in place on an int64 tensor (two's-complement wrap-around; ``>>`` is arithmetic, hence the masks)."""
-    for shift, mask, multiplier in _SHIFTS:
-        torch.bitwise_right_shift(z, shift, out=scratch)
-        scratch.bitwise_and_(mask)
-        z.bitwise_xor_(scratch)
-        if multiplier:
-            z.mul_(multiplier)
+    """mix64 in place on an int64 tensor, using ``scratch`` (an int64 tensor of z's size)."""
+    kernel(_mix_into, z)(z, z, scratch)
     return z
 
 
@@ -211,37 +222,214 @@ def unit_uniform(w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tens
     return out.copy_(k)
 
 
+def _normal_into(
+    w: torch.Tensor,
+    v: torch.Tensor,
+    x: torch.Tensor,
+    f: torch.Tensor,
+    bits: torch.Tensor,
+    row: torch.Tensor,
+    out: torch.Tensor,
+    out_bits: torch.Tensor,
+    c0: torch.Tensor,
+    c1: torch.Tensor,
+    wide: torch.Tensor,
+    low: int,
+) -> None:
+    # The normal mapping (TorchScript source; views are made by the caller, as TorchScript has no
+    # view(dtype)): v (int32) and x (float32) share a buffer, as do f and bits, and out and out_bits.
+    # Literals: 2^31 - 1, S = 12 (so -(1 << 12) clears S mantissa bits) and the sign bit.
+    torch.bitwise_and(w, 2147483647, out=v)  # V: the low 31 bits
+    if low >= 0:  # truncated: V mapped linearly, in integers, onto [low, 2^31)
+        wide.copy_(v)
+        wide.mul_(2147483648 - low)
+        wide.bitwise_right_shift_(31)
+        wide.add_(low)
+        v.copy_(wide)
+    f.copy_(v)
+    f.add_(0.5)
+    torch.bitwise_right_shift(bits, 12, out=row)
+    # x = f - (f with its low S mantissa bits cleared): exact (same binade), in units of f
+    torch.bitwise_and(bits, -4096, out=v)
+    torch.sub(f, x, out=x)
+    torch.index_select(c1, 0, row, out=out)
+    out.mul_(x)
+    out.add_(torch.index_select(c0, 0, row, out=f))
+    # the sign: the word's top bit, or-ed into |z| (sign bit clear: c0 >= 0, the interpolation is monotone and
+    # +0 + -0 is +0), which is copysign bit for bit, in two integer kernels that beat copysign's one
+    out_bits.bitwise_or_(torch.bitwise_and(w, -2147483648, out=row))
+
+
 def unit_normal(
     w: torch.Tensor, cut: float | None = None, out: torch.Tensor | None = None, ws: Workspace | None = None
 ) -> torch.Tensor:
     """Standard normal values (float32) from int32 words; cut to [-cut, cut] when ``cut`` is given.
 
-    ``out``: a float32 tensor of w's size to write into; ``ws``: scratch buffers to reuse."""
+    ``out``: a contiguous float32 tensor of w's size to write into; ``ws``: scratch buffers to reuse."""
     n, device = w.numel(), w.device
     ws = ws if ws is not None else Workspace()
-    # V: the low 31 bits, in the mixer's scratch buffer (free once the words are made; not w's buffer)
-    v = torch.bitwise_and(
-        w, (1 << 31) - 1, out=ws.get("scratch", torch.int64, (n + 1) >> 1, device).view(torch.int32)[:n]
-    )
+    # V, then x: in the mixer's scratch buffer (free once the words are made; not w's buffer)
+    v = ws.get("scratch", torch.int64, (n + 1) >> 1, device).view(torch.int32)[:n]
+    low = -1
+    wide = v  # unused without a cut
     if cut is not None:
         low = round(0.5 * math.erfc(cut / math.sqrt(2.0)) * 2.0**32)  # t = Phi(-cut)
-        wide = ws.get("wide", torch.int64, n, device).copy_(v)
-        wide.mul_((1 << 31) - low)
-        wide.bitwise_right_shift_(31)
-        wide.add_(low)
-        v.copy_(wide)
-    f = ws.get("f", torch.float32, n, device).copy_(v)
-    f.add_(0.5)
-    bits = f.view(torch.int32)
-    row = torch.bitwise_right_shift(bits, _S, out=ws.get("row", torch.int32, n, device))
-    # x = f - (f with its low S mantissa bits cleared): exact (same binade), in units of f
-    left = torch.bitwise_and(bits, -(1 << _S), out=v).view(torch.float32)
-    x = torch.sub(f, left, out=left)
+        wide = ws.get("wide", torch.int64, n, device)
+    f = ws.get("f", torch.float32, n, device)
+    out = out if out is not None else torch.empty(n, device=device)
     c0, c1 = _table(device)
-    z = torch.index_select(c1, 0, row, out=out if out is not None else torch.empty(n, device=device))
-    z.mul_(x)
-    z.add_(torch.index_select(c0, 0, row, out=f))
-    # the sign: the word's top bit, or-ed into |z| (sign bit clear: c0 >= 0, the interpolation is monotone and
-    # +0 + -0 is +0), which is copysign bit for bit, in two integer kernels that beat copysign's one
-    z.view(torch.int32).bitwise_or_(torch.bitwise_and(w, -(1 << 31), out=row))
-    return z
+    row = ws.get("row", torch.int32, n, device)
+    kernel(_normal_into, w)(
+        w, v, v.view(torch.float32), f, f.view(torch.int32), row, out, out.view(torch.int32), c0, c1, wide, low
+    )
+    return out
+
+
+def _range_into(
+    kind: int,
+    low: int,
+    first: int,
+    gamma: int,
+    step: int,
+    lead: int,
+    n: int,
+    scale: float,
+    arange: torch.Tensor,
+    counter: torch.Tensor,
+    z: torch.Tensor,
+    w: torch.Tensor,
+    scratch: torch.Tensor,
+    v: torch.Tensor,
+    x: torch.Tensor,
+    f: torch.Tensor,
+    bits: torch.Tensor,
+    row: torch.Tensor,
+    wide: torch.Tensor,
+    c0: torch.Tensor,
+    c1: torch.Tensor,
+    out: torch.Tensor,
+    out_bits: torch.Tensor,
+    dest: torch.Tensor,
+    direct: bool,
+) -> None:
+    # n consecutive elements of one stream, from element `lead` (0 or 1) of word `first`'s pair on, a block
+    # of counter.numel() words at a time (TorchScript source: one call, no GIL between the kernels).
+    # counter holds start + gamma p for the block's words and is advanced by step = gamma * block, so each block
+    # costs one add where a fresh counter costs a multiply. kind: 0 uniform, 1 normal (cut when low >= 0).
+    # out/out_bits: float32 scratch for the values, or (direct) the float32 destination itself.
+    block = counter.numel()
+    torch.mul(arange, gamma, out=counter)
+    counter.add_(first)
+    done = 0
+    while done < n:
+        if done > 0:
+            counter.add_(step)
+        m = min(2 * block - lead, n - done)
+        q = (lead + m + 1) // 2
+        _mix_into(counter[:q], z[:q], scratch[:q])
+        words = w[lead : lead + m]
+        if direct:
+            values, values_bits = out[done : done + m], out_bits[done : done + m]
+        else:
+            values, values_bits = out[:m], out_bits[:m]
+        if kind == 0:
+            torch.bitwise_right_shift(words, 7, out=v[:m])
+            v[:m].bitwise_or_(1)
+            values.copy_(v[:m])
+        else:
+            _normal_into(words, v[:m], x[:m], f[:m], bits[:m], row[:m], values, values_bits, c0, c1, wide[:m], low)
+        values.mul_(scale)
+        if not direct:
+            dest[done : done + m].copy_(values)  # rounded once, from the float32 value
+        done += m
+        lead = 0
+
+
+def range_values(
+    kind: str, cut: float, start: int, gamma: int, lo: int, hi: int, dest: torch.Tensor, scale: float, ws: Workspace
+) -> int:
+    """Elements ``lo`` .. ``hi - 1`` of the stream (start, gamma) mapped to ``kind`` (uniform, normal,
+    truncated_normal cut at +-cut), times ``scale``, written into the flat contiguous ``dest``, `BLOCK_WORDS`
+    words at a time. Returns the number of 32-bit words computed."""
+    device = dest.device
+    p0 = lo >> 1
+    pairs = ((hi + 1) >> 1) - p0
+    block = min(pairs, BLOCK_WORDS)
+    n = 2 * block
+    counter = ws.get("counter", torch.int64, block, device)
+    z = ws.get("z", torch.int64, block, device)
+    scratch = ws.get("scratch", torch.int64, block, device)
+    v = scratch.view(torch.int32)
+    low = -1
+    wide = v
+    if kind == "truncated_normal":
+        low = round(0.5 * math.erfc(cut / math.sqrt(2.0)) * 2.0**32)  # t = Phi(-cut)
+        wide = ws.get("wide", torch.int64, n, device)
+    f = ws.get("f", torch.float32, n, device)
+    direct = dest.dtype == torch.float32
+    out = dest if direct else ws.get("out", torch.float32, n, device)
+    c0, c1 = _table(device)
+    kernel(_range_into, dest)(
+        0 if kind == "uniform" else 1,
+        low,
+        signed64(start + gamma * p0),
+        signed64(gamma),
+        signed64(gamma * block),
+        lo & 1,
+        hi - lo,
+        scale,
+        ws.arange(block, device),
+        counter,
+        z,
+        z.view(torch.int32),
+        scratch,
+        v,
+        v.view(torch.float32),
+        f,
+        f.view(torch.int32),
+        ws.get("row", torch.int32, n, device),
+        wide,
+        c0,
+        c1,
+        out,
+        out.view(torch.int32),
+        dest,
+        direct,
+    )
+    return 2 * pairs
+
+
+BLOCK_WORDS = 1 << 16
+"""64-bit words per pass of kernels in `range_values` (two elements each). Only speed and scratch memory
+depend on it, never the values."""
+
+
+# --- running the kernel chains compiled ------------------------------------------------------------
+
+SCRIPTED = True
+"""Run the kernel chains (`mix_`, `unit_normal`) on CPU tensors as TorchScript functions when torch can
+compile them: the same ops in the same order, so the same values, but one call runs them all without
+the GIL, so parallel workers' kernels no longer wait for each other between kernels. False: eager
+(the fallback where TorchScript is unavailable; CUDA always runs eager)."""
+
+_compiled: dict[Callable[..., None], Callable[..., None]] = {}
+_compile_lock = threading.Lock()
+
+
+def kernel(fn: Callable[..., None], like: torch.Tensor) -> Callable[..., None]:
+    """``fn`` compiled by TorchScript for CPU tensors (once per process; ``fn`` itself if that fails)."""
+    if not SCRIPTED or like.device.type != "cpu":
+        return fn
+    found = _compiled.get(fn)
+    if found is None:
+        with _compile_lock:
+            found = _compiled.get(fn)
+            if found is None:
+                try:
+                    with warnings.catch_warnings():  # torch.jit.script is deprecated; the fallback is eager
+                        warnings.simplefilter("ignore")
+                        found = torch.jit.script(fn)
+                except Exception:  # no TorchScript (or no source files): eager, the same values
+                    found = fn
+                _compiled[fn] = found
+    return found
