@@ -7,11 +7,14 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+import torch.utils._pytree as pytree
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchinit
 from torchinit import InitError, _keyed, _stream, reinit
@@ -234,6 +237,77 @@ def test_seed_errors_leave_the_model_unchanged() -> None:
         reinit(model, seed=1, generator=torch.Generator())
     with pytest.raises(InitError, match="legacy replays torch's constructors on torch's own RNG stream"):
         reinit(model, "legacy", seed=1)
+    assert equal(state(model), before)
+
+
+def _mixed_model() -> nn.Module:
+    # large ranges (spans), odd and medium tensors (batches, with differing scales), small even ones of one
+    # shape (stacks), a channels_last conv, uniform and truncated normal draws, and a bfloat16 layer
+    return nn.ModuleDict({
+        "big": nn.Linear(300, 257),
+        "conv": nn.Conv2d(16, 32, 3).to(memory_format=torch.channels_last),
+        "emb": nn.Embedding(301, 17),
+        "low": nn.Linear(40, 30).to(torch.bfloat16),
+        **{f"s{i}": nn.Linear(8, 8) for i in range(40)},
+        **{f"o{i}": nn.Linear(7, 3 + i) for i in range(20)},
+    })  # fmt: skip
+
+
+class _FreshTensors(TorchDispatchMode):
+    """Records every op that returns a tensor sharing no storage with its inputs (an allocation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fresh: list[tuple[str, tuple[int, ...]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        leaves = pytree.tree_leaves((args, kwargs))
+        inputs = {t.untyped_storage().data_ptr() for t in leaves if isinstance(t, torch.Tensor)}
+        for t in pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.numel() and t.untyped_storage().data_ptr() not in inputs:
+                self.fresh.append((str(func), tuple(t.shape)))
+        return out
+
+
+@pytest.mark.parametrize("scheme", ["kaiming_relu", "xavier_uniform", "llama_depth"])
+def test_keyed_writes_allocate_nothing_once_the_workspaces_are_reserved(
+    scheme: str, small_blocks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every tensor a keyed write needs (scratch buffers, per-piece keys and scales) exists before the first
+    # write, so no allocation can fail half-way: while the jobs run, no op returns a fresh tensor, and the
+    # workers' workspaces (reserved for the largest pass) grow no buffer.
+    mode = _FreshTensors()
+    real = _keyed._no_grad
+
+    def watched(job: Callable[[], int]) -> int:
+        with mode:
+            return real(job)
+
+    monkeypatch.setattr(_keyed, "_no_grad", watched)
+    monkeypatch.setattr(_stream, "_spare", [])  # fresh workspaces: the first run must reserve everything
+    reinit(_mixed_model(), scheme, seed=3, threads=1)  # one worker: the main thread, where the mode is
+    assert mode.fresh == []
+    assert len(_stream._spare) == 1 and _stream._spare[0].allocations > 0
+    grown = _stream._spare[0].allocations
+    monkeypatch.setattr(_keyed, "_no_grad", real)
+    reinit(_mixed_model(), scheme, seed=3, threads=2)  # two workers: one reused, one fresh, both reserved
+    counts = sorted(ws.allocations for ws in _stream._spare)
+    assert counts == [grown, grown]
+
+
+def test_a_failing_scratch_allocation_leaves_the_model_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _mixed_model()
+    before = state(model)
+
+    def reserve(ws: _stream.Workspace, n: int, device: torch.device, truncated: bool) -> None:
+        raise RuntimeError("out of memory (injected)")
+
+    monkeypatch.setattr(_stream.Workspace, "reserve", reserve)
+    monkeypatch.setattr(_stream, "_spare", [])
+    with pytest.raises(RuntimeError, match="injected"):
+        reinit(model, "kaiming_relu", seed=3, threads=2)
     assert equal(state(model), before)
 
 

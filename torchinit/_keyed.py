@@ -13,6 +13,7 @@ whole matrix) draw the whole tensor's normal values from the same stream and fac
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import operator
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from torchinit import _stream
 from torchinit._distributions import truncated_normal_std
 from torchinit._draw import Action, check_draw, fill, orthogonal_block
 from torchinit._stream import (
@@ -75,15 +77,18 @@ def _strides(shape: Sequence[int]) -> tuple[int, ...]:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _key(seed: int, name: str) -> tuple[int, int]:
-    return stream_key(seed, name)
+def _key(seed: int, name: str) -> tuple[int, int, int, int]:
+    """(start, gamma) of the stream, unsigned and as int64 bit patterns."""
+    start, gamma = stream_key(seed, name)
+    return start, gamma, signed64(start), signed64(gamma)
 
 
 _Piece = tuple[int, int, int, int, torch.Tensor, float]
 """(start, gamma, lo, hi, dest, scale): elements lo .. hi-1 of one stream, scaled into ``dest`` (flat)."""
 
 _Item = tuple[int, int, torch.Tensor, float]
-"""(start, gamma, tensor, scale): all of a small tensor's elements (an even number), scaled into it."""
+"""(start, gamma, tensor, scale), the key as int64 bit patterns: all of a small tensor's elements (an even
+number), scaled into it."""
 
 STACKED = 1 << 14
 """Whole contiguous tensors of at most this many elements (an even number) are computed stacked with the
@@ -102,7 +107,7 @@ def _unit(
     kind: str, cut: float, w: torch.Tensor, out: torch.Tensor | None = None, ws: Workspace | None = None
 ) -> torch.Tensor:
     if kind == "uniform":
-        return unit_uniform(w, out)
+        return unit_uniform(w, out, ws)
     return unit_normal(w, cut if kind == "truncated_normal" else None, out, ws)
 
 
@@ -113,10 +118,10 @@ class KeyedWriter:
         self.seed = seed
         self.threads = threads
         self.groups: dict[tuple[torch.device, str, float], list[_Piece]] = {}
-        self.stacks: dict[tuple[torch.device, str, float, tuple[int, ...]], list[_Item]] = {}
+        self.stacks: dict[tuple[torch.device, str, float, tuple[int, ...], torch.dtype], list[_Item]] = {}
         self.constants: dict[tuple[float, torch.device, torch.dtype], list[torch.Tensor]] = {}
         self.tasks: list[Callable[[], int]] = []
-        self.spans: list[Callable[..., int]] = []  # called with a Workspace
+        self.spans: list[tuple[Callable[[Workspace], int], torch.device, str, int]] = []  # (job, device, kind, words)
         self.finish: list[Callable[[], None]] = []
         self.drawn = 0
         """Random 32-bit words this process computed (a shard: its own elements, plus at most one per end)."""
@@ -133,21 +138,21 @@ class KeyedWriter:
             else:
                 self.finish.append(functools.partial(_fill_post, action, tensor, region))
             return
-        start, gamma = _key(self.seed, name)
+        start, gamma, signed_start, signed_gamma = _key(self.seed, name)
         if kind == "orthogonal":
             self.tasks.append(functools.partial(self._orthogonal, action, tensor, start, gamma, region))
             return
         shape = tuple(tensor.shape)
         n = tensor.numel()
         if region is None and n <= STACKED and not n & 1 and tensor.is_contiguous():
-            # a small whole tensor: computed with others of its shape, one row each
+            # a small whole tensor: computed with others of its shape (and dtype), one row each
             if action.zero_row is not None:
                 self.finish.append(functools.partial(_zero_row, tensor, action, region))
-            stack = (tensor.device, kind, action.cut, shape)
+            stack = (tensor.device, kind, action.cut, shape, tensor.dtype)
             items = self.stacks.get(stack)
             if items is None:
                 items = self.stacks[stack] = []
-            items.append((start, gamma, tensor, _scale(action)))
+            items.append((signed_start, signed_gamma, tensor, _scale(action)))
             return
         if region is not None and not region.is_range(shape):
             self.tasks.append(functools.partial(self._indexed, action, tensor, start, gamma, region))
@@ -164,9 +169,10 @@ class KeyedWriter:
         if hi - lo > BLOCK:  # a large range: its own jobs of up to SPAN elements, each a loop of blocks
             for a in range(lo, hi, SPAN):
                 b = min(a + SPAN, hi)
-                self.spans.append(
-                    functools.partial(range_values, kind, action.cut, start, gamma, a, b, dest[a - lo : b - lo], scale)
+                span = functools.partial(
+                    range_values, kind, action.cut, start, gamma, a, b, dest[a - lo : b - lo], scale
                 )
+                self.spans.append((span, tensor.device, kind, ((b + 1) >> 1) - (a >> 1)))
             return
         pieces = self.groups.get((tensor.device, kind, action.cut))
         if pieces is None:
@@ -182,29 +188,47 @@ class KeyedWriter:
         is one call of a TorchScript function that runs all its kernels without the GIL, so the workers do
         not take turns between kernels (`torchinit._stream.SCRIPTED`). Values do not depend on the split.
         """
-        jobs: list[Callable[[], int]] = [*self.tasks]  # the largest first: orthogonal QRs, then spans
-        jobs += [functools.partial(_in_workspace, span) for span in self.spans]
-        jobs += [
-            functools.partial(_compute, kind, cut, batch)
-            for (_, kind, cut), pieces in self.groups.items()
-            for batch in _batches(pieces)
+        # (job, device, elements of its largest pass, truncated): what its workspace must hold
+        sized: list[tuple[Callable[[], int], torch.device | None, int, bool]] = [
+            (task, None, 0, False)
+            for task in self.tasks  # the largest first: orthogonal QRs (backed up)
         ]
-        for (_, kind, cut, shape), items in self.stacks.items():
-            rows = max(1, BLOCK // math.prod(shape))
-            jobs += [
-                functools.partial(_compute_stack, kind, cut, shape, items[i : i + rows])
-                for i in range(0, len(items), rows)
-            ]
+        for span, device, kind, words in self.spans:
+            n = 2 * min(words, _stream.BLOCK_WORDS)
+            sized.append((functools.partial(_in_workspace, span), device, n, kind == "truncated_normal"))
+        for (device, kind, cut), pieces in self.groups.items():
+            for batch in _batches(pieces):
+                n = 2 * sum(((p[3] + 1) >> 1) - (p[2] >> 1) for p in batch)
+                sized.append((_batch_job(kind, cut, batch), device, n, kind == "truncated_normal"))
+        for (device, kind, cut, shape, _), items in self.stacks.items():
+            numel = math.prod(shape)
+            rows = max(1, BLOCK // numel)
+            for i in range(0, len(items), rows):
+                job = _stack_job(kind, cut, shape, items[i : i + rows])
+                sized.append((job, device, numel * len(items[i : i + rows]), kind == "truncated_normal"))
+        needs: dict[torch.device, tuple[int, bool]] = {}
+        for _, on, n, truncated in sized:
+            if on is not None:
+                most, any_truncated = needs.get(on, (0, False))
+                needs[on] = (max(most, n), any_truncated or truncated)
+        jobs = [job for job, _, _, _ in sized]
         previous = torch.get_num_threads()
         workers = min(self.threads if self.threads is not None else previous, len(jobs))
         if previous > 1:
             torch.set_num_threads(1)
         try:
-            if workers <= 1:
-                self.drawn += sum(_no_grad(job) for job in jobs)
-            else:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    self.drawn += sum(pool.map(_no_grad, jobs))
+            # every worker's scratch buffers are allocated before the first write: a failing allocation
+            # leaves the model as it was (the jobs then allocate only a few small key tensors)
+            with _stream.reserved(max(workers, 1), needs) as handed:
+                if workers <= 1:
+                    own = _stream.bind(handed)
+                    try:
+                        self.drawn += sum(_no_grad(job) for job in jobs)
+                    finally:
+                        _stream.unbind(own)
+                else:
+                    with ThreadPoolExecutor(max_workers=workers, initializer=_stream.bind, initargs=(handed,)) as pool:
+                        self.drawn += sum(pool.map(_no_grad, jobs))
         finally:
             if previous > 1:
                 torch.set_num_threads(previous)
@@ -276,63 +300,103 @@ def _batches(pieces: list[_Piece]) -> list[list[_Piece]]:
     return batches
 
 
-def _mul_scales(units: torch.Tensor, scales: list[float], spread: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    """Multiply each piece of ``units`` by its scale: one scalar multiply when they are all equal, else the
-    float32 scales ``spread`` onto the words (float32, as a scalar multiply rounds it: the same values as alone)."""
-    if all(v == scales[0] for v in scales):
-        units.mul_(scales[0])
-    else:
-        units.mul_(spread(torch.tensor(scales, dtype=torch.float32, device=units.device)))
-
-
-def _compute(kind: str, cut: float, batch: list[_Piece]) -> int:
-    """One pass of kernels over a batch of pieces; returns the number of 32-bit words computed."""
-    device = batch[0][4].device
-    ws = workspace()
+def _batch_job(kind: str, cut: float, batch: list[_Piece]) -> Callable[[], int]:
+    """The job computing a batch of pieces in one pass of kernels, its small per-piece tensors (piece
+    starts, keys, scales) made now, before anything is written."""
     if len(batch) == 1:  # one range of one tensor: computed into the tensor itself when it is float32
-        start, gamma, lo, hi, dest, scale = batch[0]
-        return range_values(kind, cut, start, gamma, lo, hi, dest, scale, ws)
+        return functools.partial(_in_workspace, functools.partial(range_values, kind, cut, *batch[0]))
+    device = batch[0][4].device
     first = [p[2] >> 1 for p in batch]
     counts = [((p[3] + 1) >> 1) - f for p, f in zip(batch, first, strict=True)]
-    shift, at = [], 0
-    for f, c in zip(first, counts, strict=True):
-        shift.append(f - at)
-        at += c
-    repeats = torch.tensor(counts, device=device)
-
-    def per_pair(values: list[int]) -> torch.Tensor:
-        signed = [v - (1 << 64) if v >= 1 << 63 else v for v in values]
-        return torch.repeat_interleave(torch.tensor(signed, dtype=torch.int64, device=device), repeats)
-
-    z = torch.arange(at, dtype=torch.int64, device=device)
-    z.add_(per_pair(shift))
-    z.mul_(per_pair([p[1] for p in batch]))
-    z.add_(per_pair([p[0] for p in batch]))
-    w = mix_(z, torch.empty_like(z)).view(torch.int32)
+    offsets = list(itertools.accumulate(counts, initial=0))
+    at = offsets.pop()
+    # word k of the batch is word first_i + (k - offset_i) of piece i's stream: start_i + gamma_i (first_i -
+    # offset_i) + gamma_i k, with piece i's words at offsets[i] ..
+    starts = torch.tensor(offsets[1:], dtype=torch.int64, device=device)
+    gammas = torch.tensor([signed64(p[1]) for p in batch], dtype=torch.int64, device=device)
+    bases = [signed64(p[0] + p[1] * (f - o)) for p, f, o in zip(batch, first, offsets, strict=True)]
     sizes: list[int] = []
     for p, c in zip(batch, counts, strict=True):
         lead, n = p[2] & 1, p[3] - p[2]
         sizes += (lead, n, 2 * c - lead - n)
+    scales = [p[5] for p in batch]
+    scale: float | torch.Tensor = scales[0]
+    if any(v != scales[0] for v in scales):  # float32, as a scalar multiply rounds them: the same values as alone
+        scale = torch.tensor(scales, dtype=torch.float32, device=device)
+    keys = (starts, gammas, torch.tensor(bases, dtype=torch.int64, device=device))
+    return functools.partial(_compute, kind, cut, at, keys, scale, [p[4] for p in batch], sizes)
+
+
+def _compute(
+    kind: str,
+    cut: float,
+    at: int,
+    keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    scale: float | torch.Tensor,
+    dests: list[torch.Tensor],
+    sizes: list[int],
+) -> int:
+    """One pass of kernels over a batch of pieces (``at`` words; ``keys``: where each piece's words start,
+    its gamma and base); returns the number of 32-bit words computed. Allocates nothing of its size: every
+    buffer comes from the (reserved) workspace."""
+    starts, gammas, bases = keys
+    device = starts.device
+    ws = workspace()
+    # each word's piece: a 1 where a piece starts, summed up
+    mark = ws.get("mark", torch.int64, at, device).zero_()
+    mark.index_fill_(0, starts, 1)
+    piece = torch.cumsum(mark, 0, out=ws.get("piece", torch.int64, at, device))
+    z = torch.index_select(gammas, 0, piece, out=ws.get("z", torch.int64, at, device))
+    z.mul_(ws.arange(at, device))
+    scratch = ws.get("scratch", torch.int64, at, device)
+    z.add_(torch.index_select(bases, 0, piece, out=scratch))
+    w = mix_(z, scratch).view(torch.int32)
     units = _unit(kind, cut, w, ws.get("out", torch.float32, w.numel(), device), ws)
-    _mul_scales(units, [p[5] for p in batch], lambda s: torch.repeat_interleave(s, repeats * 2))
-    torch._foreach_copy_([p[4] for p in batch], list(torch.split_with_sizes(units, sizes)[1::3]))
+    if isinstance(scale, torch.Tensor):
+        units.view(at, 2).mul_(
+            torch.index_select(scale, 0, piece, out=ws.get("pair_scale", torch.float32, at, device))[:, None]
+        )
+    else:
+        units.mul_(scale)
+    torch._foreach_copy_(dests, list(torch.split_with_sizes(units, sizes)[1::3]))
     return 2 * at
 
 
-def _compute_stack(kind: str, cut: float, shape: tuple[int, ...], items: list[_Item]) -> int:
-    """Whole tensors of one shape as rows of one matrix: row i, word k is mix64(start_i + gamma_i k)."""
+def _stack_job(kind: str, cut: float, shape: tuple[int, ...], items: list[_Item]) -> Callable[[], int]:
+    """The job computing whole tensors of one shape as rows of one matrix, its small key and scale
+    tensors made now, before anything is written."""
     device = items[0][2].device
+    keys = torch.tensor([it[:2] for it in items], dtype=torch.int64, device=device)
+    scales = [it[3] for it in items]
+    scale: float | torch.Tensor = scales[0]
+    if any(v != scales[0] for v in scales):  # float32, as a scalar multiply rounds them: the same values as alone
+        scale = torch.tensor(scales, dtype=torch.float32, device=device)[:, None]
+    return functools.partial(_compute_stack, kind, cut, shape, keys, scale, [it[2] for it in items])
+
+
+def _compute_stack(
+    kind: str,
+    cut: float,
+    shape: tuple[int, ...],
+    keys: torch.Tensor,
+    scale: float | torch.Tensor,
+    tensors: list[torch.Tensor],
+) -> int:
+    """Row i, word k is mix64(start_i + gamma_i k), ``keys`` row i = (start_i, gamma_i)."""
+    device = keys.device
     ws = workspace()
-    m, n = len(items), math.prod(shape)
+    m, n = len(tensors), math.prod(shape)
     pairs = n >> 1
-    keys = torch.tensor([[signed64(it[0]), signed64(it[1])] for it in items], dtype=torch.int64, device=device)
     z = ws.get("z", torch.int64, m * pairs, device).view(m, pairs)
     torch.mul(ws.arange(pairs, device)[None, :], keys[:, 1:], out=z)
     z.add_(keys[:, :1])
     w = mix_(z.view(-1), ws.get("scratch", torch.int64, m * pairs, device)).view(torch.int32)
     units = _unit(kind, cut, w, ws.get("out", torch.float32, m * n, device), ws).view(m, n)
-    _mul_scales(units, [it[3] for it in items], lambda s: s[:, None])
-    torch._foreach_copy_([it[2] for it in items], list(units.view(m, *shape).unbind(0)))
+    units.mul_(scale)
+    if tensors[0].dtype == torch.float32:  # a stack has one dtype: rows copied without Python views
+        torch.unbind_copy(units.view(m, *shape), 0, out=tensors)
+    else:
+        torch._foreach_copy_(tensors, list(units.view(m, *shape).unbind(0)))
     return m * n
 
 

@@ -224,9 +224,9 @@ class Undo:
     Backups (``backup=True``) are taken step by step just before each write, on the tensor's own device,
     and cost up to one copy of the written parameters until the call returns. They are taken only where
     a write can still fail after `Plan.check` (a parametrization's code, orthogonal QR temporaries, a
-    DTensor write, an LSUV pass); plain in-place draws into validated tensors, keyed ones included, are
-    taken not to (a keyed write's scratch allocations are the exception, documented in `reinit`), so a plan
-    made only of those runs without copies.
+    DTensor write, an LSUV pass); plain in-place draws into validated tensors, keyed ones included (whose
+    scratch buffers are allocated before the first write), cannot, so a plan made only of those runs
+    without copies.
     """
 
     def __init__(self, generator: torch.Generator | None, *, backup: bool) -> None:

@@ -129,9 +129,8 @@ def reinit(
             that any failure, Ctrl-C included, leaves the model and the RNG states as they were. Costs
             up to one copy of the written parameters while the call runs; plans of plain draws never
             copy. False skips the copies (a failure then may leave the model partly written). Keyed
-            draws (``seed=``) of plain tensors are not copied either: a Ctrl-C is held until they are
-            written, but an exception raised inside one (its scratch buffers, about 20 MB per worker,
-            failing to allocate) can leave the model partly written.
+            draws (``seed=``) of plain tensors need no copies either: their scratch buffers are all
+            allocated before the first write, and a Ctrl-C is held until they are written.
 
     Returns:
         An `InitReport`: per parameter its path, shape, role, rule, fans and target std.

@@ -36,11 +36,13 @@ reproducible by this one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import queue
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -85,11 +87,13 @@ def word(start: int, gamma: int, p: int) -> int:
 
 
 class Workspace:
-    """Scratch tensors reused across blocks (one per thread): fresh megabyte-sized allocations cost page
-    faults on every block. ``get(slot, dtype, n, device)`` returns the first ``n`` elements of a buffer."""
+    """Scratch tensors reused across blocks (one per worker): fresh megabyte-sized allocations cost page
+    faults on every block. ``get(slot, dtype, n, device)`` returns the first ``n`` elements of a buffer,
+    allocating only when the slot is missing or smaller (counted in ``allocations``)."""
 
     def __init__(self) -> None:
         self.buffers: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
+        self.allocations = 0
 
     def get(
         self,
@@ -103,22 +107,71 @@ class Workspace:
         buffer = self.buffers.get(key)
         if buffer is None or buffer.numel() < n:
             buffer = self.buffers[key] = make(n, dtype=dtype, device=device)
+            self.allocations += 1
         return buffer[:n]
 
     def arange(self, n: int, device: torch.device) -> torch.Tensor:
         """0, 1, ..., n - 1 as int64, kept between calls."""
         return self.get("arange", torch.int64, n, device, make=torch.arange)
 
+    def reserve(self, n: int, device: torch.device, truncated: bool) -> None:
+        """Allocate now every buffer a pass over at most ``n`` elements asks for (so a write that follows
+        allocates nothing of the block's size: a failing allocation happens before anything is written)."""
+        words = (n >> 1) + 1  # a pass over n elements starting on an odd one touches n/2 + 1 words
+        for slot in ("z", "scratch", "counter", "mark", "piece"):
+            self.get(slot, torch.int64, words, device)
+        self.arange(words, device)
+        self.get("pair_scale", torch.float32, words, device)
+        for slot, dtype in (("f", torch.float32), ("out", torch.float32), ("row", torch.int32)):
+            self.get(slot, dtype, 2 * words, device)
+        if truncated:
+            self.get("wide", torch.int64, 2 * words, device)
+        _table(device)  # the normal table, built (or copied to the device) once per process
+
 
 _local = threading.local()
+_spare: list[Workspace] = []  # workspaces of finished runs, reused by the next (their buffers kept)
+_spare_lock = threading.Lock()
 
 
 def workspace() -> Workspace:
-    """This thread's `Workspace`."""
+    """This thread's `Workspace` (the one `reserved` bound to it, else its own)."""
     ws: Workspace | None = getattr(_local, "ws", None)
     if ws is None:
         ws = _local.ws = Workspace()
     return ws
+
+
+@contextlib.contextmanager
+def reserved(count: int, needs: dict[torch.device, tuple[int, bool]]) -> Iterator[queue.SimpleQueue[Workspace]]:
+    """``count`` workspaces with `Workspace.reserve` done for ``needs`` (per device: the most elements
+    of one pass, and whether a truncated normal is among them), handed out through a queue (each worker
+    takes one with `bind`) and kept for the next run afterwards."""
+    with _spare_lock:
+        taken = [_spare.pop() if _spare else Workspace() for _ in range(count)]
+    try:
+        for ws in taken:
+            for device, (n, truncated) in needs.items():
+                ws.reserve(n, device, truncated)
+        handed: queue.SimpleQueue[Workspace] = queue.SimpleQueue()
+        for ws in taken:
+            handed.put(ws)
+        yield handed
+    finally:
+        with _spare_lock:
+            _spare.extend(taken)
+
+
+def bind(handed: queue.SimpleQueue[Workspace]) -> Workspace | None:
+    """Make the next workspace of ``handed`` this thread's; returns the one it had (for `unbind`)."""
+    previous: Workspace | None = getattr(_local, "ws", None)
+    _local.ws = handed.get_nowait()
+    return previous
+
+
+def unbind(previous: Workspace | None) -> None:
+    """Give this thread back the workspace it had before `bind`."""
+    _local.ws = previous
 
 
 def _mix_into(src: torch.Tensor, z: torch.Tensor, scratch: torch.Tensor) -> None:
@@ -213,9 +266,9 @@ def _table(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         return tables
 
 
-def unit_uniform(w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def unit_uniform(w: torch.Tensor, out: torch.Tensor | None = None, ws: Workspace | None = None) -> torch.Tensor:
     r"""$(2k+1)$ as float32 for the top 24 bits $k$ of each signed word: uniform on $(-2^{24}, 2^{24})$."""
-    k = torch.bitwise_right_shift(w, 7)
+    k = torch.bitwise_right_shift(w, 7, out=None if ws is None else ws.get("row", torch.int32, w.numel(), w.device))
     k.bitwise_or_(1)
     if out is None:
         return k.to(torch.float32)

@@ -18,6 +18,7 @@ more specific registration always wins. It recognizes:
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -57,18 +58,23 @@ def _fans(m: Any, name: str) -> Fans | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _by_name(name: str) -> Role | None:
+    """The role a parameter name alone gives (tokens, layer scales), matched once per distinct name."""
+    if _TOKEN.fullmatch(name):
+        return _TOKEN_ROLE
+    return _LAYER_SCALE_ROLE if _LAYER_SCALE.fullmatch(name) else None
+
+
 def _roles(m: Any, name: str) -> Role | None:
     if name in ("weight", "bias") and _is_norm(m, name):
         return _NORM[name]
     if name == "bias" and (_is_conv1d(m) or m._parameters["bias"].dim() == 1):
         return _BIAS  # a 1-D parameter named bias is one, whatever module holds it (BERT's LM head)
-    if _TOKEN.fullmatch(name):
-        return _TOKEN_ROLE
-    if _LAYER_SCALE.fullmatch(name) or (
-        name == "gamma" and ("Scale" in type(m).__name__ or "Block" in type(m).__name__)
-    ):
+    role = _by_name(name)
+    if role is None and name == "gamma" and ("Scale" in type(m).__name__ or "Block" in type(m).__name__):
         return _LAYER_SCALE_ROLE
-    return None
+    return role
 
 
 def _legacy(d: LegacyDraws, m: Any, prefix: str) -> None:
