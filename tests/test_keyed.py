@@ -311,6 +311,52 @@ def test_a_failing_scratch_allocation_leaves_the_model_unchanged(monkeypatch: py
     assert equal(state(model), before)
 
 
+@pytest.mark.parametrize("scheme", ["llama_depth", "bert", "orthogonal", "xavier_uniform", "gpt2", "kaiming_relu"])
+def test_report_entries_rebuild_every_value(scheme: str) -> None:
+    # Each entry holds the draw (distribution, param, cut, chunks, chunk_values, zero_row): keyed_ with
+    # those arguments gives the parameter bit for bit, a truncated head (cut 3), a padding row, packed
+    # orthogonal gates and an LSTM forget-gate bias included.
+    model = nn.ModuleDict({
+        "emb": nn.Embedding(50, 16, padding_idx=3), "rnn": nn.LSTM(16, 8), "lm_head": nn.Linear(16, 50),
+        "fc": nn.Linear(16, 16), "norm": nn.LayerNorm(16),
+    })  # fmt: skip
+    report = reinit(model, scheme, seed=11)
+    seen = set()
+    for e in report:
+        p = model.get_parameter(e.path).detach()
+        if e.distribution in ("normal", "uniform", "truncated_normal", "orthogonal"):
+            assert e.param is not None
+            expect = torchinit.keyed_(
+                torch.empty_like(p), e.distribution, e.param, cut=e.cut, chunks=e.chunks, seed=11, name=e.path
+            )
+            if e.zero_row is not None:
+                expect[e.zero_row] = 0
+            assert torch.equal(p, expect), e
+        elif e.chunk_values is not None:
+            blocks = p.chunk(len(e.chunk_values))
+            assert all(bool((b == v).all()) for b, v in zip(blocks, e.chunk_values, strict=True)), e
+        else:
+            assert e.distribution == "constant" and bool((p == e.param).all()), e
+        seen.update(k for k in ("cut", "zero_row", "chunk_values") if getattr(e, k) is not None)
+        seen.update(["chunks"] if e.chunks > 1 else [])
+    assert "chunks" in seen  # the LSTM's packed gates
+    assert ("cut" in seen) == (scheme == "llama_depth")  # its truncated head
+    assert ("zero_row" in seen) == (scheme != "llama_depth")  # torchtitan's embedding has no padding row
+    assert report["lm_head.weight"].cut == (3.0 if scheme == "llama_depth" else None)
+
+
+def test_keyed_chunks_errors() -> None:
+    with pytest.raises(InitError, match="chunks must be a positive int dividing dim 0 \\(size 6\\); got chunks=4"):
+        torchinit.keyed_(torch.empty(6, 3), "orthogonal", seed=0, name="w", chunks=4)
+    with pytest.raises(InitError, match="chunks applies to orthogonal draws only"):
+        torchinit.keyed_(torch.empty(6, 3), "normal", seed=0, name="w", chunks=2)
+    whole = torchinit.keyed_(torch.empty(6, 3), "orthogonal", seed=0, name="w")
+    halves = torchinit.keyed_(torch.empty(6, 3), "orthogonal", seed=0, name="w", chunks=2)
+    assert not torch.equal(whole, halves)
+    for block in halves.chunk(2):  # each block orthogonal on its own
+        torch.testing.assert_close(block.T @ block, torch.eye(3), atol=1e-5, rtol=0)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -91,3 +91,18 @@ def test_recipes_are_listed_with_their_sources() -> None:
         assert "[" in torchinit.get_scheme(name).summary()
     with pytest.raises(InitError, match="mode must be '', 'jax' or 'moco'"):
         torchinit.recipes.vit("moco_v2")
+
+
+def test_depth_scaled_recipes_without_a_layer_count_say_so_and_write_nothing() -> None:
+    # A c_proj with no config.n_layer and no repeated blocks used to divide by zero.
+    model = nn.ModuleDict({"c_proj": nn.Linear(8, 8), "fc": nn.Linear(8, 8)})
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(InitError, match=r"gpt2 scales c_proj.weight by the number of layers.*gpt2\(n_layer=12\)"):
+        reinit(model, "gpt2", seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    report = reinit(model, torchinit.recipes.gpt2(n_layer=4))
+    assert report["c_proj.weight"].std == pytest.approx(0.02 / math.sqrt(8))
+    assert reinit(nn.Linear(8, 8), "gpt2")["weight"].std == pytest.approx(0.02)  # no c_proj: nothing to count
+    blocks = nn.ModuleDict({"layers": nn.ModuleList([nn.Linear(8, 8)]), "o_proj": nn.Linear(8, 8)})
+    blocks["layers"][0].o_proj = nn.Linear(8, 8)  # type: ignore[index]
+    assert reinit(blocks, torchinit.recipes.llama_depth(depth_init=False))["layers.0.o_proj.weight"].std > 0

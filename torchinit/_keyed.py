@@ -470,17 +470,20 @@ def keyed_(
     name: str,
     global_shape: Sequence[int] | None = None,
     offset: Sequence[int] | None = None,
-    cut: float = 2.0,
+    cut: float | None = 2.0,
+    chunks: int = 1,
 ) -> torch.Tensor:
     r"""Fill ``tensor`` in place from the keyed stream of ``(seed, name)`` and return it.
 
     Element ``i`` (flat, row-major, logical order) gets a value that depends only on ``seed``, ``name``,
     ``i`` and the distribution: the same on every device and thread count, and the same whether the
     tensor is filled whole or block by block. ``param`` is the std (``normal``; ``truncated_normal``, whose
-    values are cut at $\pm$``cut`` underlying sigmas and rescaled to std ``param``), the bound $b$ of
+    values are cut at $\pm$``cut`` underlying sigmas, 2 when None, and rescaled to std ``param``), the bound $b$ of
     $\mathcal U(-b, b)$ (``uniform``), or the gain (``orthogonal``: a QR of the whole matrix's normal values,
     which depends on the device's linear algebra). ``reinit(model, scheme, seed=s)`` fills each parameter
-    this way, with ``name`` its qualified name.
+    this way, with ``name`` its qualified name, and its report entry holds the arguments (``distribution``,
+    ``param``, ``cut``, ``chunks``). ``chunks`` (orthogonal only): factorize each of that many equal dim-0
+    blocks on its own, as packed RNN gates are.
 
     To fill a shard, pass the global tensor's ``global_shape`` and the block's per-dimension ``offset``:
     only the block's own elements are computed (orthogonal excepted), and gathering the blocks gives the
@@ -500,8 +503,21 @@ def keyed_(
         raise InitError(f"keyed_ fills floating-point tensors; got dtype {tensor.dtype}.")
     if isinstance(param, bool) or not isinstance(param, (int, float)):
         raise InitError(f"param must be a number (the std, bound or gain); got param={param!r}.")
+    cut = 2.0 if cut is None else cut  # None, as a report entry of a draw that is not truncated holds
     if isinstance(cut, bool) or not isinstance(cut, (int, float)) or not cut > 0:
         raise InitError(f"cut must be a positive number of underlying sigmas; got cut={cut!r}.")
+    if (
+        isinstance(chunks, bool)
+        or not isinstance(chunks, int)
+        or chunks < 1
+        or (tensor.dim() and tensor.shape[0] % chunks)
+    ):
+        raise InitError(
+            f"chunks must be a positive int dividing dim 0 (size {tensor.shape[0] if tensor.dim() else 0}); got "
+            f"chunks={chunks!r}."
+        )
+    if chunks > 1 and distribution != "orthogonal":
+        raise InitError(f"chunks applies to orthogonal draws only (a QR per block); got distribution={distribution!r}.")
     if distribution == "orthogonal" and tensor.dim() < 2:
         raise InitError(
             f"orthogonal needs a tensor with at least 2 dimensions (rows x the rest); got shape {tuple(tensor.shape)}."
@@ -523,6 +539,6 @@ def keyed_(
     check_draw(tensor, distribution, param, a=-cut, b=cut)  # type: ignore[arg-type]
     writer = KeyedWriter(seed)
     with torch.no_grad():
-        writer.add(Action(distribution, float(param), cut=cut), tensor, name, region)  # type: ignore[arg-type]
+        writer.add(Action(distribution, float(param), chunks=chunks, cut=cut), tensor, name, region)  # type: ignore[arg-type]
         writer.run()
     return tensor

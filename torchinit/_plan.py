@@ -478,6 +478,7 @@ def _entries(steps: list[Step]) -> list[ReportEntry]:
                 names = ", ".join(type(p).__name__ for p in t.owner.parametrizations[t.name])  # type: ignore[index]
                 rule += f" -> std {step.effective:.6g} after its parametrization ({names})"
                 std = step.effective
+        drawn = step.copy_from is None and a.kind not in ("skip", "keep")
         entry = ReportEntry(
             path=t.path,
             shape=tuple(t.tensor.shape),
@@ -489,6 +490,11 @@ def _entries(steps: list[Step]) -> list[ReportEntry]:
             aliases=tuple(step.aliases),
             skipped=a.reason if a.kind == "skip" and step.copy_from is None else None,
             source="legacy copy" if step.copy_from is not None else a.formula,
+            param=a.param if drawn and a.chunk_values is None else None,
+            cut=a.cut if drawn and a.kind == "truncated_normal" else None,
+            chunks=a.chunks if drawn else 1,
+            chunk_values=a.chunk_values if drawn else None,
+            zero_row=a.zero_row if drawn else None,
         )
         latest.pop(t.path, None)  # a later write to the same parameter replaces the earlier one
         latest[t.path] = entry

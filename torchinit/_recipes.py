@@ -196,12 +196,19 @@ def gpt2(initializer_range: float | None = None, n_layer: int | None = None) -> 
 
     def rules(model: nn.Module) -> Rules:
         r = _range(model, initializer_range)
-        layers = n_layer or _config(model, "n_layer", "num_hidden_layers") or depth(model)
         table = hf_rules(model, r)
+        residual = [path for path in table if path.endswith("c_proj.weight")]
+        if not residual:
+            return table
+        layers = n_layer or _config(model, "n_layer", "num_hidden_layers") or depth(model)
+        if not layers:
+            raise InitError(
+                f"gpt2 scales {residual[0]} by the number of layers, and this model has no config.n_layer and no "
+                "repeated blocks to count: pass it, reinit(model, torchinit.recipes.gpt2(n_layer=12))."
+            )
         scaled = r / math.sqrt(2 * layers)
-        for path in table:
-            if path.endswith("c_proj.weight"):
-                table[path] = _normal(scaled, f"GPT-2 residual: N(0, ({r:g}/sqrt(2*{layers}))^2)")
+        for path in residual:
+            table[path] = _normal(scaled, f"GPT-2 residual: N(0, ({r:g}/sqrt(2*{layers}))^2)")
         return table
 
     return Recipe(
@@ -302,6 +309,11 @@ def llama_depth(init_std: float = 0.02, depth_init: bool = True) -> Recipe:
                     std = sigma * truncated_normal_std(-3.0, 3.0)
                     table[path] = Action("truncated_normal", std, cut=3.0, formula="head: TN(+-3 sigma, sigma=d^-1/2)")
                 elif leaf in ("o_proj", "up_proj", "down_proj"):
+                    if not depth_init and not layers:
+                        raise InitError(
+                            f"llama_depth(depth_init=False) scales {path} by the number of layers, and this model "
+                            "has no repeated blocks to count: use depth_init=True (the default)."
+                        )
                     scaled = init_std / math.sqrt(2 * ((layer + 1) if depth_init else layers))
                     table[path] = _normal(
                         scaled, f"depth-scaled: N(0, ({init_std:g}/sqrt(2*{layer + 1 if depth_init else layers}))^2)"

@@ -14,10 +14,21 @@ from torchinit._fans import Fans
 class ReportEntry:
     """One parameter: where it is, what it is, and what it got.
 
-    ``rule`` describes the write (``normal(std=0.0625)``); ``distribution`` is the kind of draw
-    (``normal``, ``uniform``, ``truncated_normal``, ``orthogonal``, ``constant``, or None for copies and
-    skips); ``std`` is the element std it targets (None for orthogonal and skipped entries);
-    ``skipped`` holds the reason a parameter was left as is.
+    ``rule`` describes the write (``normal(std=0.0625)``); ``distribution`` is the kind of write
+    (``normal``, ``uniform``, ``truncated_normal``, ``orthogonal``, ``constant``; ``keep`` when the scheme
+    leaves the constructed value on purpose, as a layer scale; None for copies and skips); ``std`` is the
+    element std it targets (None for orthogonal and skipped entries); ``skipped`` holds the reason a
+    parameter was left as is.
+
+    The draw itself, enough to recompute every value: after ``reinit(..., seed=s)``,
+    ``torchinit.keyed_(t, e.distribution, e.param, cut=e.cut, chunks=e.chunks, seed=s, name=e.path)``
+    then row ``zero_row`` set to 0. ``param`` is what the draw takes (the std of normal and
+    truncated_normal, the bound of uniform, the gain of orthogonal, the value of constant); ``cut`` the
+    truncation in underlying sigmas (truncated_normal only, else None); ``chunks`` the dim-0 blocks an
+    orthogonal draw factorizes one by one (packed RNN gates); ``chunk_values`` one constant per dim-0
+    block instead of ``param`` (an LSTM's forget-gate bias); ``zero_row`` a row set to 0 after the draw
+    (an embedding's padding index).
+    LSUV rescales after the draw: its entries say so in ``rule`` and ``std``, and ``param`` is the draw's.
     """
 
     path: str
@@ -31,12 +42,18 @@ class ReportEntry:
     skipped: str | None = None
     source: str = ""
     """Where the rule comes from: ``variance scaling``, ``kaiming_uniform_(a=sqrt(5))`` (legacy), an override."""
+    param: float | None = None
+    cut: float | None = None
+    chunks: int = 1
+    chunk_values: tuple[float, ...] | None = None
+    zero_row: int | None = None
 
     def record(self) -> dict[str, Any]:
         """A plain dict (fans as a dict) for JSON or a DataFrame."""
         out = asdict(self)
         out["shape"] = list(self.shape)
         out["aliases"] = list(self.aliases)
+        out["chunk_values"] = None if self.chunk_values is None else list(self.chunk_values)
         return out
 
 
