@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -281,9 +282,9 @@ def test_keyed_writes_allocate_nothing_once_the_workspaces_are_reserved(
     mode = _FreshTensors()
     real = _keyed._no_grad
 
-    def watched(job: Callable[[], int]) -> int:
+    def watched(job: Callable[[], int], inference: bool = False) -> int:
         with mode:
-            return real(job)
+            return real(job, inference)
 
     monkeypatch.setattr(_keyed, "_no_grad", watched)
     monkeypatch.setattr(_stream, "_spare", [])  # fresh workspaces: the first run must reserve everything
@@ -355,6 +356,27 @@ def test_keyed_chunks_errors() -> None:
     assert not torch.equal(whole, halves)
     for block in halves.chunk(2):  # each block orthogonal on its own
         torch.testing.assert_close(block.T @ block, torch.eye(3), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_keyed_fills_in_and_out_of_inference_mode(threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A model built under torch.inference_mode() is written under it, in every worker; the scratch buffers
+    # made there are normal tensors, so later fills outside inference mode (any thread) reuse them.
+    monkeypatch.setattr(_stream, "_spare", [])
+    monkeypatch.setattr(_stream, "_local", threading.local())
+    with torch.inference_mode():
+        inside = make()
+        reinit(inside, "kaiming_relu", seed=2, threads=threads)
+        direct = torchinit.keyed_(torch.empty(300001), seed=2, name="x")
+    outside = make()
+    reinit(outside, "kaiming_relu", seed=2, threads=threads)
+    assert equal(state(inside), state(outside))
+    assert torch.equal(direct, torchinit.keyed_(torch.empty(300001), seed=2, name="x"))
+    other: list[torch.Tensor] = []
+    worker = threading.Thread(target=lambda: other.append(torchinit.keyed_(torch.empty(300001), seed=2, name="x")))
+    worker.start()
+    worker.join()
+    assert torch.equal(other[0], direct)
 
 
 def _free_port() -> int:

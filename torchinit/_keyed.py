@@ -212,6 +212,7 @@ class KeyedWriter:
                 most, any_truncated = needs.get(on, (0, False))
                 needs[on] = (max(most, n), any_truncated or truncated)
         jobs = [job for job, _, _, _ in sized]
+        inference = torch.is_inference_mode_enabled()
         previous = torch.get_num_threads()
         workers = min(self.threads if self.threads is not None else previous, len(jobs))
         if previous > 1:
@@ -223,12 +224,12 @@ class KeyedWriter:
                 if workers <= 1:
                     own = _stream.bind(handed)
                     try:
-                        self.drawn += sum(_no_grad(job) for job in jobs)
+                        self.drawn += sum(_no_grad(job, inference) for job in jobs)
                     finally:
                         _stream.unbind(own)
                 else:
                     with ThreadPoolExecutor(max_workers=workers, initializer=_stream.bind, initargs=(handed,)) as pool:
-                        self.drawn += sum(pool.map(_no_grad, jobs))
+                        self.drawn += sum(pool.map(functools.partial(_no_grad, inference=inference), jobs))
         finally:
             if previous > 1:
                 torch.set_num_threads(previous)
@@ -277,10 +278,11 @@ def _in_workspace(span: Callable[[Workspace], int]) -> int:
     return span(workspace())
 
 
-def _no_grad(job: Callable[[], int]) -> int:
-    # grad mode is thread-local (pool threads start with it on), and so is TorchScript's optimizing flag: off,
-    # the compiled chains run exactly the ops they list (no profiling runs, no specialization by shape)
-    with torch.no_grad(), torch.jit.optimized_execution(False):  # type: ignore[attr-defined]
+def _no_grad(job: Callable[[], int], inference: bool = False) -> int:
+    # grad mode is thread-local (pool threads start with it on), as are inference mode (a model made under
+    # torch.inference_mode() is written under it) and TorchScript's optimizing flag: off, the compiled chains
+    # run exactly the ops they list (no profiling runs, no specialization by shape)
+    with torch.inference_mode(inference), torch.no_grad(), torch.jit.optimized_execution(False):  # type: ignore[attr-defined]
         return job()
 
 

@@ -106,7 +106,8 @@ class Workspace:
         key = (slot, dtype, device)
         buffer = self.buffers.get(key)
         if buffer is None or buffer.numel() < n:
-            buffer = self.buffers[key] = make(n, dtype=dtype, device=device)
+            with torch.inference_mode(False):  # a normal tensor, reusable in and out of inference mode
+                buffer = self.buffers[key] = make(n, dtype=dtype, device=device)
             self.allocations += 1
         return buffer[:n]
 
@@ -260,10 +261,15 @@ def _table(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     with _table_lock:
         tables = _tables.get(device)
         if tables is None:
-            cpu = _tables.get(torch.device("cpu"))
-            coeffs = torch.stack(cpu) if cpu is not None else _build_table()
-            tables = _tables[device] = (coeffs[0].to(device), coeffs[1].to(device))
+            with torch.inference_mode(False):  # kept for the process: not an inference tensor
+                tables = _tables[device] = _device_tables(device)
         return tables
+
+
+def _device_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    cpu = _tables.get(torch.device("cpu"))
+    coeffs = torch.stack(cpu) if cpu is not None else _build_table()
+    return coeffs[0].to(device), coeffs[1].to(device)
 
 
 def unit_uniform(w: torch.Tensor, out: torch.Tensor | None = None, ws: Workspace | None = None) -> torch.Tensor:
