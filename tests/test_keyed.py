@@ -302,7 +302,7 @@ def test_a_failing_scratch_allocation_leaves_the_model_unchanged(monkeypatch: py
     model = _mixed_model()
     before = state(model)
 
-    def reserve(ws: _stream.Workspace, n: int, device: torch.device, truncated: bool) -> None:
+    def reserve(ws: _stream.Workspace, needs: _stream.Needs) -> None:
         raise RuntimeError("out of memory (injected)")
 
     monkeypatch.setattr(_stream.Workspace, "reserve", reserve)

@@ -29,6 +29,7 @@ from torchinit._stream import (
     Workspace,
     index_words,
     mix_,
+    pass_needs,
     range_values,
     range_words,
     signed64,
@@ -44,8 +45,9 @@ BLOCK = 1 << 17
 computed a block at a time, see `range_values`). Only speed and scratch memory depend on it, never the values."""
 
 SPAN = 1 << 21
-"""Elements per job of a large range (a loop of blocks in one call): jobs small enough to balance the
-workers, large enough that a job's fixed cost is small. Values do not depend on it."""
+"""Elements per job of a large range on CPU (a loop of blocks in one call): jobs small enough to balance the
+workers, large enough that a job's fixed cost is small; on other devices a range is one job. Values do not
+depend on it."""
 
 
 @dataclass
@@ -121,7 +123,7 @@ class KeyedWriter:
         self.stacks: dict[tuple[torch.device, str, float, tuple[int, ...], torch.dtype], list[_Item]] = {}
         self.constants: dict[tuple[float, torch.device, torch.dtype], list[torch.Tensor]] = {}
         self.tasks: list[Callable[[], int]] = []
-        self.spans: list[tuple[Callable[[Workspace], int], torch.device, str, int]] = []  # (job, device, kind, words)
+        self.spans: list[tuple[Callable[[Workspace], int], torch.Tensor, str, int]] = []  # (job, dest, kind, words)
         self.finish: list[Callable[[], None]] = []
         self.drawn = 0
         """Random 32-bit words this process computed (a shard: its own elements, plus at most one per end)."""
@@ -167,12 +169,13 @@ class KeyedWriter:
             self.finish.append(functools.partial(_zero_row, tensor, action, region))
         scale = _scale(action)
         if hi - lo > BLOCK:  # a large range: its own jobs of up to SPAN elements, each a loop of blocks
-            for a in range(lo, hi, SPAN):
-                b = min(a + SPAN, hi)
-                span = functools.partial(
+            length = SPAN if tensor.device.type == "cpu" else hi - lo  # on CUDA one job: launches are the cost
+            for a in range(lo, hi, length):
+                b = min(a + length, hi)
+                job = functools.partial(
                     range_values, kind, action.cut, start, gamma, a, b, dest[a - lo : b - lo], scale
                 )
-                self.spans.append((span, tensor.device, kind, ((b + 1) >> 1) - (a >> 1)))
+                self.spans.append((job, dest, kind, ((b + 1) >> 1) - (a >> 1)))
             return
         pieces = self.groups.get((tensor.device, kind, action.cut))
         if pieces is None:
@@ -188,30 +191,28 @@ class KeyedWriter:
         is one call of a TorchScript function that runs all its kernels without the GIL, so the workers do
         not take turns between kernels (`torchinit._stream.SCRIPTED`). Values do not depend on the split.
         """
-        # (job, device, elements of its largest pass, truncated): what its workspace must hold
-        sized: list[tuple[Callable[[], int], torch.device | None, int, bool]] = [
-            (task, None, 0, False)
-            for task in self.tasks  # the largest first: orthogonal QRs (backed up)
-        ]
-        for span, device, kind, words in self.spans:
-            n = 2 * min(words, _stream.BLOCK_WORDS)
-            sized.append((functools.partial(_in_workspace, span), device, n, kind == "truncated_normal"))
+        jobs: list[Callable[[], int]] = list(self.tasks)  # the largest first: orthogonal QRs (backed up)
+        needs: _stream.Needs = {}  # what the workers' workspaces must hold before the first write
+        for span, dest, kind, words in self.spans:
+            n = 2 * min(words, _stream.block_words(dest.device))
+            converting = dest.dtype != torch.float32
+            pass_needs("range", n, dest.device, truncated=kind == "truncated_normal", converting=converting, into=needs)
+            jobs.append(functools.partial(_in_workspace, span))
         for (device, kind, cut), pieces in self.groups.items():
             for batch in _batches(pieces):
                 n = 2 * sum(((p[3] + 1) >> 1) - (p[2] >> 1) for p in batch)
-                sized.append((_batch_job(kind, cut, batch), device, n, kind == "truncated_normal"))
+                path = "range" if len(batch) == 1 else "batch"
+                converting = batch[0][4].dtype != torch.float32
+                pass_needs(path, n, device, truncated=kind == "truncated_normal", converting=converting, into=needs)
+                jobs.append(_batch_job(kind, cut, batch))
         for (device, kind, cut, shape, _), items in self.stacks.items():
             numel = math.prod(shape)
             rows = max(1, BLOCK // numel)
             for i in range(0, len(items), rows):
-                job = _stack_job(kind, cut, shape, items[i : i + rows])
-                sized.append((job, device, numel * len(items[i : i + rows]), kind == "truncated_normal"))
-        needs: dict[torch.device, tuple[int, bool]] = {}
-        for _, on, n, truncated in sized:
-            if on is not None:
-                most, any_truncated = needs.get(on, (0, False))
-                needs[on] = (max(most, n), any_truncated or truncated)
-        jobs = [job for job, _, _, _ in sized]
+                chunk = items[i : i + rows]
+                n = numel * len(chunk)
+                pass_needs("stack", n, device, truncated=kind == "truncated_normal", converting=True, into=needs)
+                jobs.append(_stack_job(kind, cut, shape, chunk))
         inference = torch.is_inference_mode_enabled()
         previous = torch.get_num_threads()
         workers = min(self.threads if self.threads is not None else previous, len(jobs))

@@ -115,19 +115,38 @@ class Workspace:
         """0, 1, ..., n - 1 as int64, kept between calls."""
         return self.get("arange", torch.int64, n, device, make=torch.arange)
 
-    def reserve(self, n: int, device: torch.device, truncated: bool) -> None:
-        """Allocate now every buffer a pass over at most ``n`` elements asks for (so a write that follows
-        allocates nothing of the block's size: a failing allocation happens before anything is written)."""
-        words = (n >> 1) + 1  # a pass over n elements starting on an odd one touches n/2 + 1 words
-        for slot in ("z", "scratch", "counter", "mark", "piece"):
-            self.get(slot, torch.int64, words, device)
-        self.arange(words, device)
-        self.get("pair_scale", torch.float32, words, device)
-        for slot, dtype in (("f", torch.float32), ("out", torch.float32), ("row", torch.int32)):
-            self.get(slot, dtype, 2 * words, device)
-        if truncated:
-            self.get("wide", torch.int64, 2 * words, device)
-        _table(device)  # the normal table, built (or copied to the device) once per process
+    def reserve(self, needs: Needs) -> None:
+        """Allocate now every buffer ``needs`` lists (so the writes that follow allocate nothing of a block's
+        size: a failing allocation happens before anything is written), and the normal table."""
+        for (slot, dtype, device), n in needs.items():
+            self.get(slot, dtype, n, device, make=torch.arange if slot == "arange" else torch.empty)
+        for device in {device for _, _, device in needs}:
+            _table(device)  # built (or copied to the device) once per process
+
+
+Needs = dict[tuple[str, torch.dtype, torch.device], int]
+"""Buffer sizes per (slot, dtype, device): what a pass of kernels asks its `Workspace` for."""
+
+
+def pass_needs(path: str, n: int, device: torch.device, *, truncated: bool, converting: bool, into: Needs) -> None:
+    """Add to ``into`` (keeping the larger size) the buffers one pass over at most ``n`` elements asks for:
+    ``path`` is ``range`` (`range_values`; ``converting``: the destination is not float32), ``stack`` or
+    ``batch`` (the batched path, which also needs the per-word piece index and scales)."""
+    words = (n >> 1) + 1  # a pass over n elements starting on an odd one touches n/2 + 1 words
+    i64, i32, f32 = torch.int64, torch.int32, torch.float32
+    sizes = {("z", i64): words, ("scratch", i64): words, ("arange", i64): words, ("f", f32): 2 * words}
+    sizes[("row", i32)] = 2 * words
+    if path == "range":
+        sizes[("counter", i64)] = words
+    if path != "range" or converting:
+        sizes[("out", f32)] = 2 * words
+    if path == "batch":
+        sizes.update({("mark", i64): words, ("piece", i64): words, ("pair_scale", f32): words})
+    if truncated:
+        sizes[("wide", i64)] = 2 * words
+    for (slot, dtype), size in sizes.items():
+        key = (slot, dtype, device)
+        into[key] = max(into.get(key, 0), size)
 
 
 _local = threading.local()
@@ -144,16 +163,14 @@ def workspace() -> Workspace:
 
 
 @contextlib.contextmanager
-def reserved(count: int, needs: dict[torch.device, tuple[int, bool]]) -> Iterator[queue.SimpleQueue[Workspace]]:
-    """``count`` workspaces with `Workspace.reserve` done for ``needs`` (per device: the most elements
-    of one pass, and whether a truncated normal is among them), handed out through a queue (each worker
-    takes one with `bind`) and kept for the next run afterwards."""
+def reserved(count: int, needs: Needs) -> Iterator[queue.SimpleQueue[Workspace]]:
+    """``count`` workspaces with `Workspace.reserve` done for ``needs``, handed out through a queue (each
+    worker takes one with `bind`) and kept for the next run afterwards."""
     with _spare_lock:
         taken = [_spare.pop() if _spare else Workspace() for _ in range(count)]
     try:
         for ws in taken:
-            for device, (n, truncated) in needs.items():
-                ws.reserve(n, device, truncated)
+            ws.reserve(needs)
         handed: queue.SimpleQueue[Workspace] = queue.SimpleQueue()
         for ws in taken:
             handed.put(ws)
@@ -408,12 +425,12 @@ def range_values(
     kind: str, cut: float, start: int, gamma: int, lo: int, hi: int, dest: torch.Tensor, scale: float, ws: Workspace
 ) -> int:
     """Elements ``lo`` .. ``hi - 1`` of the stream (start, gamma) mapped to ``kind`` (uniform, normal,
-    truncated_normal cut at +-cut), times ``scale``, written into the flat contiguous ``dest``, `BLOCK_WORDS`
+    truncated_normal cut at +-cut), times ``scale``, written into the flat contiguous ``dest``, `block_words`
     words at a time. Returns the number of 32-bit words computed."""
     device = dest.device
     p0 = lo >> 1
     pairs = ((hi + 1) >> 1) - p0
-    block = min(pairs, BLOCK_WORDS)
+    block = min(pairs, block_words(device))
     n = 2 * block
     counter = ws.get("counter", torch.int64, block, device)
     z = ws.get("z", torch.int64, block, device)
@@ -459,8 +476,17 @@ def range_values(
 
 
 BLOCK_WORDS = 1 << 16
-"""64-bit words per pass of kernels in `range_values` (two elements each). Only speed and scratch memory
-depend on it, never the values."""
+"""64-bit words per pass of kernels in `range_values` on CPU (two elements each): the pass's scratch stays
+near the caches. Only speed and scratch memory depend on it, never the values."""
+
+DEVICE_BLOCK_WORDS = 1 << 22
+"""The same on other devices (CUDA), where each kernel is a launch from Python: larger passes, fewer launches
+(about 200 MB of scratch per worker)."""
+
+
+def block_words(device: torch.device) -> int:
+    """Words per pass of `range_values` on ``device``."""
+    return BLOCK_WORDS if device.type == "cpu" else DEVICE_BLOCK_WORDS
 
 
 # --- running the kernel chains compiled ------------------------------------------------------------
