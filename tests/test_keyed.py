@@ -379,6 +379,31 @@ def test_keyed_fills_in_and_out_of_inference_mode(threads: int, monkeypatch: pyt
     assert torch.equal(other[0], direct)
 
 
+def test_compiling_the_kernels_leaves_the_warning_filters_alone() -> None:
+    # The first keyed fill of a process compiles the chains (in the calling thread, before any worker
+    # starts) with only torch.jit.script's deprecation notice silenced: the caller's filters are as they were.
+    code = (
+        "import warnings, torch, torchinit, torchinit._stream as s\n"
+        "warnings.simplefilter('error')\n"
+        "before = list(warnings.filters)\n"
+        "torchinit.reinit(torch.nn.Linear(300, 700), seed=1, threads=2)\n"
+        "assert warnings.filters == before, warnings.filters[:2]\n"
+        "assert all(isinstance(f, torch.jit.ScriptFunction) for f in s._compiled.values()) and len(s._compiled) == 3\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_keyed_fill_of_an_inference_tensor_outside_inference_mode_is_refused() -> None:
+    with torch.inference_mode():
+        t = torch.empty(300001)
+    with pytest.raises(InitError, match="created under torch.inference_mode\\(\\), which cannot be written outside it"):
+        torchinit.keyed_(t, seed=0, name="x")
+    with torch.inference_mode():
+        assert torch.equal(
+            torchinit.keyed_(t, seed=0, name="x"), torchinit.keyed_(torch.empty(300001), seed=0, name="x")
+        )
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

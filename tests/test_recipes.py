@@ -97,9 +97,12 @@ def test_depth_scaled_recipes_without_a_layer_count_say_so_and_write_nothing() -
     # A c_proj with no config.n_layer and no repeated blocks used to divide by zero.
     model = nn.ModuleDict({"c_proj": nn.Linear(8, 8), "fc": nn.Linear(8, 8)})
     before = [p.detach().clone() for p in model.parameters()]
-    with pytest.raises(InitError, match=r"gpt2 scales c_proj.weight by the number of layers.*gpt2\(n_layer=12\)"):
+    with pytest.raises(InitError, match=r"gpt2 scales c_proj.weight by the number of layers, and this model has no"):
         reinit(model, "gpt2", seed=0)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    for bad in (0, -1, 2.5, "12", True):
+        with pytest.raises(InitError, match=f"n_layer={bad!r} is not a positive int: pass the count"):
+            reinit(model, torchinit.recipes.gpt2(n_layer=bad))  # type: ignore[arg-type]
     report = reinit(model, torchinit.recipes.gpt2(n_layer=4))
     assert report["c_proj.weight"].std == pytest.approx(0.02 / math.sqrt(8))
     assert reinit(nn.Linear(8, 8), "gpt2")["weight"].std == pytest.approx(0.02)  # no c_proj: nothing to count

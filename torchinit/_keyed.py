@@ -214,6 +214,8 @@ class KeyedWriter:
                 pass_needs("stack", n, device, truncated=kind == "truncated_normal", converting=True, into=needs)
                 jobs.append(_stack_job(kind, cut, shape, chunk))
         inference = torch.is_inference_mode_enabled()
+        if any(device.type == "cpu" for _, _, device in needs):
+            _stream.compile_kernels()
         previous = torch.get_num_threads()
         workers = min(self.threads if self.threads is not None else previous, len(jobs))
         if previous > 1:
@@ -504,6 +506,11 @@ def keyed_(
         raise InitError(f"distribution must be one of {', '.join(_KEYED_DISTRIBUTIONS)}; got {distribution!r}.")
     if not tensor.is_floating_point():
         raise InitError(f"keyed_ fills floating-point tensors; got dtype {tensor.dtype}.")
+    if tensor.is_inference() and not torch.is_inference_mode_enabled():
+        raise InitError(
+            "keyed_ got a tensor created under torch.inference_mode(), which cannot be written outside it; call "
+            "keyed_ inside torch.inference_mode(), or make the tensor outside it."
+        )
     if isinstance(param, bool) or not isinstance(param, (int, float)):
         raise InitError(f"param must be a number (the std, bound or gain); got param={param!r}.")
     cut = 2.0 if cut is None else cut  # None, as a report entry of a draw that is not truncated holds

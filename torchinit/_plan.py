@@ -11,6 +11,7 @@ import copy
 import difflib
 import fnmatch
 import functools
+import math
 import signal
 import threading
 import warnings
@@ -23,7 +24,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from torchinit._draw import Action, write
+from torchinit._distributions import check_cutoffs
+from torchinit._draw import Action, check_draw, write
 from torchinit._keyed import KeyedWriter, Region, local_block
 from torchinit._layers import Role, role_of
 from torchinit._report import InitReport, ReportEntry
@@ -120,6 +122,21 @@ def problem(target: Target, needs_values: bool) -> str | None:
             "torch.inference_mode() and cannot be written outside it; call reinit inside torch.inference_mode(), "
             "or build the model outside it."
         )
+    return None
+
+
+def draw_problem(step: Step) -> str | None:
+    """Why this step's draw cannot give finite values of its tensor's dtype (a negative or non-finite std,
+    bound, gain or value; a truncation without mass), or None: `check_draw`, before any write."""
+    a = step.action
+    if a.kind == "truncated_normal" and not (isinstance(a.cut, (int, float)) and 0 < a.cut < math.inf):
+        return f"a truncated_normal draw's cut must be a positive number of sigmas (values in +-cut); got {a.cut!r}."
+    try:
+        check_draw(step.target.tensor, a.kind, a.param, a=-a.cut, b=a.cut)  # type: ignore[arg-type]
+        if a.kind == "truncated_normal":
+            check_cutoffs(-a.cut, a.cut)
+    except (InitError, ValueError) as error:
+        return str(error)
     return None
 
 
@@ -526,11 +543,18 @@ class Plan:
         parameters under ``strict``, and ``extra``.
         """
         problems = []
+        checked: dict[tuple[int, torch.dtype], str | None] = {}  # rules share Action instances: check each once
         for step in self.steps:
             a = step.action
             found = problem(step.target, a.draws)
             if found is None and (a.chunks != 1 or a.chunk_values is not None or a.zero_row is not None or generator):
                 found = action_problem(step, generator)
+            if found is None and a.kind not in ("skip", "keep") and a.chunk_values is None and step.copy_from is None:
+                key = (id(a), step.target.tensor.dtype)
+                if key not in checked:
+                    checked[key] = draw_problem(step)
+                if checked[key] is not None:
+                    found = f"{step.target.path} ({type(step.target.owner).__name__}): {checked[key]}"
             if found is None and step.target.parametrized and step.action.kind not in ("skip", "keep"):
                 found = inverse_problem(step.target)
             if found is not None:

@@ -200,12 +200,16 @@ def gpt2(initializer_range: float | None = None, n_layer: int | None = None) -> 
         residual = [path for path in table if path.endswith("c_proj.weight")]
         if not residual:
             return table
-        layers = n_layer or _config(model, "n_layer", "num_hidden_layers") or depth(model)
-        if not layers:
+        configured = _config(model, "n_layer", "num_hidden_layers")
+        layers = n_layer if n_layer is not None else configured if configured is not None else depth(model)
+        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+            where = "n_layer" if n_layer is not None else "config.n_layer" if configured is not None else None
             raise InitError(
-                f"gpt2 scales {residual[0]} by the number of layers, and this model has no config.n_layer and no "
-                "repeated blocks to count: pass it, reinit(model, torchinit.recipes.gpt2(n_layer=12))."
-            )
+                f"gpt2 scales {residual[0]} by the number of layers, and "
+                + (f"{where}={layers!r} is not a positive int" if where else "this model has no config.n_layer "
+                   "and no repeated blocks to count")
+                + ": pass the count, reinit(model, torchinit.recipes.gpt2(n_layer=12))."
+            )  # fmt: skip
         scaled = r / math.sqrt(2 * layers)
         for path in residual:
             table[path] = _normal(scaled, f"GPT-2 residual: N(0, ({r:g}/sqrt(2*{layers}))^2)")

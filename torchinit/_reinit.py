@@ -130,7 +130,9 @@ def reinit(
             up to one copy of the written parameters while the call runs; plans of plain draws never
             copy. False skips the copies (a failure then may leave the model partly written). Keyed
             draws (``seed=``) of plain tensors need no copies either: their scratch buffers are all
-            allocated before the first write, and a Ctrl-C is held until they are written.
+            allocated before the first write. A Ctrl-C during plain draws is held until they are
+            written (in the main thread, under Python's default SIGINT handler; a handler of your own
+            is left to run).
 
     Returns:
         An `InitReport`: per parameter its path, shape, role, rule, fans and target std.

@@ -176,8 +176,14 @@ def reserved(count: int, needs: Needs) -> Iterator[queue.SimpleQueue[Workspace]]
             handed.put(ws)
         yield handed
     finally:
+        for ws in taken:  # CUDA scratch is not kept between runs: it would hold device memory
+            ws.buffers = {key: buffer for key, buffer in ws.buffers.items() if key[2].type == "cpu"}
         with _spare_lock:
-            _spare.extend(taken)
+            _spare.extend(taken[: max(0, KEEP - len(_spare))])
+
+
+KEEP = 8
+"""Workspaces kept between runs (CPU buffers only, a few MB each): enough for the usual worker counts."""
 
 
 def bind(handed: queue.SimpleQueue[Workspace]) -> Workspace | None:
@@ -501,6 +507,14 @@ _compiled: dict[Callable[..., None], Callable[..., None]] = {}
 _compile_lock = threading.Lock()
 
 
+def compile_kernels() -> None:
+    """Compile the kernel chains now (once per process), in the calling thread: before worker threads start,
+    so no worker compiles (``warnings.catch_warnings``, around the deprecation notice, is process-wide)."""
+    cpu = torch.empty(0)
+    for fn in (_range_into, _mix_into, _normal_into):
+        kernel(fn, cpu)
+
+
 def kernel(fn: Callable[..., None], like: torch.Tensor) -> Callable[..., None]:
     """``fn`` compiled by TorchScript for CPU tensors (once per process; ``fn`` itself if that fails)."""
     if not SCRIPTED or like.device.type != "cpu":
@@ -512,7 +526,7 @@ def kernel(fn: Callable[..., None], like: torch.Tensor) -> Callable[..., None]:
             if found is None:
                 try:
                     with warnings.catch_warnings():  # torch.jit.script is deprecated; the fallback is eager
-                        warnings.simplefilter("ignore")
+                        warnings.filterwarnings("ignore", message=".*torch.jit.script", category=DeprecationWarning)
                         found = torch.jit.script(fn)
                 except Exception:  # no TorchScript (or no source files): eager, the same values
                     found = fn
