@@ -10,7 +10,6 @@ described in ``_torch_layers.py``, through the same `register_layer` users call.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -307,9 +306,17 @@ def role_of(module: nn.Module, name: str) -> Role | None:
     return _dense(fans) if fans is not None else None
 
 
-@functools.lru_cache(maxsize=4096)
+_DENSE: dict[int, tuple[Fans, Role]] = {}  # by the identity of the (shared, cached) Fans instance
+
+
 def _dense(fans: Fans) -> Role:
-    return Role("dense", fans)  # frozen: one shared instance per fans value
+    # frozen: one shared instance per Fans instance; the entry keeps the Fans alive, so its id is not reused
+    found = _DENSE.get(id(fans))
+    if found is None:
+        if len(_DENSE) >= 4096:
+            _DENSE.clear()
+        found = _DENSE[id(fans)] = (fans, Role("dense", fans))
+    return found[1]
 
 
 def fans_of(module: nn.Module, name: str) -> Fans:

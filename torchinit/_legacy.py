@@ -39,7 +39,7 @@ class LegacyPlanner:
         first = self._done.get(target.key)
         if first is not None:
             if target.path not in first.aliases and target.path != first.target.path:
-                first.aliases.append(target.path)
+                first.aliases += (target.path,)
             self.steps.append(Step(target, action, scratch=True))
             return
         step = Step(target, action, role=role_of(module, name))

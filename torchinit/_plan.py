@@ -64,7 +64,7 @@ class Step:
     role: Role | None = None
     copy_from: Target | None = None
     scratch: bool = False
-    aliases: list[str] = field(default_factory=list)
+    aliases: tuple[str, ...] = ()  # the other paths of a tied parameter
     effective: float | None = None  # a parametrized weight's std after its parametrization
 
 
@@ -123,6 +123,10 @@ def problem(target: Target, needs_values: bool) -> str | None:
             "or build the model outside it."
         )
     return None
+
+
+_DRAWS = frozenset({"normal", "uniform", "truncated_normal", "orthogonal"})
+_VALUED = _DRAWS | {"constant"}  # the kinds whose param check_draw checks (zeros always pass)
 
 
 def draw_problem(step: Step) -> str | None:
@@ -455,11 +459,15 @@ def _execute(steps: list[Step], generator: torch.Generator | None, undo: Undo | 
 def _execute_keyed(steps: list[Step], seed: int, threads: int | None, undo: Undo | None = None) -> int:
     writer = KeyedWriter(seed, threads)
     later: list[tuple[Step, torch.Tensor]] = []
+    hooked: list[Step] = []  # parametrized, or with forward pre-hooks (a legacy spectral norm): after the writes
+    backup = undo is not None and undo.backup
     with torch.no_grad():
         for step in steps:
             target = step.target
-            if undo is not None and undo.backup and step.action.kind not in ("skip", "keep"):
-                undo.save_step(step)
+            if step.action.kind in ("skip", "keep"):
+                continue
+            if backup:
+                undo.save_step(step)  # type: ignore[union-attr]
             if target.parametrized:
                 value = _fresh(target)
                 writer.add(step.action, value, target.path)
@@ -467,13 +475,14 @@ def _execute_keyed(steps: list[Step], seed: int, threads: int | None, undo: Undo
             else:
                 local, region = _region(target.tensor)
                 writer.add(step.action, local, target.path, region)
+            if target.parametrized or target.owner._forward_pre_hooks:
+                hooked.append(step)
         writer.run()
         for step, value in later:
             _assign(step.target, value, _keyed_generator(seed, step.target.path))
-        for step in steps:
+        for step in hooked:
             t = step.target
-            hooked = t.parametrized or t.owner._forward_pre_hooks
-            if hooked and step.action.kind not in ("skip", "keep") and spectral_buffers(t):
+            if spectral_buffers(t):
                 refresh_spectral(t, _keyed_generator(seed, t.path))  # power-iteration vectors keyed too
             if t.parametrized and step.action.draws:
                 step.effective = _effective_std(t)
@@ -504,7 +513,7 @@ def _entries(steps: list[Step]) -> list[ReportEntry]:
             distribution=kind,
             fans=fans,
             std=std,
-            aliases=tuple(step.aliases),
+            aliases=step.aliases,
             skipped=a.reason if a.kind == "skip" and step.copy_from is None else None,
             source="legacy copy" if step.copy_from is not None else a.formula,
             param=a.param if drawn and a.chunk_values is None else None,
@@ -543,19 +552,21 @@ class Plan:
         parameters under ``strict``, and ``extra``.
         """
         problems = []
-        checked: dict[tuple[int, torch.dtype], str | None] = {}  # rules share Action instances: check each once
+        checked: dict[int, tuple[torch.dtype, str | None]] = {}  # rules share Action instances: check each once
         for step in self.steps:
             a = step.action
-            found = problem(step.target, a.draws)
+            kind = a.kind
+            found = problem(step.target, kind in _DRAWS)
             if found is None and (a.chunks != 1 or a.chunk_values is not None or a.zero_row is not None or generator):
                 found = action_problem(step, generator)
-            if found is None and a.kind not in ("skip", "keep") and a.chunk_values is None and step.copy_from is None:
-                key = (id(a), step.target.tensor.dtype)
-                if key not in checked:
-                    checked[key] = draw_problem(step)
-                if checked[key] is not None:
-                    found = f"{step.target.path} ({type(step.target.owner).__name__}): {checked[key]}"
-            if found is None and step.target.parametrized and step.action.kind not in ("skip", "keep"):
+            if found is None and kind in _VALUED and (kind != "constant" or a.param != 0.0) and a.chunk_values is None:
+                dtype = step.target.tensor.dtype
+                known = checked.get(id(a))
+                if known is None or known[0] is not dtype:
+                    known = checked[id(a)] = (dtype, draw_problem(step))
+                if known[1] is not None and step.copy_from is None:
+                    found = f"{step.target.path} ({type(step.target.owner).__name__}): {known[1]}"
+            if found is None and step.target.parametrized and kind not in ("skip", "keep"):
                 found = inverse_problem(step.target)
             if found is not None:
                 problems.append(found)
@@ -668,7 +679,7 @@ def plan_by_role(
             key = id(target.tensor) if not target.parametrized else target.key
             known = first.get(key)
             if known is not None:  # tied: written once, under its first path
-                known.aliases.append(target.path)
+                known.aliases += (target.path,)
                 uses.setdefault(id(known), []).append(target)
                 if tied_readout is None and known.role is not None:
                     tied_readout = _tied_readout(known, target)
