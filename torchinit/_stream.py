@@ -526,7 +526,8 @@ def kernel(fn: Callable[..., None], like: torch.Tensor) -> Callable[..., None]:
             if found is None:
                 try:
                     with warnings.catch_warnings():  # torch.jit.script is deprecated; the fallback is eager
-                        warnings.filterwarnings("ignore", message=".*torch.jit.script", category=DeprecationWarning)
+                        # its notice only (a DeprecationWarning in torch 2.13, a FutureWarning in 2.14)
+                        warnings.filterwarnings("ignore", message=r"\W*torch\.jit\.script\W* is deprecated")
                         found = torch.jit.script(fn)
                 except Exception:  # no TorchScript (or no source files): eager, the same values
                     found = fn

@@ -100,3 +100,18 @@ def test_build_with_a_seed_draws_once_and_leaves_the_rng_alone(name: str, drew: 
 def test_default_scheme_on_a_self_initializing_model_warns(name: str) -> None:
     with pytest.warns(torchinit.SchemeOverwrittenWarning), torchinit.default_scheme("lecun_normal"):
         MODELS[name]()
+
+
+def test_keyed_chains_compile_silently_on_this_torch_too() -> None:
+    # torch 2.14 turned torch.jit.script's deprecation notice into a FutureWarning: it must be filtered
+    # there too, or under -W error the compile fails and keyed fills quietly run eager (same values, slower).
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings, torch, torchinit, torchinit._stream as s\n"
+        "warnings.simplefilter('error')\n"
+        "torchinit.reinit(torch.nn.Linear(300, 700), seed=1)\n"
+        "assert len(s._compiled) == 3 and all(isinstance(f, torch.jit.ScriptFunction) for f in s._compiled.values())\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
