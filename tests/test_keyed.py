@@ -388,7 +388,8 @@ def test_compiling_the_kernels_leaves_the_warning_filters_alone() -> None:
         "before = list(warnings.filters)\n"
         "torchinit.reinit(torch.nn.Linear(300, 700), seed=1, threads=2)\n"
         "assert warnings.filters == before, warnings.filters[:2]\n"
-        "assert all(isinstance(f, torch.jit.ScriptFunction) for f in s._compiled.values()) and len(s._compiled) == 3\n"
+        "assert set(s._compiled) == set(s.KERNELS)\n"
+        "assert all(isinstance(f, torch.jit.ScriptFunction) for f in s._compiled.values())\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 

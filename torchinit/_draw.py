@@ -223,6 +223,10 @@ def orthogonal_block(
 ActionKind = Literal["normal", "uniform", "truncated_normal", "orthogonal", "constant", "keep", "skip"]
 
 
+DRAWN = ("normal", "uniform", "truncated_normal", "orthogonal")
+"""The kinds of action that draw random numbers (the rest: constant, keep, skip)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
     """One planned write into one tensor.
@@ -263,7 +267,7 @@ class Action:
     @property
     def draws(self) -> bool:
         """Whether the action consumes random numbers."""
-        return self.kind in ("normal", "uniform", "truncated_normal", "orthogonal")
+        return self.kind in DRAWN
 
     def describe(self) -> str:
         """A short human description: ``normal(std=0.0625)``, ``orthogonal(gain=1) x4 chunks``."""

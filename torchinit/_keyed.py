@@ -24,7 +24,7 @@ import torch
 
 from torchinit import _stream
 from torchinit._distributions import truncated_normal_std
-from torchinit._draw import Action, check_draw, fill, orthogonal_block
+from torchinit._draw import DRAWN, Action, check_draw, fill, orthogonal_block
 from torchinit._stream import (
     Workspace,
     index_words,
@@ -324,12 +324,17 @@ def _batch_job(kind: str, cut: float, batch: list[_Piece]) -> Callable[[], int]:
     for p, c in zip(batch, counts, strict=True):
         lead, n = p[2] & 1, p[3] - p[2]
         sizes += (lead, n, 2 * c - lead - n)
-    scales = [p[5] for p in batch]
-    scale: float | torch.Tensor = scales[0]
-    if any(v != scales[0] for v in scales):  # float32, as a scalar multiply rounds them: the same values as alone
-        scale = torch.tensor(scales, dtype=torch.float32, device=device)
     keys = (starts, gammas, torch.tensor(bases, dtype=torch.int64, device=device))
+    scale = _scales([p[5] for p in batch], device)
     return functools.partial(_compute, kind, cut, at, keys, scale, [p[4] for p in batch], sizes)
+
+
+def _scales(scales: list[float], device: torch.device) -> float | torch.Tensor:
+    """One scalar when the pieces share their scale, else one float32 per piece (a scalar multiply rounds
+    its scale to float32 too: the same values as each piece alone)."""
+    if all(v == scales[0] for v in scales):
+        return scales[0]
+    return torch.tensor(scales, dtype=torch.float32, device=device)
 
 
 def _compute(
@@ -372,10 +377,9 @@ def _stack_job(kind: str, cut: float, shape: tuple[int, ...], items: list[_Item]
     tensors made now, before anything is written."""
     device = items[0][2].device
     keys = torch.tensor([it[:2] for it in items], dtype=torch.int64, device=device)
-    scales = [it[3] for it in items]
-    scale: float | torch.Tensor = scales[0]
-    if any(v != scales[0] for v in scales):  # float32, as a scalar multiply rounds them: the same values as alone
-        scale = torch.tensor(scales, dtype=torch.float32, device=device)[:, None]
+    scale = _scales([it[3] for it in items], device)
+    if isinstance(scale, torch.Tensor):
+        scale = scale[:, None]  # one per row
     return functools.partial(_compute_stack, kind, cut, shape, keys, scale, [it[2] for it in items])
 
 
@@ -453,9 +457,6 @@ def _fill_post(action: Action, tensor: torch.Tensor, region: Region | None) -> N
     fill(action, tensor, None)
 
 
-_KEYED_DISTRIBUTIONS = ("normal", "uniform", "truncated_normal", "orthogonal")
-
-
 def _ints(what: str, values: object) -> tuple[int, ...]:
     """``values`` as a tuple of ints (a list, tuple or torch.Size of integers), else an InitError."""
     try:
@@ -502,8 +503,8 @@ def keyed_(
         raise InitError(f"seed must be a non-negative integer; got seed={seed!r}.")
     if not isinstance(name, str):
         raise InitError(f"name must be a str (the parameter's qualified name); got name={name!r}.")
-    if distribution not in _KEYED_DISTRIBUTIONS:
-        raise InitError(f"distribution must be one of {', '.join(_KEYED_DISTRIBUTIONS)}; got {distribution!r}.")
+    if distribution not in DRAWN:
+        raise InitError(f"distribution must be one of {', '.join(DRAWN)}; got {distribution!r}.")
     if not tensor.is_floating_point():
         raise InitError(f"keyed_ fills floating-point tensors; got dtype {tensor.dtype}.")
     if tensor.is_inference() and not torch.is_inference_mode_enabled():

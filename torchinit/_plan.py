@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from torchinit._distributions import check_cutoffs
-from torchinit._draw import Action, check_draw, write
+from torchinit._draw import DRAWN, Action, check_draw, write
 from torchinit._keyed import KeyedWriter, Region, local_block
 from torchinit._layers import Role, role_of
 from torchinit._report import InitReport, ReportEntry
@@ -125,8 +125,7 @@ def problem(target: Target, needs_values: bool) -> str | None:
     return None
 
 
-_DRAWS = frozenset({"normal", "uniform", "truncated_normal", "orthogonal"})
-_VALUED = _DRAWS | {"constant"}  # the kinds whose param check_draw checks (zeros always pass)
+_VALUED = frozenset({*DRAWN, "constant"})  # the kinds whose param check_draw checks (zeros always pass)
 
 
 def draw_problem(step: Step) -> str | None:
@@ -556,7 +555,7 @@ class Plan:
         for step in self.steps:
             a = step.action
             kind = a.kind
-            found = problem(step.target, kind in _DRAWS)
+            found = problem(step.target, kind in DRAWN)
             if found is None and (a.chunks != 1 or a.chunk_values is not None or a.zero_row is not None or generator):
                 found = action_problem(step, generator)
             if found is None and kind in _VALUED and (kind != "constant" or a.param != 0.0) and a.chunk_values is None:

@@ -295,13 +295,25 @@ def _device_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return coeffs[0].to(device), coeffs[1].to(device)
 
 
+def _uniform_into(w: torch.Tensor, k: torch.Tensor, out: torch.Tensor) -> None:
+    # (2k + 1) for the top 24 bits k of each signed word, as float32 (TorchScript source; k: int32 scratch)
+    torch.bitwise_right_shift(w, 7, out=k)
+    k.bitwise_or_(1)
+    out.copy_(k)
+
+
 def unit_uniform(w: torch.Tensor, out: torch.Tensor | None = None, ws: Workspace | None = None) -> torch.Tensor:
     r"""$(2k+1)$ as float32 for the top 24 bits $k$ of each signed word: uniform on $(-2^{24}, 2^{24})$."""
-    k = torch.bitwise_right_shift(w, 7, out=None if ws is None else ws.get("row", torch.int32, w.numel(), w.device))
-    k.bitwise_or_(1)
-    if out is None:
-        return k.to(torch.float32)
-    return out.copy_(k)
+    n, device = w.numel(), w.device
+    k = torch.empty(n, dtype=torch.int32, device=device) if ws is None else ws.get("row", torch.int32, n, device)
+    out = out if out is not None else torch.empty(n, device=device)
+    kernel(_uniform_into, w)(w, k, out)
+    return out
+
+
+def _low_word(cut: float) -> int:
+    """The smallest V of a normal cut at +-cut: Phi(-cut) 2^32 (V maps linearly onto [it, 2^31))."""
+    return round(0.5 * math.erfc(cut / math.sqrt(2.0)) * 2.0**32)
 
 
 def _normal_into(
@@ -355,7 +367,7 @@ def unit_normal(
     low = -1
     wide = v  # unused without a cut
     if cut is not None:
-        low = round(0.5 * math.erfc(cut / math.sqrt(2.0)) * 2.0**32)  # t = Phi(-cut)
+        low = _low_word(cut)
         wide = ws.get("wide", torch.int64, n, device)
     f = ws.get("f", torch.float32, n, device)
     out = out if out is not None else torch.empty(n, device=device)
@@ -415,9 +427,7 @@ def _range_into(
         else:
             values, values_bits = out[:m], out_bits[:m]
         if kind == 0:
-            torch.bitwise_right_shift(words, 7, out=v[:m])
-            v[:m].bitwise_or_(1)
-            values.copy_(v[:m])
+            _uniform_into(words, v[:m], values)
         else:
             _normal_into(words, v[:m], x[:m], f[:m], bits[:m], row[:m], values, values_bits, c0, c1, wide[:m], low)
         values.mul_(scale)
@@ -445,7 +455,7 @@ def range_values(
     low = -1
     wide = v
     if kind == "truncated_normal":
-        low = round(0.5 * math.erfc(cut / math.sqrt(2.0)) * 2.0**32)  # t = Phi(-cut)
+        low = _low_word(cut)
         wide = ws.get("wide", torch.int64, n, device)
     f = ws.get("f", torch.float32, n, device)
     direct = dest.dtype == torch.float32
@@ -498,7 +508,8 @@ def block_words(device: torch.device) -> int:
 # --- running the kernel chains compiled ------------------------------------------------------------
 
 SCRIPTED = True
-"""Run the kernel chains (`mix_`, `unit_normal`) on CPU tensors as TorchScript functions when torch can
+"""Run the kernel chains (`KERNELS`: `range_values`, `mix_`, `unit_normal`, `unit_uniform`) on CPU tensors as
+TorchScript functions when torch can
 compile them: the same ops in the same order, so the same values, but one call runs them all without
 the GIL, so parallel workers' kernels no longer wait for each other between kernels. False: eager
 (the fallback where TorchScript is unavailable; CUDA always runs eager)."""
@@ -511,8 +522,12 @@ def compile_kernels() -> None:
     """Compile the kernel chains now (once per process), in the calling thread: before worker threads start,
     so no worker compiles (``warnings.catch_warnings``, around the deprecation notice, is process-wide)."""
     cpu = torch.empty(0)
-    for fn in (_range_into, _mix_into, _normal_into):
+    for fn in KERNELS:
         kernel(fn, cpu)
+
+
+KERNELS = (_range_into, _mix_into, _normal_into, _uniform_into)
+"""The kernel chains `kernel` compiles."""
 
 
 def kernel(fn: Callable[..., None], like: torch.Tensor) -> Callable[..., None]:
