@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import torchinit
+from torchinit import _patches
 from torchinit import InitError, Override, build, default_scheme, with_scheme
 from torchinit.layers import Bilinear, Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, Linear
 from torchinit.testing import assert_std
@@ -190,6 +191,87 @@ def test_context_is_per_thread() -> None:
     assert bool((other[0].bias != 0).all())  # torch's default: U(+-1/8) biases
     assert float(other[0].weight.detach().abs().max()) <= 1 / 8
     assert bool((mine.bias == 0).all())
+
+
+def _torch_objects() -> dict[tuple[int, str], object]:
+    """Every torch attribute construction contexts replace, by (owner, name), with the object it holds now."""
+    return {
+        (id(owner), name): owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+        for owner, name in _patches.touched()
+    }
+
+
+def test_torch_is_torch_again_after_every_context() -> None:
+    original = _torch_objects()
+    assert (id(nn.Linear), "reset_parameters") in original and (id(nn.init), "trunc_normal_") in original
+    with default_scheme("kaiming_relu"):
+        inside = _torch_objects()
+        nn.Linear(2, 2)
+    assert all(inside[key] is not value for key, value in original.items())  # the check can fail: all replaced
+    assert _torch_objects() == original and all(_torch_objects()[k] is v for k, v in original.items())
+    with pytest.raises(RuntimeError, match="boom"), default_scheme("xavier_uniform"):
+        raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="factory"):
+        build(lambda: (_ for _ in ()).throw(RuntimeError("factory")))
+    build(lambda: nn.Sequential(nn.Linear(4, 4), nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, batch_first=True), 2)))
+    assert all(_torch_objects()[k] is v for k, v in original.items())
+
+
+def test_torch_is_restored_when_the_last_context_of_any_thread_closes() -> None:
+    original = _torch_objects()
+    entered, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with default_scheme("kaiming_relu"):
+                entered.set()
+                assert release.wait(timeout=30)
+                raise ValueError("worker fails inside its block")
+        except ValueError:
+            pass
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert entered.wait(timeout=30)
+    with default_scheme("lecun_normal"):
+        pass
+    assert _torch_objects()[id(nn.Linear), "reset_parameters"] is not original[id(nn.Linear), "reset_parameters"]
+    release.set()  # the worker's block is the last one open
+    thread.join()
+    assert not errors
+    assert all(_torch_objects()[k] is v for k, v in original.items())
+
+
+def test_contexts_are_per_asyncio_task() -> None:
+    import asyncio
+
+    async def make(scheme: str, other_entered: asyncio.Event, mine_entered: asyncio.Event) -> nn.Linear:
+        with default_scheme(torchinit.Scheme(bias=1.0) if scheme == "ones" else scheme):
+            mine_entered.set()
+            await other_entered.wait()  # both blocks open at once, interleaved in one thread
+            return nn.Linear(4, 4)
+
+    async def main() -> tuple[nn.Linear, nn.Linear]:
+        a, b = asyncio.Event(), asyncio.Event()
+        return await asyncio.gather(make("ones", b, a), make("kaiming_relu", a, b))  # type: ignore[return-value]
+
+    ones, zeros = asyncio.run(main())
+    assert torch.equal(ones.bias, torch.ones(4)) and torch.equal(zeros.bias, torch.zeros(4))
+
+
+def test_a_lazy_layer_gets_its_scheme_after_torch_is_restored() -> None:
+    with default_scheme(torchinit.Scheme(bias=0.25)):
+        lazy = nn.LazyLinear(3)
+    torch_reset = nn.Linear.__dict__["reset_parameters"]
+    lazy(torch.zeros(2, 5))
+    assert torch.equal(lazy.bias, torch.full((3,), 0.25))
+    assert nn.Linear.__dict__["reset_parameters"] is torch_reset and "reset_parameters" not in lazy.__dict__
+    assert not lazy._forward_pre_hooks  # its hooks are gone once materialized
+    lazy.reset_parameters()  # later resets are torch's again, as for any layer made under a block
+    assert not torch.equal(lazy.bias, torch.full((3,), 0.25))
 
 
 def test_legacy_context_is_torchs_default() -> None:

@@ -1,13 +1,15 @@
-"""The construction context: this thread's stack of schemes that layers being constructed should use.
+"""The construction context: the stack of schemes that layers being constructed should use.
 
 `torchinit.default_scheme` pushes a scheme, `torchinit.build` pushes "skip" (``scheme=None``: no draws
-at all; the scheme runs once the model is built). Other threads see an empty stack.
+at all; the scheme runs once the model is built). The stack is a `contextvars.ContextVar`: each thread,
+and each asyncio task, sees its own (a new thread starts with an empty stack; a task starts from a copy
+of its creator's).
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
+import contextvars
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,28 +40,20 @@ class Context:
                 self.pending[id(param)] = param
 
 
-_local = threading.local()
-
-
-def _stack() -> list[Context]:
-    if not hasattr(_local, "stack"):
-        _local.stack = []
-    stack: list[Context] = _local.stack
-    return stack
+_STACK: contextvars.ContextVar[tuple[Context, ...]] = contextvars.ContextVar("torchinit_contexts", default=())
 
 
 def current() -> Context | None:
-    """This thread's innermost construction context, if any."""
-    stack = _stack()
+    """The innermost construction context of this thread or task, if any."""
+    stack = _STACK.get()
     return stack[-1] if stack else None
 
 
 @contextlib.contextmanager
 def pushed(ctx: Context) -> Iterator[Context]:
-    """Make ``ctx`` this thread's innermost context for the block."""
-    stack = _stack()
-    stack.append(ctx)
+    """Make ``ctx`` the innermost context of this thread or task for the block."""
+    token = _STACK.set((*_STACK.get(), ctx))
     try:
         yield ctx
     finally:
-        stack.pop()
+        _STACK.reset(token)
