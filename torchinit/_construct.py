@@ -24,7 +24,7 @@ from torchinit._plan import Step
 from torchinit._registry import SchemeLike, resolve_scheme, scheme_name
 from torchinit._reinit import check_threads, prepare, refuse_data_schemes
 from torchinit._report import InitReport
-from torchinit._types import InitError, SchemeOverwrittenWarning
+from torchinit._types import InitError, SchemeOverwrittenWarning, check_generator
 
 if TYPE_CHECKING:
     from torchinit._schemes import Override
@@ -61,8 +61,7 @@ def default_scheme(scheme: SchemeLike, *, generator: torch.Generator | None = No
     """
     resolved = resolve_scheme(scheme)
     refuse_data_schemes(scheme, resolved)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise InitError(f"generator must be a torch.Generator or None; got generator={generator!r}.")
+    check_generator(generator)
     ctx = Context(resolved, generator)
     with _pushed(ctx):
         yield

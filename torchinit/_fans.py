@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from torchinit._types import FAN_MODES, FanMode, InitError, choice_error
+from torchinit._types import FAN_MODES, FanMode, InitError, check_int, choice_error
 
 
 def check_fan(name: str, value: object) -> int | float:
@@ -54,8 +54,7 @@ class Fans:
             return  # the common case: nothing to normalize
         object.__setattr__(self, "fan_in", check_fan("fan_in", self.fan_in))
         object.__setattr__(self, "fan_out", check_fan("fan_out", self.fan_out))
-        if isinstance(self.chunks, bool) or not isinstance(self.chunks, int) or self.chunks < 1:
-            raise InitError(f"chunks must be a positive integer; got chunks={self.chunks!r}.")
+        check_int("chunks", self.chunks, minimum=1)
 
     def __repr__(self) -> str:
         chunks = f", chunks={self.chunks}" if self.chunks != 1 else ""

@@ -38,7 +38,7 @@ from torchinit._stream import (
     unit_uniform,
     workspace,
 )
-from torchinit._types import InitError
+from torchinit._types import InitError, check_int
 
 BLOCK = 1 << 17
 """Elements per batch of kernels (small tensors are batched up to it; larger ranges are cut into spans
@@ -499,8 +499,7 @@ def keyed_(
         InitError: for a negative or non-integer seed, an unknown distribution, a block outside
             ``global_shape``, or parameters `check_draw` refuses.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise InitError(f"seed must be a non-negative integer; got seed={seed!r}.")
+    check_int("seed", seed, minimum=0)
     if not isinstance(name, str):
         raise InitError(f"name must be a str (the parameter's qualified name); got name={name!r}.")
     if distribution not in DRAWN:
@@ -517,12 +516,8 @@ def keyed_(
     cut = 2.0 if cut is None else cut  # None, as a report entry of a draw that is not truncated holds
     if isinstance(cut, bool) or not isinstance(cut, (int, float)) or not cut > 0:
         raise InitError(f"cut must be a positive number of underlying sigmas; got cut={cut!r}.")
-    if (
-        isinstance(chunks, bool)
-        or not isinstance(chunks, int)
-        or chunks < 1
-        or (tensor.dim() and tensor.shape[0] % chunks)
-    ):
+    check_int("chunks", chunks, minimum=1)
+    if tensor.dim() and tensor.shape[0] % chunks:
         raise InitError(
             f"chunks must be a positive int dividing dim 0 (size {tensor.shape[0] if tensor.dim() else 0}); got "
             f"chunks={chunks!r}."

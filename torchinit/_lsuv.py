@@ -15,7 +15,7 @@ from torchinit._plan import Plan
 from torchinit._progress import Progress
 from torchinit._registry import BaseScheme, Call, register_scheme
 from torchinit._schemes import Scheme
-from torchinit._types import InitError
+from torchinit._types import InitError, check_bool, check_int
 
 if TYPE_CHECKING:
     from torchinit._report import InitReport
@@ -57,12 +57,10 @@ class LSUVScheme(BaseScheme):
     def __post_init__(self) -> None:
         if isinstance(self.tol, bool) or not isinstance(self.tol, (int, float)) or not 0 < self.tol < 1:
             raise InitError(f"tol must be a number in (0, 1); got tol={self.tol!r}.")
-        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int) or self.max_iter < 1:
-            raise InitError(f"max_iter must be a positive integer; got max_iter={self.max_iter!r}.")
+        check_int("max_iter", self.max_iter, minimum=1)
         if not isinstance(self.base, Scheme):
             raise InitError(f"base must be a Scheme; got base={self.base!r}.")
-        if self.progress is not None and not isinstance(self.progress, bool):
-            raise InitError(f"progress must be True, False or None (a terminal only); got progress={self.progress!r}.")
+        check_bool("progress", self.progress, optional=True)
 
     uses_data: ClassVar[bool] = True
 

@@ -14,7 +14,7 @@ from torchinit._context import Context
 from torchinit._plan import Plan, Step, Undo, fallible, guarded
 from torchinit._registry import BaseScheme, Call, SchemeLike, resolve_scheme, scheme_name
 from torchinit._report import InitReport
-from torchinit._types import InitError
+from torchinit._types import InitError, check_bool, check_generator, check_int
 
 if TYPE_CHECKING:
     from torchinit._schemes import Override
@@ -36,12 +36,7 @@ def unwrap(module: nn.Module) -> nn.Module:
 
 def check_threads(threads: object) -> None:
     """``threads`` is None or a positive int."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)):
-        raise TypeError(f"threads must be a positive int or None; got threads={threads!r}.")
-    if isinstance(threads, int) and threads < 1:
-        raise InitError(
-            f"threads must be a positive int or None (torch's intra-op thread count); got threads={threads!r}."
-        )
+    check_int("threads", threads, minimum=1, optional=True)
 
 
 def prepare(
@@ -61,8 +56,7 @@ def prepare(
         InitError: listing every problem, before anything is written.
     """
     if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise InitError(f"seed must be a non-negative integer; got seed={seed!r}.")
+        check_int("seed", seed, minimum=0)
         if generator is not None:
             raise InitError("pass either seed= (keyed, order-free streams) or generator=, not both.")
     if not isinstance(module, nn.Module):
@@ -73,8 +67,7 @@ def prepare(
             f"overrides must be a list or tuple of Override; got overrides={overrides!r}. Wrap one in a list: "
             "overrides=[Override(...)]."
         )
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise InitError(f"generator must be a torch.Generator or None; got generator={generator!r}.")
+    check_generator(generator)
     if data is not None and not resolved.uses_data:
         raise InitError(f"data= is only used by the lsuv scheme; got scheme={scheme!r}.")
     call = Call(overrides=tuple(overrides), seed=seed, data=data, generator=generator)
@@ -151,8 +144,7 @@ def reinit(
         True
     """
     check_threads(threads)
-    if not isinstance(atomic, bool):
-        raise TypeError(f"atomic must be True or False; got atomic={atomic!r}.")
+    check_bool("atomic", atomic)
     with gc_paused():
         resolved, call, root, plan = prepare(
             module, scheme, generator=generator, strict=strict, overrides=overrides, seed=seed, data=data

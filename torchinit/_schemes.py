@@ -27,7 +27,9 @@ from torchinit._types import (
     Distribution,
     FanMode,
     InitError,
+    check_bool,
     check_finite,
+    check_int,
     choice_error,
 )
 
@@ -103,9 +105,7 @@ class Override:
                 f"path={self.path!r}, which is empty or has an unbalanced bracket."
             )
         for flag in ("skip", "frozen", "keep"):
-            value = getattr(self, flag)
-            if not (isinstance(value, bool) or (flag == "frozen" and value is None)):
-                raise InitError(f"{flag} must be True or False; got {flag}={value!r}.")
+            check_bool(flag, getattr(self, flag), optional=flag == "frozen")
         object.__setattr__(self, "_glob", canonical(self.path))
         types = self.module if isinstance(self.module, tuple) else (self.module,) if self.module else ()
         if not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
@@ -128,12 +128,7 @@ class Override:
             check_finite("scale", self.scale, minimum=0.0)
         if self.fans not in ("true", "torch"):
             raise choice_error("fans", "fans", self.fans, ("true", "torch"))
-        if self.chunks is not None and (
-            isinstance(self.chunks, bool) or not isinstance(self.chunks, int) or self.chunks < 1
-        ):
-            raise InitError(
-                f"chunks must be a positive int (the fused blocks along dim 0); got chunks={self.chunks!r}."
-            )
+        check_int("chunks", self.chunks, minimum=1, optional=True)
         if self.rule is not None and not callable(self.rule):
             raise InitError(
                 f"rule must be a callable (path, module, param) -> Action | float | None; got {self.rule!r}."

@@ -35,6 +35,10 @@ class InitError(ValueError):
     """
 
 
+class InitTypeError(InitError, TypeError):
+    """An argument of the wrong type: an `InitError` that is also a `TypeError` (``threads="4"``)."""
+
+
 class UncoveredParameterWarning(UserWarning):
     """Some parameters have no rule and were left untouched (listed in the report)."""
 
@@ -97,6 +101,31 @@ def as_real(name: str, value: object) -> int | float:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError, RuntimeError, OverflowError) as error:
         raise InitError(f"{name} must be a real number; got {name}={shown(value)} ({error}).") from None
+
+
+def check_int(name: str, value: object, *, minimum: int | None = None, optional: bool = False) -> int | None:
+    """``value`` when it is an int (not a bool) >= ``minimum`` (None too, when ``optional``), else an error.
+
+    The wrong type (a string, a float, a bool) is an `InitTypeError`; an int out of range an `InitError`.
+    """
+    if value is None and optional:
+        return None
+    names = {0: "a non-negative integer", 1: "a positive integer"}
+    expected = names.get(minimum, f"an integer >= {minimum}") if minimum is not None else "an integer"
+    expected += " or None" if optional else ""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InitTypeError(f"{name} must be {expected}; got {name}={shown(value)} ({type(value).__name__}).")
+    if minimum is not None and value < minimum:
+        raise InitError(f"{name} must be {expected}; got {name}={value!r}.")
+    return value
+
+
+def check_bool(name: str, value: object, *, optional: bool = False) -> bool | None:
+    """``value`` when it is True or False (or None, when ``optional``), else an `InitTypeError`."""
+    if isinstance(value, bool) or (value is None and optional):
+        return value
+    expected = "True, False or None" if optional else "True or False"
+    raise InitTypeError(f"{name} must be {expected}; got {name}={shown(value)}.")
 
 
 def check_finite(name: str, value: object, *, minimum: float | None = None) -> float:
