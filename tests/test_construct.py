@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 import torchinit
-from torchinit import _patches
-from torchinit import InitError, Override, build, default_scheme, with_scheme
+from torchinit import InitError, Override, _patches, build, default_scheme, with_scheme
 from torchinit.layers import Bilinear, Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, Linear
 from torchinit.testing import assert_std
 
@@ -213,7 +212,11 @@ def test_torch_is_torch_again_after_every_context() -> None:
         raise RuntimeError("boom")
     with pytest.raises(RuntimeError, match="factory"):
         build(lambda: (_ for _ in ()).throw(RuntimeError("factory")))
-    build(lambda: nn.Sequential(nn.Linear(4, 4), nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, batch_first=True), 2)))
+    build(
+        lambda: nn.Sequential(
+            nn.Linear(4, 4), nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, batch_first=True), 2)
+        )
+    )
     assert all(_torch_objects()[k] is v for k, v in original.items())
 
 

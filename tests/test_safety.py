@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -110,20 +110,31 @@ def test_rules_that_index_out_of_range_are_refused_before_any_write() -> None:
 @pytest.mark.parametrize(
     ("rule", "match"),
     [
-        (Action("uniform", -2.0), r"0.weight \(Linear\): a uniform draw's bound must be >= 0; got bound=-2.0"),
-        (Action("normal", math.nan), r"0.weight \(Linear\): a normal draw's std and mean must be finite"),
-        (Action("truncated_normal", 1.0, cut=-1.0), r"0.weight .*cut must be a positive number of sigmas.*got -1.0"),
-        (Action("normal", 1e39), r"0.weight .*must keep torch.float32 values finite"),
-        (Action("constant", math.inf), r"0.weight .*constant draw's value and mean must be finite"),
+        (lambda: Action("uniform", -2.0), r"0.weight \(Linear\): a uniform draw's bound must be >= 0; got bound=-2.0"),
+        (lambda: Action("normal", math.nan), r"0.weight \(Linear\): a normal draw's std and mean must be finite"),
+        (
+            lambda: Action("truncated_normal", 1.0, cut=-1.0),
+            r"0.weight .*cut must be a positive number of sigmas.*-1.0",
+        ),
+        (lambda: Action("normal", 1e39), r"0.weight .*must keep torch.float32 values finite"),
+        (lambda: Action("constant", math.inf), r"0.weight .*constant draw's value and mean must be finite"),
+        (
+            lambda: Action("gaussian", 1.0),
+            r"0.weight \(Linear\): an Action's kind must be one of .*got kind='gaussian'",
+        ),
+        (lambda: Action("constant", 0.0, zero_row=1.5), r"0.weight .*zero_row must be an integer; got .*1.5"),
+        (lambda: Action("constant", 0.0, chunk_values=(1.0, math.nan)), r"0.weight .*chunk value must be a finite"),
     ],
 )
-def test_a_rule_s_bad_std_bound_or_cut_is_refused_before_any_write(rule: Action, match: str, seed: int | None) -> None:
+def test_a_rule_s_bad_std_bound_or_cut_is_refused_before_any_write(
+    rule: Callable[[], Action], match: str, seed: int | None
+) -> None:
     # Recipes and overrides hand over Actions directly: their values are checked with the scheme's, so a bad
     # one is an InitError naming the path before the first write (it used to fail mid-write, or not at all
     # with seed=, leaving a report that named a negative std).
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
     with unchanged(model), pytest.raises(InitError, match=match):
-        reinit(model, "kaiming_relu", overrides=[Override(path="0.weight", rule=lambda p, m, t: rule)], seed=seed)
+        reinit(model, "kaiming_relu", overrides=[Override(path="0.weight", rule=lambda p, m, t: rule())], seed=seed)
     with unchanged(model), pytest.raises(InitError, match=r"std must be >= 0; got std=-1.0"):
         reinit(model, torchinit.recipes.gpt2(initializer_range=-1.0, n_layer=2), seed=seed)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from torchinit._distributions import SQRT3, check_cutoffs, flips, normal_cdf, truncated_normal_std
-from torchinit._types import Distribution, InitError
+from torchinit._types import Distribution, InitError, check_finite, check_int, choice_error
 
 if TYPE_CHECKING:
     from torchinit._fans import Fans
@@ -220,11 +220,20 @@ def orthogonal_block(
         block.mul_(gain)
 
 
-ActionKind = Literal["normal", "uniform", "truncated_normal", "orthogonal", "constant", "keep", "skip"]
+ActionKind = Literal["normal", "uniform", "truncated_normal", "orthogonal", "constant", "copy", "keep", "skip"]
+"""What a parameter gets: a draw with a law, a constant, a copy of another tensor (a cloned stack under
+``legacy``), ``keep`` (the constructed value, a rule's choice) or ``skip`` (untouched, with a reason)."""
 
+KINDS: tuple[ActionKind, ...] = (
+    "normal", "uniform", "truncated_normal", "orthogonal", "constant", "copy", "keep", "skip",
+)  # fmt: skip
+"""The closed set of `ActionKind` values: an `Action` of any other kind is an InitError when it is made."""
 
 DRAWN = ("normal", "uniform", "truncated_normal", "orthogonal")
-"""The kinds of action that draw random numbers (the rest: constant, keep, skip)."""
+"""The kinds of action that draw random numbers (the rest: constant, copy, keep, skip)."""
+
+UNWRITTEN = ("keep", "skip")
+"""The kinds that write nothing: the writer never sees them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +255,26 @@ class Action:
     formula: str = ""
     reason: str = ""
     cut: float = 2.0  # truncated_normal: cut at +-cut underlying sigmas
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise choice_error("an Action's kind", "kind", self.kind, KINDS)
+        if type(self.chunks) is not int or self.chunks != 1:
+            check_int("an Action's chunks", self.chunks, minimum=1)
+        if self.zero_row is not None:
+            check_int("an Action's zero_row", self.zero_row)
+        if self.chunk_values is not None:
+            if not isinstance(self.chunk_values, tuple) or not self.chunk_values:
+                raise InitError(f"chunk_values must be a non-empty tuple of numbers; got {self.chunk_values!r}.")
+            for value in self.chunk_values:
+                check_finite("a chunk value", value)
+        cut = self.cut
+        if self.kind == "truncated_normal" and not (
+            isinstance(cut, (int, float)) and not isinstance(cut, bool) and 0 < cut < math.inf
+        ):
+            raise InitError(
+                f"a truncated_normal draw's cut must be a positive number of sigmas (values in +-cut); got {cut!r}."
+            )
 
     @classmethod
     def with_std(cls, distribution: Distribution, std: float, fans: Fans | None, formula: str) -> Action:
@@ -293,8 +322,12 @@ def fill(action: Action, tensor: torch.Tensor, generator: torch.Generator | None
     if action.chunk_values is not None:
         for block, value in zip(tensor.chunk(len(action.chunk_values)), action.chunk_values, strict=True):
             block.fill_(value)
-    elif action.kind != "skip" and action.kind != "keep":
-        draw_(tensor, action.kind, action.param, generator, chunks=action.chunks, a=-action.cut, b=action.cut)
+        return
+    kind = action.kind
+    if kind == "copy":
+        raise InitError("a copy has no values of its own: the writer copies its source tensor")
+    if kind != "skip" and kind != "keep":
+        draw_(tensor, kind, action.param, generator, chunks=action.chunks, a=-action.cut, b=action.cut)
 
 
 def write(action: Action, tensor: torch.Tensor, generator: torch.Generator | None) -> None:
@@ -306,6 +339,8 @@ def write(action: Action, tensor: torch.Tensor, generator: torch.Generator | Non
     kind = action.kind
     if kind == "skip" or kind == "keep" or tensor.numel() == 0:
         return
+    if kind == "copy":
+        raise InitError("a copy has no values of its own: the writer copies its source tensor")
     target = tensor if tensor.is_contiguous() else torch.empty_like(tensor, memory_format=torch.contiguous_format)
     if action.chunk_values is None:
         draw_(target, kind, action.param, generator, chunks=action.chunks, a=-action.cut, b=action.cut)

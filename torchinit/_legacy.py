@@ -77,7 +77,7 @@ class LegacyPlanner:
             self._visited.update(id(m) for m in layers[i].modules())
             for name, param in layers[i].named_parameters():
                 source = Target(f"{base}0.{name}", layers[0], name, first[name])
-                step = Step(Target(f"{base}{i}.{name}", layers[i], name, param), Action("skip", formula="copy"),
+                step = Step(Target(f"{base}{i}.{name}", layers[i], name, param), Action("copy", formula="copy"),
                             copy_from=source)  # fmt: skip
                 self.steps.append(step)
                 self._done[id(param)] = step

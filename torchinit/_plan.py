@@ -11,7 +11,6 @@ import copy
 import difflib
 import fnmatch
 import functools
-import math
 import signal
 import threading
 import warnings
@@ -132,8 +131,6 @@ def draw_problem(step: Step) -> str | None:
     """Why this step's draw cannot give finite values of its tensor's dtype (a negative or non-finite std,
     bound, gain or value; a truncation without mass), or None: `check_draw`, before any write."""
     a = step.action
-    if a.kind == "truncated_normal" and not (isinstance(a.cut, (int, float)) and 0 < a.cut < math.inf):
-        return f"a truncated_normal draw's cut must be a positive number of sigmas (values in +-cut); got {a.cut!r}."
     try:
         check_draw(step.target.tensor, a.kind, a.param, a=-a.cut, b=a.cut)  # type: ignore[arg-type]
         if a.kind == "truncated_normal":

@@ -177,7 +177,10 @@ class Override:
         if self.constant is not None:
             return Action("constant", float(self.constant), formula=f"override constant {self.constant:g}")
         if self.rule is not None:
-            made = self.rule(path, target.owner, target.tensor)
+            try:
+                made = self.rule(path, target.owner, target.tensor)
+            except InitError as error:  # a bad Action made by the rule: say where
+                raise InitError(f"{path} ({type(target.owner).__name__}): {error}") from None
             if made is None:
                 return None
             if isinstance(made, Action):
@@ -372,8 +375,9 @@ class Scheme(BaseScheme):
             return Action("truncated_normal", self.token_std, formula=f"token TN(std {self.token_std:g})")
         if kind == "layer_scale":
             return Action("keep", formula="layer scale: kept as constructed")
-        assert kind == "attention_kv" and role.width is not None
-        return Action("normal", 1.0 / math.sqrt(role.width), formula="N(0, 1/E) as torch")
+        if kind == "attention_kv" and role.width is not None:
+            return Action("normal", 1.0 / math.sqrt(role.width), formula="N(0, 1/E) as torch")
+        raise InitError(f"Scheme has no rule for {role!r}; an attention_kv role needs width=.")
 
     def _readout(self, role: Role) -> Action:
         fans = role.fans
