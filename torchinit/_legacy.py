@@ -14,9 +14,10 @@ from torch import nn
 
 from torchinit._draw import Action, torch_fan_in
 from torchinit._layers import Role, describe, role_of
-from torchinit._plan import Plan, Step, Target, own_targets, target_named, tracks_running_stats
+from torchinit._plan import Plan, Step
 from torchinit._registry import BaseScheme, Call, register_scheme
 from torchinit._types import InitError
+from torchinit._walk import Target, own_targets, target_named, tracks_running_stats
 
 
 class LegacyPlanner:

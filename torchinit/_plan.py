@@ -21,37 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from torchinit._distributions import check_cutoffs
 from torchinit._draw import DRAWN, Action, check_draw, write
 from torchinit._keyed import KeyedWriter, Region, local_block
-from torchinit._layers import Role, role_of
+from torchinit._layers import Role
 from torchinit._report import InitReport, ReportEntry
 from torchinit._types import InitError, ShardedWithoutSeedWarning, UncoveredParameterWarning, is_lazy
+from torchinit._walk import Target, Walk, walk, walk_modules
 
 if TYPE_CHECKING:
     from torchinit._schemes import Override
-
-
-@dataclass(slots=True)
-class Target:
-    """A parameter as reinit sees it: its path, owner, local name and (effective) tensor.
-
-    A parametrized weight (weight_norm, spectral_norm, any ``register_parametrization``) is one
-    target whose value is written through the parametrization's ``right_inverse``.
-    """
-
-    path: str
-    owner: nn.Module
-    name: str
-    tensor: torch.Tensor
-    parametrized: bool = False
-
-    @property
-    def key(self) -> int:
-        """Identity used to find tied parameters."""
-        return id(self.owner.parametrizations[self.name]) if self.parametrized else id(self.tensor)  # type: ignore[index]
 
 
 @dataclass(slots=True)
@@ -65,36 +45,6 @@ class Step:
     scratch: bool = False
     aliases: tuple[str, ...] = ()  # the other paths of a tied parameter
     effective: float | None = None  # a parametrized weight's std after its parametrization
-
-
-def _parametrized(module: nn.Module) -> bool:
-    # parametrize.is_parametrized() looks the attribute up through Module.__getattr__, whose miss
-    # raises and formats an AttributeError: ~10 us per module. The ModuleDict lives in _modules.
-    return "parametrizations" in module._modules
-
-
-def own_targets(module: nn.Module, prefix: str) -> Iterator[Target]:
-    """The module's own parameters (parametrized ones through their owner), in registration order."""
-    if isinstance(module, parametrize.ParametrizationList):
-        return  # its `original*` tensors are reached through the parametrized owner
-    if _parametrized(module):
-        for name in module.parametrizations:  # type: ignore[union-attr]
-            yield target_named(module, prefix, name)
-    for name, param in module._parameters.items():
-        if param is not None:
-            yield Target(prefix + name, module, name, param)
-
-
-def target_named(module: nn.Module, prefix: str, name: str) -> Target:
-    """The target of ``module``'s own parameter ``name`` (plain or parametrized)."""
-    if _parametrized(module) and name in module.parametrizations:  # type: ignore[operator]
-        return Target(prefix + name, module, name, getattr(module, name), parametrized=True)
-    return Target(prefix + name, module, name, module._parameters[name])  # type: ignore[arg-type]
-
-
-def tracks_running_stats(module: nn.Module) -> bool:
-    """A norm layer with running statistics to reset (BatchNorm, SyncBatchNorm, InstanceNorm(track=True))."""
-    return hasattr(type(module), "reset_running_stats") and bool(getattr(module, "track_running_stats", False))
 
 
 def problem(target: Target, needs_values: bool) -> str | None:
@@ -635,82 +585,37 @@ def guarded(undo: Undo) -> Iterator[None]:
             raise
 
 
-READOUT_NAMES = frozenset(
-    {"lm_head", "head", "heads", "fc", "classifier", "logits", "score", "readout", "output_layer"}
-)
-"""Module names that mark the model's output layer when it is also the last dense layer registered."""
-
-
 def plan_by_role(
-    modules: Iterable[tuple[str, nn.Module]],
+    model: nn.Module | Walk | Iterable[tuple[str, nn.Module]],
     action_of: Callable[[Role], Action],
     overrides: Sequence[Override] = (),
 ) -> Plan:
     """The plan of a role-based scheme: each parameter gets ``action_of(role)`` unless an override selects it.
 
-    The last matching override wins; an override selects a tied parameter through any of its paths
-    and owners. Tied parameters are written once, under their first path. The readout is found
-    first: a dense weight tied to an input embedding, or else the last dense layer registered when
-    its name is a conventional output name (`READOUT_NAMES`: ``lm_head``, ``fc``, ...). A norm whose
-    parameters an override skips keeps its running statistics (skipped means untouched).
+    ``model`` is a module (walked whole), a `Walk`, or (path, module) pairs to walk. The last matching
+    override wins; an override selects a tied parameter through any of its paths and owners. Tied
+    parameters are written once, under their first path; the readout is the walk's (see `torchinit._walk`).
+    A norm whose parameters an override skips keeps its running statistics (skipped means untouched).
     """
+    walked = model if isinstance(model, Walk) else walk(model) if isinstance(model, nn.Module) else walk_modules(model)
     steps: list[Step] = []
     uncovered: list[Target] = []
-    norms: list[tuple[str, nn.Module]] = []
-    first: dict[int, Step] = {}
-    uses: dict[int, list[Target]] = {}  # the other uses of tied parameters, by step id
-    tied_readout: Step | None = None
-    last_dense: Step | None = None
-    for prefix, module in modules:
-        if "_orig_mod" in prefix or "_wrapped_module" in prefix:
-            prefix = canonical(prefix)
-        prefix = f"{prefix}." if prefix else ""
-        if tracks_running_stats(module):
-            norms.append((prefix, module))
-        if "parametrizations" in module._modules or isinstance(module, parametrize.ParametrizationList):
-            targets: Iterable[Target] = own_targets(module, prefix)
-        else:  # the common case, without the generator
-            targets = [Target(prefix + n, module, n, p) for n, p in module._parameters.items() if p is not None]
-        for target in targets:
-            key = id(target.tensor) if not target.parametrized else target.key
-            known = first.get(key)
-            if known is not None:  # tied: written once, under its first path
-                known.aliases += (target.path,)
-                uses.setdefault(id(known), []).append(target)
-                if tied_readout is None and known.role is not None:
-                    tied_readout = _tied_readout(known, target)
-                continue
-            if is_lazy(target.tensor):
-                steps.append(Step(target, Action("normal", formula="lazy")))  # refused by Plan.check
-                continue
-            step = Step(target, _UNDECIDED, role=role_of(module, target.name))
-            if step.role is not None and step.role.kind == "dense":
-                last_dense = step
-            first[key] = step
-            steps.append(step)
-    if (
-        tied_readout is None
-        and last_dense is not None
-        and READOUT_NAMES.intersection(last_dense.target.path.split("."))
-    ):
-        assert last_dense.role is not None
-        name = next(n for n in last_dense.target.path.split(".") if n in READOUT_NAMES)
-        last_dense.role = Role("readout", last_dense.role.fans, via=f"named {name!r}, the last dense layer")
-    # Decide every action, now that the readout is known. action_of is a pure function of the (frozen)
-    # role, and rules hand out shared role instances: memo by identity, keeping each role alive in the
-    # value so its id cannot be reused during the walk.
+    # action_of is a pure function of the (frozen) role, and rules hand out shared role instances: memo by
+    # identity, keeping each role alive in the value so its id cannot be reused during the walk.
     chosen_from = tuple(reversed(overrides))
     matched: set[int] = set()
     actions: dict[int, tuple[Role, Action]] = {}
     skipped_owners: set[int] = set()
-    for step in steps:
-        if step.action is not _UNDECIDED:
-            continue
-        target, role = step.target, step.role
+    for param in walked.params:
+        target, role = param.target, param.role
+        step = Step(target, _LAZY if param.lazy else _UNDECIDED, role=role, aliases=tuple(u.path for u in param.uses))
+        steps.append(step)
+        if param.lazy:
+            continue  # refused by Plan.check
         chosen = None
         if chosen_from:
             frozen = not target.tensor.requires_grad
-            every = [target, *uses.get(id(step), ())]
+            every = param.every
             for o in chosen_from:  # the last matching override wins (a rule returning None passes it on)
                 if any(o.selects(t.path, t.owner, role, frozen) for t in every):
                     matched.add(id(o))
@@ -718,8 +623,8 @@ def plan_by_role(
                         chosen = o.action(role, target, action_of)
         if chosen is not None:
             step.action = chosen
-            if step.action.kind == "skip":
-                skipped_owners.update(id(t.owner) for t in (target, *uses.get(id(step), ())))
+            if chosen.kind == "skip":
+                skipped_owners.update(id(t.owner) for t in param.every)
         elif target.tensor.numel() == 0:
             step.action = Action("skip", reason="zero elements: nothing to write")
         elif role is not None:
@@ -730,6 +635,7 @@ def plan_by_role(
         else:
             uncovered.append(target)
             step.action = Action("skip", reason="no rule covers it")
+    norms = walked.norms
     if chosen_from:
         kept = []
         for prefix, norm in norms:
@@ -759,35 +665,4 @@ def _unmatched(override: Override, steps: list[Step]) -> str:
 
 
 _UNDECIDED = Action("skip", reason="undecided")
-
-
-def _tied_readout(known: Step, alias: Target) -> Step | None:
-    """A weight shared by an input embedding and a dense layer is the readout (drawn by the dense use's fans)."""
-    assert known.role is not None
-    other = role_of(alias.owner, alias.name)
-    if other is None:
-        return None
-    kinds = {known.role.kind, other.kind}
-    if kinds != {"embedding", "dense"}:
-        return None
-    dense, embedding = (other, known.target.path) if other.kind == "dense" else (known.role, alias.path)
-    known.role = Role("readout", dense.fans, padding_idx=None, via=f"tied to the input embedding {embedding}")
-    return known
-
-
-WRAPPER_NAMES = ("_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
-"""Attribute names under which torch's wrappers (torch.compile, FSDP1, activation checkpointing) hold the
-wrapped module: dropped from paths, so overrides and keyed streams see the model's own names."""
-
-
-def canonical(path: str) -> str:
-    """``path`` without wrapper segments: ``_orig_mod.h.0._checkpoint_wrapped_module.mlp`` -> ``h.0.mlp``."""
-    if "_orig_mod" not in path and "_wrapped_module" not in path:
-        return path
-    return ".".join(part for part in path.split(".") if part not in WRAPPER_NAMES)
-
-
-def modules_of(root: nn.Module, own_only: bool) -> Iterable[tuple[str, nn.Module]]:
-    """What a plan walks: the root alone (a layer being constructed) or every module, in module order, under
-    canonical paths (wrapper segments dropped)."""
-    return [("", root)] if own_only else root.named_modules()  # plan_by_role makes the paths canonical
+_LAZY = Action("normal", formula="lazy")  # an uninitialized lazy parameter: Plan.check refuses it

@@ -40,10 +40,11 @@ from torchinit._distributions import truncated_normal_std
 from torchinit._draw import Action, xavier_std
 from torchinit._fans import torch_fans
 from torchinit._layers import default_actions
-from torchinit._plan import Plan, canonical
+from torchinit._plan import Plan
 from torchinit._registry import BaseScheme, Call, register_scheme
 from torchinit._schemes import Override, Scheme
 from torchinit._types import InitError
+from torchinit._walk import canonical
 
 Rules = dict[str, Action]
 """What a recipe says: an `Action` per canonical parameter path; unlisted parameters get the base scheme."""

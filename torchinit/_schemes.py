@@ -18,7 +18,7 @@ from torchinit._draw import Action, variance_std
 from torchinit._fans import Fans, torch_fans
 from torchinit._gains import exact_gain
 from torchinit._layers import ROLES, Role, RoleName, default_actions
-from torchinit._plan import Plan, Target, canonical, modules_of, plan_by_role
+from torchinit._plan import Plan, plan_by_role
 from torchinit._registry import BaseScheme, Call, get_scheme, register_scheme
 from torchinit._types import (
     DISTRIBUTIONS,
@@ -32,6 +32,7 @@ from torchinit._types import (
     check_int,
     choice_error,
 )
+from torchinit._walk import Target, canonical, walk
 
 
 def _type_name(t: type) -> str:
@@ -398,7 +399,7 @@ class Scheme(BaseScheme):
         if not all(isinstance(o, Override) for o in call.overrides):
             raise InitError(f"overrides must be a sequence of Override; got overrides={tuple(call.overrides)!r}.")
         overrides = (*self.overrides, *call.overrides)
-        return plan_by_role(modules_of(module, call.own_only), self.action, overrides)
+        return plan_by_role(walk(module, own_only=call.own_only), self.action, overrides)
 
     def dense_std(self, module: nn.Module, role: Role) -> float | None:
         r"""The element std of a dense weight: $\sqrt{\mathrm{scale}/\mathrm{fan}}$, or the orthogonal one."""
