@@ -221,10 +221,10 @@ def test_a_fault_at_any_write_leaves_parameters_buffers_and_rng_unchanged(
 def test_ctrl_c_during_the_writes_is_held_until_the_model_is_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     import signal
 
-    from torchinit import _plan
+    from torchinit import _write
 
     model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(6)])
-    real = _plan.write
+    real = _write.write
     calls = {"n": 0}
 
     def interrupted(action: object, tensor: torch.Tensor, generator: object) -> None:
@@ -233,7 +233,7 @@ def test_ctrl_c_during_the_writes_is_held_until_the_model_is_whole(monkeypatch: 
             signal.raise_signal(signal.SIGINT)  # arrives in the middle of the write phase
         real(action, tensor, generator)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_plan, "write", interrupted)
+    monkeypatch.setattr(_write, "write", interrupted)
     with pytest.raises(KeyboardInterrupt):
         reinit(model, "kaiming_relu")
     assert calls["n"] == 12  # every write ran before the interrupt was raised

@@ -14,7 +14,8 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 import torchinit
-from torchinit import Fans, InitError, Override, Role, Scheme, UncoveredParameterWarning, reinit
+from torchinit import Fans, InitError, Override, Role, Scheme, UncoveredParameterWarning, _audit, _layers, reinit
+from torchinit.extend import Action, LegacyDraws, LSUVScheme
 from torchinit.testing import assert_std
 
 
@@ -294,3 +295,81 @@ def test_twin_layers_share_a_plan_only_when_their_layout_matches(gen: torch.Gene
     assert report["1.weight"].std == pytest.approx(math.sqrt(2 / 18))
     assert report["2.weight"].std == report["0.weight"].std
     assert report["0.weight"].fans == Fans(72, 72) and report["1.weight"].fans == Fans(72, 18)
+
+
+class WB(nn.Module):
+    """A dense layer whose parameters are called ``w`` and ``b``: y = x w^T + b."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.empty(n_out, n_in))
+        self.b = nn.Parameter(torch.empty(n_out))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.w)
+        nn.init.zeros_(self.b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.w.t() + self.b
+
+
+@pytest.fixture
+def wb_described() -> Iterator[None]:
+    saved = _layers.registered()
+
+    def legacy(draws: LegacyDraws, m: nn.Module, prefix: str) -> None:  # what WB's constructor draws
+        draws.draw(m, prefix, "w", Action("normal", 1.0))
+        draws.draw(m, prefix, "b", Action("constant", 0.0))
+
+    torchinit.register_layer(
+        WB,
+        fans=lambda m, name: Fans(m.w.shape[1], m.w.shape[0]) if name == "w" else None,  # type: ignore[union-attr, index]
+        roles=lambda m, name: Role("bias") if name == "b" else None,
+        legacy=legacy,
+        reset="reset_parameters",
+    )
+    yield
+    _layers.restore(saved)
+
+
+def test_one_description_covers_a_layer_in_every_reader(wb_described: None, gen: torch.Generator) -> None:
+    model = nn.Sequential(WB(64, 256), nn.ReLU(), WB(256, 256), nn.ReLU(), WB(256, 10))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UncoveredParameterWarning)  # nothing left uncovered anywhere below
+        # reinit: the described fans and roles
+        report = reinit(model, "kaiming_relu", generator=gen)
+        assert (report["0.w"].role, report["0.w"].std, report["0.b"].rule) == (
+            "dense",
+            math.sqrt(2 / 64),
+            "constant(0)",
+        )
+        assert_std(model[2].w, math.sqrt(2 / 256))
+        # legacy: the described constructor draws, bit for bit
+        torch.manual_seed(7)
+        fresh = nn.Sequential(WB(64, 256), nn.ReLU(), WB(256, 256), nn.ReLU(), WB(256, 10))
+        torch.manual_seed(7)
+        reinit(model, "legacy")
+        assert all(torch.equal(a, b) for a, b in zip(model.parameters(), fresh.parameters(), strict=True))
+        # LSUV: every WB calibrated through its `w`, its `b` centered
+        lsuv = LSUVScheme(center=True)
+        report = reinit(model, lsuv, data=torch.randn(512, 64, generator=gen), generator=gen)
+        assert [layer.path for layer in report.lsuv] == ["0", "2", "4"]
+        assert all(layer.converged for layer in report.lsuv)
+        assert report["2.w"].source.startswith("lsuv at 2") and "centered by lsuv" in report["2.b"].rule
+        # audit: a row per WB weight, nothing raw
+        layers, raw = _audit.weight_layers(model, torchinit.get_scheme("kaiming_relu"))
+        assert [(row["path"], row["param"], row["kind"]) for row in layers] == [
+            ("0", "w", "dense"), ("2", "w", "dense"), ("4", "w", "dense")
+        ] and raw == []  # fmt: skip
+        # a recipe rule: Hugging Face's generic init draws every dense weight N(0, r^2)
+        report = reinit(model, "bert", generator=gen)
+        assert (report["4.w"].std, report["4.w"].rule, report["4.b"].std) == (0.02, "normal(std=0.02)", 0.0)
+
+
+def test_a_module_reused_at_two_positions_is_one_parameter_under_both_paths(gen: torch.Generator) -> None:
+    shared = nn.Linear(16, 16)
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    report = reinit(model, "kaiming_relu", generator=gen, overrides=[Override(path="2.weight", constant=0.5)])
+    assert report["0.weight"].aliases == ("2.weight",) and report["2.weight"] is report["0.weight"]
+    assert bool((shared.weight == 0.5).all())

@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 from torchinit._draw import torch_fan_in
-from torchinit._layers import role_of
 from torchinit._progress import Progress
 from torchinit._registry import BaseScheme, Call, resolve_scheme
 from torchinit._reinit import reinit
 from torchinit._types import InitError, UncoveredParameterWarning
+from torchinit._walk import walk
 from torchinit.testing import MIN_SAMPLES, std_tolerance
 
 BAND = (0.8, 1.25)
@@ -277,43 +277,42 @@ def _scheme_stds(model: nn.Module, scheme: BaseScheme) -> dict[str, float | None
 def weight_layers(
     model: nn.Module, scheme: BaseScheme, band: tuple[float, float] = BAND
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The weight-bearing layers (dense and embedding weights) against the scheme, and the raw parameters."""
+    """The weight-bearing layers (dense and embedding weights, whatever the layer calls them) against the
+    scheme, and the raw parameters no rule covers; both from the walk."""
     planned = _scheme_stds(model, scheme)
+    walked = walk(model)
+    found = [row for row in walked.weights(WEIGHT_KINDS) if row[1].tensor.numel()]
     owners: dict[int, list[str]] = {}
-    for path, module in model.named_modules():
-        weight = module._parameters.get("weight")
-        if weight is not None:
-            owners.setdefault(id(weight), []).append(path)
-    layers, raw, seen = [], [], set()
-    for path, module in model.named_modules():
-        prefix = f"{path}." if path else ""
-        for name, param in module._parameters.items():
-            if param is None:
-                continue
-            first = id(param) not in seen  # a tied weight gets a row in each layer using it, listed once otherwise
-            seen.add(id(param))
-            role = role_of(module, name)
-            if role is None and first:
-                raw.append({
-                    "path": prefix + name, "type": type(module).__name__, "shape": list(param.shape),
-                    "std": _rms(param) if param.numel() and param.is_floating_point() else None,
-                })  # fmt: skip
-            if name != "weight" or role is None or role.kind not in WEIGHT_KINDS or param.numel() == 0:
-                continue
-            std = _rms(param)
-            reference = planned.get(prefix + name) if planned else None
-            if reference is None and role.kind == "dense" and not planned:
-                reference = scheme.dense_std(module, role)
-            ratio = std / reference if reference else None
-            torch_default = role.kind == "dense" and _looks_like_torch_default(param)
-            fans = role.fans
-            layers.append({
-                "path": path, "type": type(module).__name__, "kind": role.kind, "shape": list(param.shape),
-                "fan_in": fans.fan_in if fans else None, "fan_out": fans.fan_out if fans else None,
-                "chunks": fans.chunks if fans else 1, "std": std, "scheme_std": reference, "ratio": ratio,
-                "torch_default": torch_default, "flag": flag_of(ratio, torch_default, band),
-                "tied_to": [p for p in owners[id(param)] if p != path],
-            })  # fmt: skip
+    for path, _, _, param in found:
+        owners.setdefault(id(param), []).append(path)
+    layers = []
+    for path, target, role, param in found:
+        tensor = target.tensor
+        std = _rms(tensor)
+        reference = planned.get(target.path) if planned else None
+        if reference is None and role.kind == "dense" and not planned:
+            reference = scheme.dense_std(target.owner, role)
+        ratio = std / reference if reference else None
+        torch_default = role.kind == "dense" and _looks_like_torch_default(tensor)
+        fans = role.fans
+        layers.append({
+            "path": path, "param": target.name, "type": type(target.owner).__name__, "kind": role.kind,
+            "shape": list(tensor.shape), "fan_in": fans.fan_in if fans else None,
+            "fan_out": fans.fan_out if fans else None, "chunks": fans.chunks if fans else 1, "std": std,
+            "scheme_std": reference, "ratio": ratio, "torch_default": torch_default,
+            "flag": flag_of(ratio, torch_default, band), "tied_to": [p for p in owners[id(param)] if p != path],
+        })  # fmt: skip
+    raw = []
+    for param in walked.params:
+        t = param.target
+        if param.role is not None:
+            continue
+        lazy = param.lazy
+        raw.append({
+            "path": t.path, "type": type(t.owner).__name__,
+            "shape": "uninitialized (lazy)" if lazy else list(t.tensor.shape),
+            "std": _rms(t.tensor) if not lazy and t.tensor.numel() and t.tensor.is_floating_point() else None,
+        })  # fmt: skip
     return layers, raw
 
 
@@ -347,9 +346,8 @@ def audit(
     if not inputs:
         return result
     args, kwargs, described = make_inputs(model, inputs, seed)
-    watched = {m: p for p, m in model.named_modules() if not any(True for _ in m.children())}
-    weighted = {layer["path"] for layer in layers}
-    watched.update({m: p for p, m in model.named_modules() if p in weighted})
+    weighted = {layer["path"]: layer["param"] for layer in layers}
+    watched = {m: prefix[:-1] for prefix, m in walk(model).modules if prefix[:-1] in weighted or not m._modules}
     result["inputs"] = described
     result["mode"] = "train" if model.training else "eval"
     result.update(_passes(model, watched, weighted, args, kwargs, backward, "forward (current init)", progress))
@@ -415,7 +413,7 @@ def _first_line(error: BaseException) -> str:
 def _passes(
     model: nn.Module,
     watched: dict[nn.Module, str],
-    weighted: set[str],
+    weighted: dict[str, str],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     backward: bool,
@@ -462,8 +460,8 @@ def _passes(
             ) from error
         grads = []
         for module, path in watched.items():
-            weight = module._parameters.get("weight")
-            if path in weighted and weight is not None and weight.grad is not None:
+            weight = getattr(module, weighted[path], None) if path in weighted else None
+            if weight is not None and weight.grad is not None:
                 grads.append({"path": path, "type": type(module).__name__, "std": float(weight.grad.float().std())})
         result["gradients"] = grads
         model.zero_grad(set_to_none=True)

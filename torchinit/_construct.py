@@ -20,11 +20,11 @@ from torch import nn
 from torchinit._context import Context, pushed
 from torchinit._defer import DefaultDtype, SkipParameterFills, storage_key
 from torchinit._patches import patched
-from torchinit._plan import Step
 from torchinit._registry import SchemeLike, resolve_scheme, scheme_name
 from torchinit._reinit import check_threads, prepare, refuse_data_schemes
 from torchinit._report import InitReport
 from torchinit._types import InitError, SchemeOverwrittenWarning, check_generator
+from torchinit._write import Step
 
 if TYPE_CHECKING:
     from torchinit._schemes import Override

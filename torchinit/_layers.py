@@ -10,7 +10,8 @@ described in ``_torch_layers.py``, through the same `register_layer` users call.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -294,8 +295,33 @@ def _hooked_original(module: nn.Module, name: str) -> str:
     return name
 
 
+@contextlib.contextmanager
+def quiet_parametrizations(module: nn.Module) -> Iterator[None]:
+    """``module``'s parametrizations in eval mode for the block, so that reading a parametrized weight changes
+    nothing (in training mode a spectral norm's read runs a power-iteration step, moving ``_u`` and ``_v``)."""
+    plists = module._modules.get("parametrizations")
+    if plists is None:
+        yield
+        return
+    modes = [(m, m.training) for m in plists.modules()]
+    try:
+        for m, _ in modes:
+            m.training = False
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def role_of(module: nn.Module, name: str) -> Role | None:
     """The role of ``module``'s own parameter ``name``, or None when no rule covers it."""
+    if "parametrizations" in module._modules:
+        with quiet_parametrizations(module):
+            return _role_of(module, name)
+    return _role_of(module, name)
+
+
+def _role_of(module: nn.Module, name: str) -> Role | None:
     name = _hooked_original(module, name)
     described = _chain(type(module))
     for rule in described.roles:

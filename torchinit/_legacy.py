@@ -14,10 +14,11 @@ from torch import nn
 
 from torchinit._draw import Action, torch_fan_in
 from torchinit._layers import Role, describe, role_of
-from torchinit._plan import Plan, Step
+from torchinit._plan import Plan
 from torchinit._registry import BaseScheme, Call, register_scheme
 from torchinit._types import InitError
-from torchinit._walk import Target, own_targets, target_named, tracks_running_stats
+from torchinit._walk import Target, own_targets, target_named, walk
+from torchinit._write import Step
 
 
 class LegacyPlanner:
@@ -48,15 +49,14 @@ class LegacyPlanner:
         self.steps.append(step)
 
     def visit(self, module: nn.Module, prefix: str) -> None:
-        """Record the draws of ``module`` and its subtree, in torch's order."""
+        """Record the draws of ``module`` and its subtree, in torch's order (paths as the walk found them)."""
         if id(module) in self._visited:
             return
         self._visited.add(id(module))
+        prefix = self._prefixes.get(id(module), prefix)
         described = describe(module)
         if described.legacy is not None:
             described.legacy(self, module, prefix)
-        if tracks_running_stats(module):
-            self.norms.append((prefix, module))
         for target in own_targets(module, prefix):
             if (id(module), target.name) not in self._drawn:
                 self.uncovered.append(target)
@@ -85,10 +85,15 @@ class LegacyPlanner:
         self._visited.add(id(layers))
 
     _visited: set[int]
+    _prefixes: dict[int, str]
 
     def run(self, root: nn.Module, own_only: bool) -> Plan:
-        """The plan for ``root`` (its own parameters only when ``own_only``)."""
+        """The plan for ``root`` (its own parameters only when ``own_only``): torch's draws in the order its
+        constructors make them, which is registration order except where a layer's rule says otherwise."""
+        walked = walk(root, own_only=own_only)
         self._visited = set()
+        self._prefixes = {id(m): prefix for prefix, m in walked.modules}
+        self.norms = walked.norms
         if own_only:
             self._visited.update(id(m) for m in root.children())
         self.visit(root, "")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -16,6 +16,7 @@ from torchinit._progress import Progress
 from torchinit._registry import BaseScheme, Call, register_scheme
 from torchinit._schemes import Scheme
 from torchinit._types import InitError, check_bool, check_int
+from torchinit._walk import walk
 
 if TYPE_CHECKING:
     from torchinit._report import InitReport
@@ -111,8 +112,9 @@ class LSUVScheme(BaseScheme):
         raised as an `InitError`; reinit has then restored the model and the RNG states.
         """
         try:
-            report.lsuv = lsuv_(module, call.data, self)
-            _annotate(report, module, report.lsuv, self)
+            solved = lsuv_(module, call.data, self)
+            report.lsuv = [layer for layer, _ in solved]
+            _annotate(report, solved, self)
         except InitError:
             raise
         except Exception as error:
@@ -169,21 +171,41 @@ def _call(model: nn.Module, data: Any) -> Any:
     return model(data)
 
 
-def _weights(model: nn.Module) -> dict[nn.Module, str]:
-    """The modules LSUV watches, with their paths: each one with a dense ``weight``, and every other module
-    holding the same tensor as its ``weight`` (the input embedding an LM head is tied to)."""
-    dense = {
-        id(m._parameters["weight"])
-        for m in model.modules()
-        if "weight" in m._parameters and (role := role_of(m, "weight")) is not None and role.kind == "dense"
-    }
-    return {m: path for path, m in model.named_modules() if id(m._parameters.get("weight")) in dense}
+@dataclass(frozen=True)
+class _Watched:
+    """A layer LSUV calibrates: where it is, the dense weight it scales, and the bias it centers."""
+
+    path: str  # the module's canonical path
+    weight: str  # the local name of its dense weight (whatever the layer calls it)
+    key: int  # the weight's identity, shared by every module that holds it (a tied LM head and embedding)
+    bias: str | None
 
 
-def _scale_weight(layer: nn.Module, factor: float) -> None:
-    weight: torch.Tensor = layer.weight  # type: ignore[assignment]
-    if parametrize.is_parametrized(layer, "weight"):
-        setattr(layer, "weight", weight * factor)  # through right_inverse  # noqa: B010
+def _weights(model: nn.Module) -> dict[nn.Module, _Watched]:
+    """The modules LSUV watches, from the walk: each one holding a dense weight (its first, if several), and
+    every other module holding the same tensor (the input embedding an LM head is tied to)."""
+    walked = walk(model)
+    watched: dict[nn.Module, _Watched] = {}
+    for param in walked.params:
+        if param.role is None or param.role.kind not in ("dense", "readout"):
+            continue
+        for t in param.every:
+            if t.owner not in watched:
+                bias = next((n for n, p in t.owner._parameters.items() if p is not None and _is_bias(t.owner, n)), None)
+                watched[t.owner] = _Watched(t.path.rpartition(".")[0], t.name, param.target.key, bias)
+    order = {id(m): i for i, (_, m) in enumerate(walked.modules)}
+    return dict(sorted(watched.items(), key=lambda item: order.get(id(item[0]), 0)))
+
+
+def _is_bias(module: nn.Module, name: str) -> bool:
+    role = role_of(module, name)
+    return role is not None and role.kind == "bias"
+
+
+def _scale_weight(layer: nn.Module, name: str, factor: float) -> None:
+    weight: torch.Tensor = getattr(layer, name)
+    if parametrize.is_parametrized(layer, name):
+        setattr(layer, name, weight * factor)  # through right_inverse
     else:
         weight.mul_(factor)
 
@@ -199,7 +221,7 @@ def _path_changed(path: str) -> InitError:
 @dataclass
 class _Solved:
     module: nn.Module
-    path: str
+    layer: _Watched
     std: float
     iterations: int
     scale: float
@@ -215,7 +237,7 @@ class _Solver:
     few calls of each layer by itself, instead of one pass up to each layer per rescaling.
     """
 
-    def __init__(self, scheme: LSUVScheme, watched: dict[nn.Module, str], progress: Progress) -> None:
+    def __init__(self, scheme: LSUVScheme, watched: dict[nn.Module, _Watched], progress: Progress) -> None:
         self.scheme, self.watched, self.progress = scheme, watched, progress
         self.pending: dict[nn.Module, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self.calls: dict[nn.Module, int] = {}
@@ -235,11 +257,12 @@ class _Solver:
         first_args, first_kwargs = self.pending.pop(module)
         if not isinstance(output, torch.Tensor):
             return None  # not a layer LSUV can calibrate (as before: tensor outputs only)
-        path, key = self.watched[module], id(module._parameters["weight"])
+        layer = self.watched[module]
+        path, key = layer.path, layer.key
         if key in self.solved:  # a tied weight, solved at its first use
             self.solved[key].shared_with.append(path)
             return None
-        out, result = self._solve(module, path, first_args, first_kwargs, output)
+        out, result = self._solve(module, layer, first_args, first_kwargs, output)
         self.solved[key] = result
         self.progress.step(path)
         return out
@@ -255,10 +278,10 @@ class _Solver:
         return out
 
     def _solve(
-        self, module: nn.Module, path: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: torch.Tensor
+        self, module: nn.Module, layer: _Watched, args: tuple[Any, ...], kwargs: dict[str, Any], out: torch.Tensor
     ) -> tuple[torch.Tensor, _Solved]:
-        scheme, scale = self.scheme, 1.0
-        bias = module._parameters.get("bias")
+        scheme, scale, path = self.scheme, 1.0, layer.path
+        bias = module._parameters.get(layer.bias) if layer.bias is not None else None
         iterations, std = 0, math.nan
         for iterations in range(scheme.max_iter + 1):
             if iterations:
@@ -271,9 +294,9 @@ class _Solver:
             std = float(out.float().std())
             if abs(std - 1.0) <= scheme.tol or iterations == scheme.max_iter or not std > 0:
                 break
-            _scale_weight(module, 1.0 / std)
+            _scale_weight(module, layer.weight, 1.0 / std)
             scale /= std
-        return out, _Solved(module, path, std, iterations, scale)
+        return out, _Solved(module, layer, std, iterations, scale)
 
 
 def _first_output_stds(model: nn.Module, data: Any, modules: list[nn.Module]) -> dict[nn.Module, float]:
@@ -294,7 +317,7 @@ def _first_output_stds(model: nn.Module, data: Any, modules: list[nn.Module]) ->
     return stds
 
 
-def lsuv_(model: nn.Module, data: Any, scheme: LSUVScheme) -> list[LSUVLayer]:
+def lsuv_(model: nn.Module, data: Any, scheme: LSUVScheme) -> list[tuple[LSUVLayer, _Solved]]:
     """Rescale each layer on its first call in one calibrating pass (the base scheme already written), then
     measure every layer once more on the final model; return what each layer got, in forward order.
 
@@ -304,7 +327,7 @@ def lsuv_(model: nn.Module, data: Any, scheme: LSUVScheme) -> list[LSUVLayer]:
     """
     modes = {m: m.training for m in model.modules()}
     watched = _weights(model)
-    progress = Progress(len({id(m._parameters["weight"]) for m in watched}), "lsuv", show=scheme.progress)
+    progress = Progress(len({layer.key for layer in watched.values()}), "lsuv", show=scheme.progress)
     solver = _Solver(scheme, watched, progress)
     handles = []
     try:
@@ -327,11 +350,12 @@ def lsuv_(model: nn.Module, data: Any, scheme: LSUVScheme) -> list[LSUVLayer]:
     results = []
     for r in solved:
         if r.module not in final:
-            raise _path_changed(r.path)
+            raise _path_changed(r.layer.path)
         std = final[r.module]
         converged = abs(std - 1.0) <= scheme.tol
         calls = solver.calls[r.module]
-        results.append(LSUVLayer(r.path, std, r.iterations, converged, r.scale, calls, tuple(r.shared_with)))
+        layer = LSUVLayer(r.layer.path, std, r.iterations, converged, r.scale, calls, tuple(r.shared_with))
+        results.append((layer, r))
     return results
 
 
@@ -339,28 +363,24 @@ def _rms(tensor: torch.Tensor) -> float:
     return float(tensor.detach().float().square().mean().sqrt())
 
 
-def _annotate(report: InitReport, model: nn.Module, layers: list[LSUVLayer], scheme: LSUVScheme) -> None:
+def _annotate(report: InitReport, solved: list[tuple[LSUVLayer, _Solved]], scheme: LSUVScheme) -> None:
     """Make the report's entries the final word: each calibrated weight (and centered bias) gets its final
     std, the scale LSUV applied, and where a tied weight was solved."""
-    index = {alias: i for i, e in enumerate(report.entries) for alias in (e.path, *e.aliases)}
-    for layer in layers:
-        module = model.get_submodule(layer.path)
+    for layer, r in solved:
+        module, watched = r.module, r.layer
         prefix = f"{layer.path}." if layer.path else ""
         state = f"output std {layer.std:.3f}" + ("" if layer.converged else f", NOT within {scheme.tol:g} of 1")
         where = f"lsuv at {layer.path or 'the root'}: {state}"
         if layer.shared_with:
             where += f"; tied, solved at its first use in forward order (shared with {', '.join(layer.shared_with)})"
-        i = index.get(prefix + "weight")
-        if i is not None:
-            e = report.entries[i]
-            rule = f"{e.rule}, then x{layer.scale:.4g} by lsuv"
-            report.entries[i] = replace(e, rule=rule, std=_rms(module.weight), source=where)  # type: ignore[arg-type]
-        bias = module._parameters.get("bias")
-        j = index.get(prefix + "bias")
-        if scheme.center and bias is not None and j is not None:
-            e = report.entries[j]
-            report.entries[j] = replace(e, rule=f"{e.rule}, then centered by lsuv", std=_rms(bias), source=where)
-    report.__dict__.pop("_index", None)  # a path index built before these replacements would be stale
+        if (prefix + watched.weight) in report:
+            weight = report[prefix + watched.weight]
+            std = _rms(getattr(module, watched.weight))
+            report.revise(weight.path, rule=f"{weight.rule}, then x{layer.scale:.4g} by lsuv", std=std, source=where)
+        if scheme.center and watched.bias is not None and (prefix + watched.bias) in report:
+            bias = report[prefix + watched.bias]
+            std = _rms(module._parameters[watched.bias])  # type: ignore[arg-type]
+            report.revise(bias.path, rule=f"{bias.rule}, then centered by lsuv", std=std, source=where)
 
 
 register_scheme("lsuv", LSUVScheme())

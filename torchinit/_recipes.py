@@ -39,12 +39,12 @@ from torch import nn
 from torchinit._distributions import truncated_normal_std
 from torchinit._draw import Action, xavier_std
 from torchinit._fans import torch_fans
-from torchinit._layers import default_actions
+from torchinit._layers import Role, default_actions, role_of
 from torchinit._plan import Plan
 from torchinit._registry import BaseScheme, Call, register_scheme
 from torchinit._schemes import Override, Scheme
 from torchinit._types import InitError
-from torchinit._walk import canonical
+from torchinit._walk import walk
 
 Rules = dict[str, Action]
 """What a recipe says: an `Action` per canonical parameter path; unlisted parameters get the base scheme."""
@@ -79,24 +79,16 @@ def _config(model: nn.Module, *names: str) -> Any:
     return None
 
 
-def _params(model: nn.Module) -> Iterator[tuple[str, str, nn.Module, torch.Tensor]]:
-    """(canonical path, local name, owner, parameter) for every parameter, tied ones under each path."""
-    for prefix, module in model.named_modules(remove_duplicate=False):
-        base = canonical(prefix)
-        for name, param in module._parameters.items():
-            if param is not None:
-                yield (f"{base}.{name}" if base else name), name, module, param
+def _params(model: nn.Module) -> Iterator[tuple[str, str, nn.Module, torch.Tensor, Role | None]]:
+    """(canonical path, local name, owner, parameter, its role in that owner) for every use of every parameter,
+    as the walk found them (tied ones under each path, parametrized weights as themselves)."""
+    for param in walk(model).params:
+        for t in param.every:
+            yield t.path, t.name, t.owner, t.tensor, role_of(t.owner, t.name)
 
 
-def _normal(std: float, formula: str, module: nn.Module | None = None) -> Action:
-    padding = getattr(module, "padding_idx", None) if isinstance(module, nn.Embedding) else None
-    return Action("normal", std, zero_row=padding, formula=formula)
-
-
-def _is_dense(module: nn.Module, name: str) -> bool:
-    hf_conv1d = type(module).__name__ == "Conv1D" and "nf" in module.__dict__
-    dense = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)
-    return name == "weight" and (isinstance(module, dense) or hf_conv1d)
+def _normal(std: float, formula: str, role: Role | None = None) -> Action:
+    return Action("normal", std, zero_row=role.padding_idx if role is not None else None, formula=formula)
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -174,14 +166,14 @@ def _spelled(function: str, **given: object) -> str:
 
 
 def hf_rules(model: nn.Module, std: float) -> Rules:
-    """Hugging Face's generic ``PreTrainedModel._init_weights``: Linear/Conv/Conv1D weights and embeddings
-    $\\mathcal N(0, \\mathrm{std}^2)$ (the padding row 0), biases 0, norms 1/0."""
+    """Hugging Face's generic ``PreTrainedModel._init_weights``: dense weights (Linear/Conv/Conv1D, any layer
+    described as dense) and embeddings $\\mathcal N(0, \\mathrm{std}^2)$ (the padding row 0), biases 0, norms 1/0."""
     rules: Rules = {}
-    for path, name, module, _ in _params(model):
-        if _is_dense(module, name):
+    for path, _, _, _, role in _params(model):
+        if role is not None and role.kind == "dense":
             rules[path] = _normal(std, f"HF: N(0, {std:g}^2)")
-        elif isinstance(module, nn.Embedding) and name == "weight":
-            rules[path] = _normal(std, f"HF embedding: N(0, {std:g}^2)", module)
+        elif role is not None and role.kind == "embedding":
+            rules[path] = _normal(std, f"HF embedding: N(0, {std:g}^2)", role)
     return rules
 
 
@@ -257,9 +249,9 @@ def t5(initializer_factor: float | None = None) -> Recipe:
     def rules(model: nn.Module) -> Rules:
         f = float(initializer_factor if initializer_factor is not None else _config(model, "initializer_factor") or 1.0)
         table = hf_rules(model, f)  # the generic pass first, as HF runs it
-        for prefix, module in model.named_modules():
-            base = canonical(prefix)
-            at = (base + ".") if base else ""
+        module: Any
+        for at, module in walk(model).modules:
+            prefix = at[:-1]
             kind = type(module).__name__
             if kind == "T5Attention":
                 d, dkv, heads = module.d_model, module.key_value_proj_dim, module.n_heads
@@ -303,7 +295,7 @@ def llama_depth(init_std: float = 0.02, depth_init: bool = True) -> Recipe:
     def rules(model: nn.Module) -> Rules:
         layers = depth(model)
         table: Rules = {}
-        for path, name, module, param in _params(model):
+        for path, name, module, param, _ in _params(model):
             if isinstance(module, nn.Embedding) and name == "weight":
                 table[path] = _normal(1.0, "torchtitan embedding: N(0, 1)")
             elif isinstance(module, nn.Linear) and name == "weight":
@@ -372,7 +364,7 @@ def vit(mode: str = "") -> Recipe:
 
     def rules(model: nn.Module) -> Rules:
         table: Rules = {}
-        for path, name, module, param in _params(model):
+        for path, name, module, param, _ in _params(model):
             if isinstance(module, nn.Linear):
                 if name == "bias":
                     bias_std = 1e-6 if mode == "jax" and "mlp" in path and not path.startswith("head") else 0.0
@@ -425,7 +417,7 @@ def resnet(zero_init_residual: bool = False) -> Recipe:
 
     def rules(model: nn.Module) -> Rules:
         table: Rules = {}
-        for path, name, module, param in _params(model):
+        for path, name, module, param, _ in _params(model):
             if isinstance(module, nn.Conv2d) and name == "weight":
                 table[path] = _normal(
                     math.sqrt(2.0 / torch_fans(param).fan_out), "kaiming_normal_(fan_out, relu), torch fans"
@@ -433,10 +425,10 @@ def resnet(zero_init_residual: bool = False) -> Recipe:
             elif isinstance(module, nn.Linear):
                 table[path] = _torch_default(module, name)
         if zero_init_residual:
-            for prefix, module in model.named_modules():
+            for at, module in walk(model).modules:
                 last = {"Bottleneck": "bn3", "BasicBlock": "bn2"}.get(type(module).__name__)
                 if last is not None and isinstance(getattr(module, last, None), nn.modules.batchnorm._BatchNorm):
-                    table[f"{canonical(prefix)}.{last}.weight"] = Action("constant", 0.0, formula="zero_init_residual")
+                    table[f"{at}{last}.weight"] = Action("constant", 0.0, formula="zero_init_residual")
         return table
 
     return Recipe(

@@ -11,10 +11,12 @@ import torch
 from torch import nn
 
 from torchinit._context import Context
-from torchinit._plan import Plan, Step, Undo, fallible, guarded
+from torchinit._plan import Plan
 from torchinit._registry import BaseScheme, Call, SchemeLike, resolve_scheme, scheme_name
 from torchinit._report import InitReport
+from torchinit._transaction import Undo, guarded
 from torchinit._types import InitError, check_bool, check_generator, check_int
+from torchinit._write import Step, fallible
 
 if TYPE_CHECKING:
     from torchinit._schemes import Override
@@ -73,7 +75,7 @@ def prepare(
     call = Call(overrides=tuple(overrides), seed=seed, data=data, generator=generator)
     root = unwrap(module)
     plan = resolved.plan(root, call)
-    plan.check(strict=strict, extra=check, generator=generator, overrides_must_match=True)
+    plan.check(strict=strict, extra=check, generator=generator, overrides_must_match=True, seed=seed)
     resolved.validate(root, call)
     return resolved, call, root, plan
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -89,11 +90,26 @@ class InitReport:
     def _index(self) -> dict[str, ReportEntry]:
         return {alias: e for e in self.entries for alias in (e.path, *e.aliases)}
 
+    def revise(self, path: str, **changes: Any) -> ReportEntry | None:
+        """Replace the entry of ``path`` (any alias) by a copy with ``changes`` (a scheme's `finish` pass
+        records what it did this way); None when the report has no such parameter."""
+        entry = self._index.get(path)
+        if entry is None:
+            return None
+        revised = dataclasses.replace(entry, **changes)
+        self.entries[self.entries.index(entry)] = revised
+        for alias in (entry.path, *entry.aliases):
+            self._index[alias] = revised
+        return revised
+
     def __iter__(self) -> Iterator[ReportEntry]:
         return iter(self.entries)
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._index
 
     def __getitem__(self, path: str) -> ReportEntry:
         try:

@@ -182,6 +182,19 @@ def reserved(count: int, needs: Needs) -> Iterator[queue.SimpleQueue[Workspace]]
             _spare.extend(taken[: max(0, KEEP - len(_spare))])
 
 
+@contextlib.contextmanager
+def isolated() -> Iterator[None]:
+    """Runs in the block leave the pool of kept workspaces as it was (the writer's probes: a tiny write should
+    not decide the buffers of the next real run)."""
+    with _spare_lock:
+        saved = list(_spare)
+    try:
+        yield
+    finally:
+        with _spare_lock:
+            _spare[:] = saved
+
+
 KEEP = 8
 """Workspaces kept between runs (CPU buffers only, a few MB each): enough for the usual worker counts."""
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from torchinit._layers import Role, role_of
+from torchinit._layers import Role, quiet_parametrizations, role_of
 from torchinit._types import is_lazy
 
 WRAPPER_NAMES = ("_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
@@ -103,14 +103,16 @@ class Walk:
         return self._by_key.get(target.key)
 
     def weights(self, kinds: Iterable[str]) -> Iterator[tuple[str, Target, Role, Param]]:
-        """Every use of a parameter whose own role (in its owning module) is one of ``kinds``, in module
-        order: (the owner's canonical path, the use, its role, the parameter). A tied weight appears once
-        per module that holds it; a layer described with `register_layer` is found whatever its parameters
-        are called."""
+        """Every use of a parameter whose own role (in its owning module, before the readout is found) is one
+        of ``kinds``, in module order: (the owner's canonical path, the use, that role, the parameter). A tied
+        weight appears once per module that holds it; a layer described with `register_layer` is found whatever
+        its parameters are called."""
         wanted = frozenset(kinds)
         for param in self.params:
+            if param.lazy:
+                continue
             for target in param.every:
-                role = param.role if target is param.target else role_of(target.owner, target.name)
+                role = role_of(target.owner, target.name)
                 if role is not None and role.kind in wanted:
                     yield target.path.rpartition(".")[0], target, role, param
 
@@ -129,8 +131,14 @@ def _parametrized(module: nn.Module) -> bool:
 def target_named(module: nn.Module, prefix: str, name: str) -> Target:
     """The target of ``module``'s own parameter ``name`` (plain or parametrized)."""
     if _parametrized(module) and name in module.parametrizations:  # type: ignore[operator]
-        return Target(prefix + name, module, name, getattr(module, name), parametrized=True)
+        return Target(prefix + name, module, name, parametrized_value(module, name), parametrized=True)
     return Target(prefix + name, module, name, module._parameters[name])  # type: ignore[arg-type]
+
+
+def parametrized_value(module: nn.Module, name: str) -> torch.Tensor:
+    """A parametrized weight's value as the layer uses it in eval mode: reading it changes nothing."""
+    with quiet_parametrizations(module):
+        return getattr(module, name)  # type: ignore[no-any-return]
 
 
 def own_targets(module: nn.Module, prefix: str) -> list[Target]:

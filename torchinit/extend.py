@@ -28,10 +28,11 @@ from torchinit._layers import (
 )
 from torchinit._legacy import LegacyScheme
 from torchinit._lsuv import LSUVLayer, LSUVScheme
-from torchinit._plan import Plan, Step, plan_by_role
+from torchinit._plan import Plan, plan_by_role
 from torchinit._registry import BaseScheme, Call, get_scheme, register_scheme
 from torchinit._report import ReportEntry
 from torchinit._walk import Target
+from torchinit._write import Step
 
 __all__ = [
     "ACTIVATIONS",
