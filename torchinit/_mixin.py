@@ -8,8 +8,9 @@ from typing import Any, ClassVar, TypeVar
 from torch import nn
 
 from torchinit._context import Context, current
+from torchinit._patches import apply_own
 from torchinit._registry import BaseScheme, SchemeLike, resolve_scheme
-from torchinit._reinit import apply_own, refuse_data_schemes
+from torchinit._reinit import refuse_data_schemes
 from torchinit._types import InitError
 
 M = TypeVar("M", bound=nn.Module)

@@ -26,7 +26,7 @@ from torch import nn
 
 from torchinit._context import Context, current
 from torchinit._layers import describe, registered, resets
-from torchinit._reinit import apply_own
+from torchinit._registry import Call
 
 UNDISPATCHED_FILLS = (
     "trunc_normal_",
@@ -38,6 +38,22 @@ UNDISPATCHED_FILLS = (
 )
 """torch.nn.init's random fills that do not dispatch to a mode as themselves (torch's trunc_normal_ even reads
 its draws to reject some): wrapped while build may defer them whole."""
+
+
+def apply_own(module: nn.Module, ctx: Context) -> None:
+    """What a replaced default-draw method does under a context: skip (and remember), or apply the scheme
+    to the module's own parameters."""
+    if ctx.scheme is None:
+        ctx.mark(module)
+        return
+    if any(p is not None and p.is_meta for p in module._parameters.values()):
+        return  # as torch's own reset on the meta device: there is nothing to draw into
+    plan = ctx.scheme.plan(module, Call(own_only=True, generator=ctx.generator))
+    plan.check()
+    plan.run(repr(ctx.scheme), ctx.generator, warn=bool(plan.uncovered))  # a raw parameter the scheme cannot set
+    for step in plan.steps:  # remembered so default_scheme can tell when model code overwrites them
+        if step.action.kind not in ("skip", "keep") and not step.scratch and not step.target.parametrized:
+            ctx.written.append((step.target.tensor, step.target.tensor._version))
 
 
 def _wrap_reset(original: Callable[..., Any]) -> Callable[..., Any]:

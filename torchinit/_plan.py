@@ -11,7 +11,7 @@ import fnmatch
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -25,8 +25,28 @@ from torchinit._types import InitError, ShardedWithoutSeedWarning, UncoveredPara
 from torchinit._walk import Target, Walk, walk, walk_modules
 from torchinit._write import Step, is_sharded, local_of, refusals, write_steps
 
-if TYPE_CHECKING:
-    from torchinit._schemes import Override
+
+class Selector(Protocol):
+    """What the planner needs of an override (`torchinit.Override` is one): whether it selects a parameter,
+    and the action it gives one (None: pass to the next)."""
+
+    @property
+    def path(self) -> str:
+        """The glob over parameter paths."""
+        ...
+
+    @property
+    def skip(self) -> bool:
+        """Whether it leaves what it selects untouched."""
+        ...
+
+    def selects(self, path: str, owner: nn.Module, role: Role | None, frozen: bool) -> bool:
+        """Whether this override applies to the parameter at ``path`` of ``owner``."""
+        ...
+
+    def action(self, role: Role | None, target: Target, base: Callable[[Role], Action]) -> Action | None:
+        """The write for ``target`` (``base``: the scheme's own rule), or None to pass it on."""
+        ...
 
 
 def draw_problem(step: Step) -> str | None:
@@ -234,7 +254,7 @@ class Plan:
 def plan_by_role(
     model: nn.Module | Walk | Iterable[tuple[str, nn.Module]],
     action_of: Callable[[Role], Action],
-    overrides: Sequence[Override] = (),
+    overrides: Sequence[Selector] = (),
 ) -> Plan:
     """The plan of a role-based scheme: each parameter gets ``action_of(role)`` unless an override selects it.
 
@@ -298,7 +318,7 @@ def plan_by_role(
     return Plan(steps, uncovered, norms, unmatched)
 
 
-def _unmatched(override: Override, steps: list[Step]) -> str:
+def _unmatched(override: Selector, steps: list[Step]) -> str:
     """Why ``override`` selected nothing, with the nearest path of the model when its path glob is to blame."""
     paths = [p for s in steps for p in (s.target.path, *s.aliases)]
     by_path = [p for p in paths if fnmatch.fnmatchcase(p, override.path)]

@@ -20,9 +20,8 @@ if TYPE_CHECKING:
     import torch
 
     from torchinit._layers import Role
-    from torchinit._plan import Plan
+    from torchinit._plan import Plan, Selector
     from torchinit._report import InitReport
-    from torchinit._schemes import Override
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class Call:
         generator: the RNG of the call's draws (None: torch's default generator).
     """
 
-    overrides: Sequence[Override] = ()
+    overrides: Sequence[Selector] = ()
     own_only: bool = False
     seed: int | None = None
     data: object = None

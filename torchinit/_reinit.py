@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from torchinit._context import Context
 from torchinit._plan import Plan
 from torchinit._registry import BaseScheme, Call, SchemeLike, resolve_scheme, scheme_name
 from torchinit._report import InitReport
@@ -185,19 +184,3 @@ def refuse_data_schemes(scheme: SchemeLike, resolved: BaseScheme) -> None:
             f"scheme {scheme!r} calibrates on data and runs only through reinit(model, {scheme!r}, data=batch); "
             "it cannot be used while a model is being constructed."
         )
-
-
-def apply_own(module: nn.Module, ctx: Context) -> None:
-    """What a replaced default-draw method does under a context: skip (and remember), or apply the scheme
-    to the module's own parameters."""
-    if ctx.scheme is None:
-        ctx.mark(module)
-        return
-    if any(p is not None and p.is_meta for p in module._parameters.values()):
-        return  # as torch's own reset on the meta device: there is nothing to draw into
-    plan = ctx.scheme.plan(module, Call(own_only=True, generator=ctx.generator))
-    plan.check()
-    plan.run(repr(ctx.scheme), ctx.generator, warn=bool(plan.uncovered))  # a raw parameter the scheme cannot set
-    for step in plan.steps:  # remembered so default_scheme can tell when model code overwrites them
-        if step.action.kind not in ("skip", "keep") and not step.scratch and not step.target.parametrized:
-            ctx.written.append((step.target.tensor, step.target.tensor._version))

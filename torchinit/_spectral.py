@@ -15,26 +15,6 @@ import torch
 from torchinit._walk import Target
 
 
-def spectral_buffers(target: Target) -> list[torch.Tensor]:
-    """The power-iteration vectors of a spectral norm on ``target`` (parametrization or legacy hook)."""
-    owner = target.owner
-    if target.parametrized:
-        return [
-            b for p in owner.parametrizations[target.name] if type(p).__name__ == "_SpectralNorm"  # type: ignore[index]
-            for b in (p._buffers.get("_u"), p._buffers.get("_v")) if b is not None
-        ]  # fmt: skip
-    if owner._forward_pre_hooks and target.name.endswith("_orig"):
-        name = target.name[: -len("_orig")]
-        return [
-            b
-            for hook in owner._forward_pre_hooks.values()
-            if type(hook).__name__ == "SpectralNorm" and getattr(hook, "name", None) == name
-            for b in (owner._buffers.get(name + "_u"), owner._buffers.get(name + "_v"))
-            if b is not None
-        ]
-    return []
-
-
 def refresh_spectral(target: Target, generator: torch.Generator | None) -> None:
     """After a spectral-normed weight is written, redraw its power-iteration vectors and iterate as torch's
     constructor does (15 steps), so eval-mode forwards divide by the new weight's spectral norm."""

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from torchinit._spectral import spectral_buffers
+from torchinit._walk import spectral_buffers
 
 if TYPE_CHECKING:
-    from torchinit._write import Step
+    from torchinit._walk import Target
 
 
 class Undo:
@@ -49,11 +49,10 @@ class Undo:
             self.seen.add(id(tensor))
             self.tensors.append((tensor, tensor.detach().clone()))
 
-    def save_step(self, step: Step) -> None:
-        """Back up what ``step`` writes: its tensor, or a parametrization's originals and buffers."""
+    def save_target(self, target: Target) -> None:
+        """Back up what a write to ``target`` changes: its tensor, or a parametrization's originals and buffers."""
         if not self.backup:
             return
-        target = step.target
         if target.parametrized:
             plist: nn.Module = target.owner.parametrizations[target.name]  # type: ignore[index, assignment]
             for param in plist.parameters():

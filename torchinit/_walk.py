@@ -222,3 +222,23 @@ def _tied_readout(known: Param, alias: Target) -> Param | None:
     dense, embedding = (other, known.target.path) if other.kind == "dense" else (known.role, alias.path)
     known.role = Role("readout", dense.fans, padding_idx=None, via=f"tied to the input embedding {embedding}")
     return known
+
+
+def spectral_buffers(target: Target) -> list[torch.Tensor]:
+    """The power-iteration vectors of a spectral norm on ``target`` (parametrization or legacy hook)."""
+    owner = target.owner
+    if target.parametrized:
+        return [
+            b for p in owner.parametrizations[target.name] if type(p).__name__ == "_SpectralNorm"  # type: ignore[index]
+            for b in (p._buffers.get("_u"), p._buffers.get("_v")) if b is not None
+        ]  # fmt: skip
+    if owner._forward_pre_hooks and target.name.endswith("_orig"):
+        name = target.name[: -len("_orig")]
+        return [
+            b
+            for hook in owner._forward_pre_hooks.values()
+            if type(hook).__name__ == "SpectralNorm" and getattr(hook, "name", None) == name
+            for b in (owner._buffers.get(name + "_u"), owner._buffers.get(name + "_v"))
+            if b is not None
+        ]
+    return []

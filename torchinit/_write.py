@@ -29,10 +29,10 @@ from torchinit import _draw, _stream
 from torchinit._draw import UNWRITTEN, Action, write
 from torchinit._keyed import KeyedWriter, Region, local_block
 from torchinit._layers import Role
-from torchinit._spectral import refresh_spectral, spectral_buffers
+from torchinit._spectral import refresh_spectral
 from torchinit._transaction import Undo
 from torchinit._types import is_lazy
-from torchinit._walk import Target, parametrized_value
+from torchinit._walk import Target, parametrized_value, spectral_buffers
 
 
 @dataclass(slots=True)
@@ -182,7 +182,7 @@ def _execute(steps: list[Step], generator: torch.Generator | None, undo: Undo | 
         for step in steps:
             target = step.target
             if backup and not step.scratch:
-                undo.save_step(step)  # type: ignore[union-attr]
+                undo.save_target(step.target)  # type: ignore[union-attr]
             if step.copy_from is not None:
                 target.tensor.copy_(step.copy_from.tensor)
             elif step.scratch:
@@ -217,7 +217,7 @@ def _execute_keyed(steps: list[Step], seed: int, threads: int | None, undo: Undo
         for step in steps:
             target = step.target
             if backup:
-                undo.save_step(step)  # type: ignore[union-attr]
+                undo.save_target(step.target)  # type: ignore[union-attr]
             if target.parametrized:
                 value = _fresh(target)
                 writer.add(step.action, value, target.path)
