@@ -147,6 +147,20 @@ def draw_(
         with torch.no_grad():
             return draw_(tensor, distribution, param, generator, chunks=chunks, mean=mean, a=a, b=b)
     check_draw(tensor, distribution, param, mean=mean, a=a, b=b)
+    return _kernel(tensor, distribution, param, generator, chunks, mean, a, b)
+
+
+def _kernel(
+    tensor: torch.Tensor,
+    distribution: Distribution | Literal["constant"],
+    param: float,
+    generator: torch.Generator | None,
+    chunks: int = 1,
+    mean: float = 0.0,
+    a: float = -2.0,
+    b: float = 2.0,
+) -> torch.Tensor:
+    # draw_ without its checks: for planned writes, whose values Plan.check has checked (check_draw) already
     if distribution == "normal":
         return tensor.normal_(mean, param, generator=generator)
     if distribution == "uniform":
@@ -331,7 +345,8 @@ def fill(action: Action, tensor: torch.Tensor, generator: torch.Generator | None
 
 
 def write(action: Action, tensor: torch.Tensor, generator: torch.Generator | None) -> None:
-    """Carry out ``action`` on ``tensor`` in place; the caller holds ``torch.no_grad()``.
+    """Carry out ``action`` on ``tensor`` in place; the caller holds ``torch.no_grad()`` and has checked the
+    action's values against the tensor's dtype (`check_draw`, as ``Plan.check`` does).
 
     A tensor that is not contiguous (channels_last, a strided view) is filled through a contiguous
     temporary, so its logical values do not depend on its memory format (torch's Conv does the same).
@@ -343,7 +358,7 @@ def write(action: Action, tensor: torch.Tensor, generator: torch.Generator | Non
         raise InitError("a copy has no values of its own: the writer copies its source tensor")
     target = tensor if tensor.is_contiguous() else torch.empty_like(tensor, memory_format=torch.contiguous_format)
     if action.chunk_values is None:
-        draw_(target, kind, action.param, generator, chunks=action.chunks, a=-action.cut, b=action.cut)
+        _kernel(target, kind, action.param, generator, action.chunks, 0.0, -action.cut, action.cut)
     else:
         fill(action, target, generator)
     if action.zero_row is not None:

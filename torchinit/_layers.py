@@ -317,11 +317,12 @@ def role_of(module: nn.Module, name: str) -> Role | None:
     """The role of ``module``'s own parameter ``name``, or None when no rule covers it."""
     if "parametrizations" in module._modules:
         with quiet_parametrizations(module):
-            return _role_of(module, name)
-    return _role_of(module, name)
+            return plain_role_of(module, name)
+    return plain_role_of(module, name)
 
 
-def _role_of(module: nn.Module, name: str) -> Role | None:
+def plain_role_of(module: nn.Module, name: str) -> Role | None:
+    """`role_of` for a module without parametrizations (nothing to keep quiet): the walk's common case."""
     name = _hooked_original(module, name)
     described = _chain(type(module))
     for rule in described.roles:

@@ -161,6 +161,8 @@ class Plan:
     norms: list[tuple[str, nn.Module]]
     unmatched: list[str] = field(default_factory=list)
     """Why each override that selected nothing did not (checked when the call says overrides must match)."""
+    fallible: bool = True
+    """Whether a write can still fail once `check` has passed (it says): backups are then taken."""
 
     def check(
         self,
@@ -195,7 +197,8 @@ class Plan:
                     found = f"{step.target.path} ({type(step.target.owner).__name__}): {known[1]}"
             if found is not None:
                 problems.append(found)
-        problems += refusals(self.steps, keyed=seed is not None)
+        refused, self.fallible = refusals(self.steps, keyed=seed is not None)
+        problems += refused
         if overrides_must_match:
             problems += self.unmatched
         if strict and self.uncovered:
@@ -228,7 +231,7 @@ class Plan:
         if warn and self.uncovered:
             warnings.warn(UncoveredParameterWarning(uncovered_message(self.uncovered)), stacklevel=4)
         if seed is None:
-            sharded = [s.target.path for s in self.steps if s.action.draws and is_sharded(s.target.tensor)]
+            sharded = [s.target.path for s in self.steps if is_sharded(s.target.tensor) and s.action.draws]
             if warn and sharded:
                 warnings.warn(
                     ShardedWithoutSeedWarning(
@@ -274,10 +277,11 @@ def plan_by_role(
     skipped_owners: set[int] = set()
     for param in walked.params:
         target, role = param.target, param.role
-        step = Step(target, _LAZY if param.lazy else _UNDECIDED, role=role, aliases=tuple(u.path for u in param.uses))
-        steps.append(step)
         if param.lazy:
-            continue  # refused by Plan.check
+            steps.append(Step(target, _LAZY, role=role))  # refused by Plan.check
+            continue
+        step = Step(target, _UNDECIDED, role=role, aliases=tuple(u.path for u in param.uses) if param.uses else ())
+        steps.append(step)
         chosen = None
         if chosen_from:
             frozen = not target.tensor.requires_grad

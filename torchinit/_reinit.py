@@ -15,7 +15,7 @@ from torchinit._registry import BaseScheme, Call, SchemeLike, resolve_scheme, sc
 from torchinit._report import InitReport
 from torchinit._transaction import Undo, guarded
 from torchinit._types import InitError, check_bool, check_generator, check_int
-from torchinit._write import Step, fallible
+from torchinit._write import Step
 
 if TYPE_CHECKING:
     from torchinit._schemes import Override
@@ -150,7 +150,7 @@ def reinit(
         resolved, call, root, plan = prepare(
             module, scheme, generator=generator, strict=strict, overrides=overrides, seed=seed, data=data
         )
-    undo = Undo(generator, backup=atomic and (resolved.uses_data or fallible(plan.steps)))
+    undo = Undo(generator, backup=atomic and (resolved.uses_data or plan.fallible))
     with guarded(undo):
         with gc_paused():
             report = plan.run(scheme_name(scheme, resolved), generator, seed=seed, threads=threads, undo=undo)

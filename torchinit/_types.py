@@ -167,9 +167,10 @@ def check_generator(generator: object, device: torch.device | None = None) -> to
     return generator
 
 
-_LAZY: type = getattr(_parameter, "UninitializedTensorMixin")  # noqa: B009 (absent from torch's stubs)
+LAZY: type = getattr(_parameter, "UninitializedTensorMixin")  # noqa: B009 (absent from torch's stubs)
+"""The class of torch's uninitialized (lazy) parameters and buffers."""
 
 
 def is_lazy(tensor: Any) -> bool:
     """Whether ``tensor`` is an uninitialized lazy parameter or buffer (no shape yet)."""
-    return isinstance(tensor, _LAZY)
+    return isinstance(tensor, LAZY)

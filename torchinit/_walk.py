@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from torchinit._layers import Role, quiet_parametrizations, role_of
+from torchinit._layers import Role, plain_role_of, quiet_parametrizations, role_of
 from torchinit._types import is_lazy
 
 WRAPPER_NAMES = ("_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
@@ -49,7 +49,9 @@ class Target:
     """A parameter as torchinit sees it: its path, owner, local name and (effective) tensor.
 
     A parametrized weight (weight_norm, spectral_norm, any ``register_parametrization``) is one
-    target whose value is written through the parametrization's ``right_inverse``.
+    target whose value is written through the parametrization's ``right_inverse``. The walk lists each
+    distinct parameter once, as the target of its first use, with its role (the readout found), its other
+    uses (ties) and whether it is an uninitialized lazy parameter.
     """
 
     path: str
@@ -57,6 +59,9 @@ class Target:
     name: str
     tensor: torch.Tensor
     parametrized: bool = False
+    role: Role | None = None
+    uses: list[Target] | None = None
+    lazy: bool = False
 
     @property
     def key(self) -> int:
@@ -68,24 +73,20 @@ class Target:
         """``path (Owner, shape (..))``: how messages name the parameter."""
         return f"{self.path} ({type(self.owner).__name__}, shape {tuple(self.tensor.shape)})"
 
-
-@dataclass(slots=True)
-class Param:
-    """One distinct parameter: its first use, its role (the readout found), and its other uses (ties)."""
-
-    target: Target
-    role: Role | None
-    uses: list[Target] = field(default_factory=list)
+    @property
+    def target(self) -> Target:
+        """The parameter's first use: itself (a walk's `Param` is the `Target` of its first use)."""
+        return self
 
     @property
     def every(self) -> list[Target]:
         """Every use, the first one first."""
-        return [self.target, *self.uses]
+        return [self, *self.uses] if self.uses else [self]
 
-    @property
-    def lazy(self) -> bool:
-        """An uninitialized lazy parameter (no shape yet)."""
-        return is_lazy(self.target.tensor)
+
+Param = Target
+"""A distinct parameter as the walk lists it: the `Target` of its first use, with ``role``, ``uses`` and
+``lazy`` filled in."""
 
 
 @dataclass
@@ -164,6 +165,9 @@ def walk(root: nn.Module, *, own_only: bool = False) -> Walk:
     return walk_modules(pairs)
 
 
+_STATS: dict[type, bool] = {}  # module type -> has reset_running_stats (a fact of the class)
+
+
 def walk_modules(pairs: Iterable[tuple[str, nn.Module]]) -> Walk:
     """The walk of these (path, module) pairs, in order (see `walk`)."""
     params: list[Param] = []
@@ -174,33 +178,45 @@ def walk_modules(pairs: Iterable[tuple[str, nn.Module]]) -> Walk:
     last_dense: Param | None = None
     seen: set[int] = set()
     for path, module in pairs:
+        again = id(module) in seen
+        own = module._parameters
+        plists = "parametrizations" in module._modules or isinstance(module, parametrize.ParametrizationList)
+        if again and not own and not plists:
+            continue
         if "_orig_mod" in path or "_wrapped_module" in path:
             path = canonical(path)
         prefix = f"{path}." if path else ""
-        again = id(module) in seen
-        seen.add(id(module))
         if not again:
+            seen.add(id(module))
             modules.append((prefix, module))
-            if tracks_running_stats(module):
+            stats = _STATS.get(type(module))
+            if stats is None:
+                stats = _STATS[type(module)] = hasattr(type(module), "reset_running_stats")
+            if stats and getattr(module, "track_running_stats", False):
                 norms.append((prefix, module))
-        if _parametrized(module) or isinstance(module, parametrize.ParametrizationList):
+        if not own and not plists:
+            continue  # a container
+        if plists:
             targets = own_targets(module, prefix)
         else:  # the common case
-            targets = [Target(prefix + n, module, n, p) for n, p in module._parameters.items() if p is not None]
+            targets = [Target(prefix + n, module, n, p) for n, p in own.items() if p is not None]
         for target in targets:
-            key = target.key
+            key = target.key if plists else id(target.tensor)
             known = by_key.get(key)
             if known is not None:  # tied: one parameter, this is another use
                 if all(u.path != target.path for u in known.every):
-                    known.uses.append(target)
+                    known.uses = [*(known.uses or ()), target]
                 if tied_readout is None and known.role is not None and not again:
                     tied_readout = _tied_readout(known, target)
                 continue
-            param = Param(target, None if is_lazy(target.tensor) else role_of(module, target.name))
-            if param.role is not None and param.role.kind == "dense":
-                last_dense = param
-            by_key[key] = param
-            params.append(param)
+            if is_lazy(target.tensor):
+                target.lazy = True
+            else:
+                role = target.role = role_of(module, target.name) if plists else plain_role_of(module, target.name)
+                if role is not None and role.kind == "dense":
+                    last_dense = target
+            by_key[key] = target
+            params.append(target)
     if tied_readout is None and last_dense is not None:
         parts = last_dense.target.path.split(".")
         name = next((n for n in parts if n in READOUT_NAMES), None)

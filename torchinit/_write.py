@@ -26,12 +26,12 @@ from typing import Any
 import torch
 
 from torchinit import _draw, _stream
-from torchinit._draw import UNWRITTEN, Action, write
+from torchinit._draw import DRAWN, UNWRITTEN, Action, write
 from torchinit._keyed import KeyedWriter, Region, local_block
 from torchinit._layers import Role
 from torchinit._spectral import refresh_spectral
 from torchinit._transaction import Undo
-from torchinit._types import is_lazy
+from torchinit._types import LAZY
 from torchinit._walk import Target, parametrized_value, spectral_buffers
 
 
@@ -51,7 +51,7 @@ class Step:
 def problem(target: Target, needs_values: bool) -> str | None:
     """Why this target cannot be written, or None."""
     t = target.tensor
-    if is_lazy(t):
+    if isinstance(t, LAZY):
         return (
             f"{target.path} ({type(target.owner).__name__}, shape uninitialized) is an uninitialized lazy "
             "parameter; run one forward pass first so it has a shape."
@@ -71,7 +71,7 @@ def problem(target: Target, needs_values: bool) -> str | None:
             f"{target.where} has layout {t.layout}; reinit writes dense (strided) tensors. Convert it with "
             f".to_dense() first, or skip it with Override(path={target.path!r}, skip=True)."
         )
-    if 0 in t.stride() and any(stride == 0 and size > 1 for size, stride in zip(t.shape, t.stride(), strict=True)):
+    if not t.is_contiguous() and any(stride == 0 and n > 1 for n, stride in zip(t.shape, t.stride(), strict=True)):
         return (
             f"{target.where} has stride {tuple(t.stride())}: its elements share memory (an expanded view), so "
             "no write can give them different values. Give it its own storage (nn.Parameter(t.clone())), or "
@@ -134,21 +134,6 @@ def _region(tensor: torch.Tensor) -> tuple[torch.Tensor, Region | None]:
     return local, Region(tuple(tensor.shape), tuple(offset))
 
 
-def fallible(steps: Sequence[Step]) -> bool:
-    """Whether a write can still fail after `refusals` passed, so that a failure must be undone: code of a
-    parametrization, orthogonal QR temporaries, a DTensor write, or a temporary for a tensor that is not
-    contiguous (channels_last) or whose dtype is drawn in a wider one (a truncated normal in half precision)."""
-    for s in steps:
-        kind, t = s.action.kind, s.target.tensor
-        if kind in UNWRITTEN:
-            continue
-        if s.target.parametrized or kind == "orthogonal" or type(t).__name__ == "DTensor" or not t.is_contiguous():
-            return True
-        if kind == "truncated_normal" and t.dtype not in (torch.float32, torch.float64):
-            return True
-    return False
-
-
 def _keyed_generator(seed: int, path: str) -> torch.Generator:
     """A CPU generator for the few draws a keyed call makes outside the keyed streams, from (seed, path)."""
     return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(path.encode())) % 2**63)
@@ -176,8 +161,9 @@ def _fresh(target: Target) -> torch.Tensor:
     return torch.empty(target.tensor.shape, dtype=target.tensor.dtype, device=target.tensor.device)
 
 
-def _execute(steps: list[Step], generator: torch.Generator | None, undo: Undo | None = None) -> None:
+def _execute(steps: list[Step], generator: torch.Generator | None, undo: Undo | None = None) -> int:
     backup = undo is not None and undo.backup
+    drawn = 0
     with torch.no_grad():
         for step in steps:
             target = step.target
@@ -204,8 +190,11 @@ def _execute(steps: list[Step], generator: torch.Generator | None, undo: Undo | 
             hooked = target.parametrized or target.owner._forward_pre_hooks
             if hooked and spectral_buffers(target):
                 refresh_spectral(target, generator)
-            if target.parametrized and step.action.draws:
-                step.effective = _effective_std(target)
+            if step.action.kind in DRAWN:
+                drawn += target.tensor.numel()
+                if target.parametrized:
+                    step.effective = _effective_std(target)
+    return drawn
 
 
 def _execute_keyed(steps: list[Step], seed: int, threads: int | None, undo: Undo | None = None) -> int:
@@ -252,43 +241,71 @@ def write_steps(
     writes = [s for s in steps if s.action.kind not in UNWRITTEN]
     if seed is not None:
         return _execute_keyed(writes, seed, threads, undo)
-    _execute(writes, generator, undo)
-    return sum(s.target.tensor.numel() for s in writes if s.action.draws)
+    return _execute(writes, generator, undo)
 
 
 _PROVEN: set[tuple[Any, ...]] = set()  # kinds of write that went through once (a pure fact of torch's kernels)
 
 
-def refusals(steps: Sequence[Step], *, keyed: bool) -> list[str]:
-    """Why some write of ``steps`` cannot succeed, before any is made: one message per parameter.
+def refusals(steps: Sequence[Step], *, keyed: bool) -> tuple[list[str], bool]:
+    """Why some write of ``steps`` cannot succeed, before any is made (one message per parameter), and whether
+    a write can still fail after that, so that a failure must be undone from backups (``fallible``).
 
     Every tensor must be writable (`problem`); two parameters may not share memory unless they are one
     (tied) parameter; each parametrized target's ``right_inverse`` must run (`inverse_problem`); and each
-    distinct kind of write (tensor type, dtype, layout, device, action kind, keyed or not) is made once on a
-    small tensor made like the target (``new_empty``), with the RNG states forked (nothing observable).
+    distinct kind of write (tensor type, dtype, device, action kind, keyed or not) is made once on a small
+    tensor made like the target (``new_empty``), with the RNG states forked (nothing observable).
+
+    Fallible writes: code of a parametrization, orthogonal QR temporaries, a DTensor write, or a temporary
+    for a tensor that is not contiguous (channels_last) or whose dtype is drawn in a wider one (a truncated
+    normal in half precision).
     """
     found: list[str] = []
+    fallible = False
+    plain: list[Step] = []  # written in place (or as a DTensor's local shard)
+    setting = (keyed, torch.get_default_dtype(), torch.is_inference_mode_enabled())
+    proven_here: set[tuple[Any, ...]] = set()  # (action id, type, dtype, on CUDA): plans share Action instances
+    last: tuple[Any, ...] = ()
+    kinds: dict[int, tuple[bool, bool, bool]] = {}  # action id -> (writes, draws, needs a wider temporary)
     for step in steps:
-        kind = step.action.kind
-        message = problem(step.target, step.action.draws)
-        if message is None and kind not in UNWRITTEN:
-            if step.target.parametrized:
-                message = inverse_problem(step.target)
-            elif not step.scratch and step.target.tensor.numel():
-                message = _probe(step, keyed)
+        target, action = step.target, step.action
+        t = target.tensor
+        facts = kinds.get(id(action))
+        if facts is None:
+            kind = action.kind
+            facts = kinds[id(action)] = (
+                kind not in UNWRITTEN,
+                kind in DRAWN,
+                kind in ("orthogonal", "truncated_normal"),
+            )
+        message = problem(target, facts[1])
+        if message is None and facts[0]:
+            if target.parametrized:
+                fallible = True
+                message = inverse_problem(target)
+            elif not step.scratch and t.numel():
+                plain.append(step)
+                local = t if type(t).__name__ != "DTensor" else local_of(t)
+                if facts[2] or local is not t:  # QR or truncation temporaries, a DTensor write
+                    wide = local.dtype in (torch.float32, torch.float64)
+                    fallible = fallible or local is not t or action.kind == "orthogonal" or not wide
+                here = (id(action), type(t), local.dtype, local.is_cuda)
+                if here != last and here not in proven_here:
+                    how = (type(t), type(local), local.dtype, local.device, action.kind, action.chunk_values is None)
+                    message = _probe(step, local, (how, setting)) if (how, setting) not in _PROVEN else None
+                    if message is None:
+                        proven_here.add(here)
+                last = here
         if message is not None:
             found.append(message)
-    return found + _shared_memory(steps)
+    shared, strided = _shared_memory(plain)
+    return found + shared, fallible or strided
 
 
-def _probe(step: Step, keyed: bool) -> str | None:
-    """Make the step's kind of write on a small tensor like its target; why it fails, or None."""
-    t, a = step.target.tensor, step.action
-    local = local_of(t)
-    key = (type(t), type(local), local.dtype, local.device, a.kind, a.chunk_values is None, keyed,
-           torch.get_default_dtype(), torch.is_inference_mode_enabled())  # fmt: skip
-    if key in _PROVEN:
-        return None
+def _probe(step: Step, local: torch.Tensor, key: tuple[Any, ...]) -> str | None:
+    """Make the step's kind of write on a small tensor like its target (``local``: the tensor this process
+    holds); why it fails, or None. ``key`` names the kind of write: remembered once it went through."""
+    t, a, keyed = step.target.tensor, step.action, key[1][0]
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[local.device.index or 0] if local.is_cuda else []):
             probe = local.new_empty((2, 2) if a.kind == "orthogonal" else (2,))
@@ -321,47 +338,50 @@ def _probe(step: Step, keyed: bool) -> str | None:
     return None
 
 
-def _shared_memory(steps: Sequence[Step]) -> list[str]:
+def _shared_memory(steps: list[Step]) -> tuple[list[str], bool]:
     """Different parameters whose memory overlaps (views of one tensor that are not one parameter): writing
-    one would change the other behind the report's back."""
-    by_storage: dict[tuple[torch.device, int], list[Step]] = {}
-    keys: set[int] = set()
+    one would change the other behind the report's back; and whether any of them is not contiguous (written
+    through a temporary, an allocation that can fail). Tensors are grouped by storage (one look-up each);
+    only a storage that more than one parameter uses has its byte ranges compared."""
+    by_storage: dict[int, list[tuple[torch.Tensor, Step]]] = {}  # by storage address (unique, CUDA's unified)
+    strided = False
     for step in steps:
         t = step.target.tensor
-        if step.scratch or step.target.parametrized or step.action.kind in UNWRITTEN or is_lazy(t) or t.is_meta:
-            continue
-        if step.target.key in keys or not t.numel():
-            continue  # a later write to the same parameter (legacy's rewrites) is no second parameter
-        keys.add(step.target.key)
-        local = local_of(t)
+        if type(t).__name__ == "DTensor":
+            t = local_of(t)
+        if not strided and not t.is_contiguous():
+            strided = True
         try:
-            base = local.untyped_storage().data_ptr()
+            base = t.untyped_storage().data_ptr()
         except (RuntimeError, NotImplementedError):  # a tensor subclass without storage
             continue
-        by_storage.setdefault((local.device, base), []).append(step)
-    spans: dict[tuple[torch.device, int], list[tuple[int, int, Step]]] = {}
-    for key, sharing in by_storage.items():
+        found_with = by_storage.get(base)
+        if found_with is None:
+            by_storage[base] = [(t, step)]
+        elif base:
+            found_with.append((t, step))
+    found = []
+    for sharing in by_storage.values():
         if len(sharing) < 2:
             continue  # the common case: one parameter per storage
-        for step in sharing:
-            local = local_of(step.target.tensor)
-            size = local.element_size()
-            start = key[1] + local.storage_offset() * size
-            extent = sum((n - 1) * abs(st) for n, st in zip(local.shape, local.stride(), strict=True)) + 1
-            spans.setdefault(key, []).append((int(start), int(start + extent * size), step))
-    found = []
-    for group in spans.values():
-        if len(group) < 2:
-            continue
-        group.sort(key=lambda span: span[0])
-        reach, first = group[0][1], group[0][2]
-        for start, end, second in group[1:]:
-            if start < reach:
+        spans = sorted(
+            ((t.data_ptr(), t.data_ptr() + (t.nbytes if t.is_contiguous() else _extent(t)), id(t), step)
+             for t, step in sharing),
+            key=lambda span: span[:2],
+        )  # fmt: skip
+        reach = spans[0]
+        for span in spans[1:]:
+            if span[0] < reach[1] and span[2] != reach[2]:  # the same tensor twice: legacy's rewrites
                 found.append(
-                    f"{first.target.path} and {second.target.path} are different parameters that share memory "
+                    f"{reach[3].target.path} and {span[3].target.path} are different parameters that share memory "
                     "(views of one tensor): writing one would change the other. Make them one parameter (tie "
                     "them), give each its own storage (.clone()), or skip one with an Override."
                 )
-            if end > reach:
-                reach, first = end, second
-    return found
+            if span[1] > reach[1]:
+                reach = span
+    return found, strided
+
+
+def _extent(t: torch.Tensor) -> int:
+    """Bytes from a strided tensor's first element to just past its last."""
+    return (sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride(), strict=True)) + 1) * t.element_size()
