@@ -17,8 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from torchinit import _audit, _audit_format, _plot
-from torchinit._audit import AuditError, InputSpec
+from torchinit import _audit, _audit_format, _audit_inputs, _plot
+from torchinit._audit_inputs import AuditError, InputSpec
 from torchinit.testing import assert_std
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +142,9 @@ def test_seed_makes_the_factory_and_the_inputs_repeat() -> None:
     factory = "tests/audit_factories.py:unseeded"
     results = [
         run_audit(
-            _audit.build_model(str(ROOT / factory.split(":")[0]) + ":unseeded", seed), InputSpec((4, 32)), seed=seed
+            _audit_inputs.build_model(str(ROOT / factory.split(":")[0]) + ":unseeded", seed),
+            InputSpec((4, 32)),
+            seed=seed,
         )
         for seed in (3, 3, 4)
     ]
@@ -175,8 +177,8 @@ def test_inputs_come_from_their_own_stream() -> None:
     model = nn.Linear(128, 128, bias=False)
     torch.manual_seed(0)  # what build_model does before a seed-0 factory runs
     weight = torch.randn(128, 128)
-    (x,), _, _ = _audit.make_inputs(model, [InputSpec((64, 128))], seed=0)
-    assert not torch.equal(x, weight[:64]) and _audit.stream_seed(0, "inputs") != 0
+    (x,), _, _ = _audit_inputs.make_inputs(model, [InputSpec((64, 128))], seed=0)
+    assert not torch.equal(x, weight[:64]) and _audit_inputs.stream_seed(0, "inputs") != 0
     recorded = run_audit(model, InputSpec((64, 128)), compare=False)["activations"][0]["std"]
     with torch.no_grad():
         assert recorded == float(model(x).float().std())  # the pass ran on exactly those inputs

@@ -30,10 +30,11 @@ from torchinit._layers import Role, fans_of, register_fan_rule, register_layer, 
 from torchinit._legacy import LegacyScheme
 from torchinit._lsuv import LSUVScheme
 from torchinit._mixin import SchemeMixin, with_scheme
+from torchinit._overrides import Override
 from torchinit._registry import SchemeLike, get_scheme, list_schemes, register_scheme
 from torchinit._reinit import reinit
 from torchinit._report import InitReport, ReportEntry
-from torchinit._schemes import Override, Scheme
+from torchinit._schemes import Scheme
 from torchinit._types import (
     Distribution,
     FanMode,

@@ -21,7 +21,7 @@ def _schemes_text() -> str:
 
 def _writable(path: str, option: str) -> None:
     """Fail before any work when ``path`` cannot be written."""
-    from torchinit._audit import AuditError
+    from torchinit._audit_inputs import AuditError
 
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
@@ -45,7 +45,7 @@ def _writable(path: str, option: str) -> None:
 
 def _write(path: str, option: str, data: bytes) -> None:
     """Write an output file; an OS error (disk full, the folder removed meanwhile) is a one-line error."""
-    from torchinit._audit import AuditError
+    from torchinit._audit_inputs import AuditError
 
     try:
         Path(path).write_bytes(data)
@@ -54,7 +54,7 @@ def _write(path: str, option: str, data: bytes) -> None:
 
 
 def _audit_command(args: argparse.Namespace) -> None:
-    from torchinit import _audit, _audit_format
+    from torchinit import _audit, _audit_format, _audit_inputs
 
     for path, option in ((args.plot, "--plot"), (args.html, "--html")):
         if path:
@@ -63,17 +63,17 @@ def _audit_command(args: argparse.Namespace) -> None:
         from torchinit._plot import require_matplotlib
 
         require_matplotlib()  # before the passes, not after them
-    inputs = [_audit.InputSpec.parse(text) for text in args.input]
+    inputs = [_audit_inputs.InputSpec.parse(text) for text in args.input]
     if args.input_shape:
-        dtype = _audit.parse_dtype(args.input_dtype) if args.input_dtype else None
-        bounds = _audit.parse_pair(args.input_range, "--input-range") if args.input_range else None
-        inputs.insert(0, _audit.InputSpec(_audit.parse_shape(args.input_shape), dtype, bounds))
+        dtype = _audit_inputs.parse_dtype(args.input_dtype) if args.input_dtype else None
+        bounds = _audit_inputs.parse_pair(args.input_range, "--input-range") if args.input_range else None
+        inputs.insert(0, _audit_inputs.InputSpec(_audit_inputs.parse_shape(args.input_shape), dtype, bounds))
     elif args.input_dtype or args.input_range:
-        raise _audit.AuditError("--input-dtype and --input-range describe --input-shape's tensor: give it too")
-    band = _audit.parse_pair(args.band, "--band")
+        raise _audit_inputs.AuditError("--input-dtype and --input-range describe --input-shape's tensor: give it too")
+    band = _audit_inputs.parse_pair(args.band, "--band")
     if band[0] <= 0:
-        raise _audit.AuditError(f"--band must be two positive numbers LOW,HIGH; got {args.band!r}")
-    model = _audit.build_model(args.target, args.seed)
+        raise _audit_inputs.AuditError(f"--band must be two positive numbers LOW,HIGH; got {args.band!r}")
+    model = _audit_inputs.build_model(args.target, args.seed)
     report = _audit.audit(
         model, args.target, args.scheme, inputs, args.backward, band=band, seed=args.seed, compare=args.compare,
         progress=args.progress,
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("schemes", help="list the registered schemes with their formulas")
     args = parser.parse_args(argv)
 
-    from torchinit._audit import AuditError
+    from torchinit._audit_inputs import AuditError
     from torchinit._plot import PlotUnavailable
 
     try:

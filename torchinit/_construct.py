@@ -27,7 +27,7 @@ from torchinit._types import InitError, SchemeOverwrittenWarning, check_generato
 from torchinit._write import Step
 
 if TYPE_CHECKING:
-    from torchinit._schemes import Override
+    from torchinit._overrides import Override
 
 M = TypeVar("M", bound=nn.Module)
 

@@ -37,12 +37,12 @@ import torch
 from torch import nn
 
 from torchinit._distributions import truncated_normal_std
-from torchinit._draw import Action, xavier_std
-from torchinit._fans import torch_fans
-from torchinit._layers import Role, default_actions, role_of
+from torchinit._draw import Action
+from torchinit._layers import Role, role_of
+from torchinit._overrides import Override
 from torchinit._plan import Plan
 from torchinit._registry import BaseScheme, Call, register_scheme
-from torchinit._schemes import Override, Scheme
+from torchinit._schemes import Scheme
 from torchinit._types import InitError
 from torchinit._walk import walk
 
@@ -79,7 +79,7 @@ def _config(model: nn.Module, *names: str) -> Any:
     return None
 
 
-def _params(model: nn.Module) -> Iterator[tuple[str, str, nn.Module, torch.Tensor, Role | None]]:
+def params(model: nn.Module) -> Iterator[tuple[str, str, nn.Module, torch.Tensor, Role | None]]:
     """(canonical path, local name, owner, parameter, its role in that owner) for every use of every parameter,
     as the walk found them (tied ones under each path, parametrized weights as themselves)."""
     for param in walk(model).params:
@@ -87,7 +87,7 @@ def _params(model: nn.Module) -> Iterator[tuple[str, str, nn.Module, torch.Tenso
             yield t.path, t.name, t.owner, t.tensor, role_of(t.owner, t.name)
 
 
-def _normal(std: float, formula: str, role: Role | None = None) -> Action:
+def normal(std: float, formula: str, role: Role | None = None) -> Action:
     return Action("normal", std, zero_row=role.padding_idx if role is not None else None, formula=formula)
 
 
@@ -157,7 +157,7 @@ def recipe(
     return register
 
 
-def _spelled(function: str, **given: object) -> str:
+def spelled_recipe(function: str, **given: object) -> str:
     args = ", ".join(f"{k}={v!r}" for k, v in given.items() if v is not None)
     return f"recipes.{function}({args})"
 
@@ -169,11 +169,11 @@ def hf_rules(model: nn.Module, std: float) -> Rules:
     """Hugging Face's generic ``PreTrainedModel._init_weights``: dense weights (Linear/Conv/Conv1D, any layer
     described as dense) and embeddings $\\mathcal N(0, \\mathrm{std}^2)$ (the padding row 0), biases 0, norms 1/0."""
     rules: Rules = {}
-    for path, _, _, _, role in _params(model):
+    for path, _, _, _, role in params(model):
         if role is not None and role.kind == "dense":
-            rules[path] = _normal(std, f"HF: N(0, {std:g}^2)")
+            rules[path] = normal(std, f"HF: N(0, {std:g}^2)")
         elif role is not None and role.kind == "embedding":
-            rules[path] = _normal(std, f"HF embedding: N(0, {std:g}^2)", role)
+            rules[path] = normal(std, f"HF embedding: N(0, {std:g}^2)", role)
     return rules
 
 
@@ -205,7 +205,7 @@ def gpt2(initializer_range: float | None = None, n_layer: int | None = None) -> 
             )  # fmt: skip
         scaled = r / math.sqrt(2 * layers)
         for path in residual:
-            table[path] = _normal(scaled, f"GPT-2 residual: N(0, ({r:g}/sqrt(2*{layers}))^2)")
+            table[path] = normal(scaled, f"GPT-2 residual: N(0, ({r:g}/sqrt(2*{layers}))^2)")
         return table
 
     return Recipe(
@@ -213,7 +213,7 @@ def gpt2(initializer_range: float | None = None, n_layer: int | None = None) -> 
         "HF transformers GPT2PreTrainedModel._init_weights; Radford et al. 2019",
         rules,
         "dense/embeddings N(0, r^2), c_proj N(0, (r/sqrt(2 n_layer))^2)",
-        spelled=_spelled("gpt2", initializer_range=initializer_range, n_layer=n_layer),
+        spelled=spelled_recipe("gpt2", initializer_range=initializer_range, n_layer=n_layer),
     )
 
 
@@ -223,7 +223,7 @@ def _hf_generic(name: str, model_class: str, text: str, initializer_range: float
         f"HF transformers {model_class}._init_weights",
         lambda m: hf_rules(m, _range(m, initializer_range)),
         text,
-        spelled=_spelled(name, initializer_range=initializer_range),
+        spelled=spelled_recipe(name, initializer_range=initializer_range),
     )
 
 
@@ -255,24 +255,24 @@ def t5(initializer_factor: float | None = None) -> Recipe:
             kind = type(module).__name__
             if kind == "T5Attention":
                 d, dkv, heads = module.d_model, module.key_value_proj_dim, module.n_heads
-                table[at + "q.weight"] = _normal(f * (d * dkv) ** -0.5, "T5 q: N(0, f^2/(d d_kv))")
-                table[at + "k.weight"] = _normal(f * d**-0.5, "T5 k: N(0, f^2/d)")
-                table[at + "v.weight"] = _normal(f * d**-0.5, "T5 v: N(0, f^2/d)")
-                table[at + "o.weight"] = _normal(f * (heads * dkv) ** -0.5, "T5 o: N(0, f^2/(h d_kv))")
+                table[at + "q.weight"] = normal(f * (d * dkv) ** -0.5, "T5 q: N(0, f^2/(d d_kv))")
+                table[at + "k.weight"] = normal(f * d**-0.5, "T5 k: N(0, f^2/d)")
+                table[at + "v.weight"] = normal(f * d**-0.5, "T5 v: N(0, f^2/d)")
+                table[at + "o.weight"] = normal(f * (heads * dkv) ** -0.5, "T5 o: N(0, f^2/(h d_kv))")
                 if getattr(module, "has_relative_attention_bias", False):
-                    table[at + "relative_attention_bias.weight"] = _normal(f * d**-0.5, "T5 position bias: N(0, f^2/d)")
+                    table[at + "relative_attention_bias.weight"] = normal(f * d**-0.5, "T5 position bias: N(0, f^2/d)")
             elif kind in ("T5DenseActDense", "T5DenseGatedActDense"):
                 for name, child in module.named_children():
                     if isinstance(child, nn.Linear):
                         fan = child.in_features  # wi*: d_model, wo: d_ff
-                        table[f"{at}{name}.weight"] = _normal(f * fan**-0.5, f"T5 {name}: N(0, f^2/{fan})")
+                        table[f"{at}{name}.weight"] = normal(f * fan**-0.5, f"T5 {name}: N(0, f^2/{fan})")
             elif kind == "T5LayerNorm":
                 table[at + "weight"] = Action("constant", f, formula="T5LayerNorm: f")
             elif hasattr(module, "shared") and isinstance(module.shared, nn.Embedding) and "." not in prefix:
-                table[at + "shared.weight"] = _normal(f, "T5 shared embedding: N(0, f^2)")
+                table[at + "shared.weight"] = normal(f, "T5 shared embedding: N(0, f^2)")
                 head = getattr(module, "lm_head", None)
                 if isinstance(head, nn.Linear) and head.weight is not module.shared.weight:
-                    table[at + "lm_head.weight"] = _normal(f, "T5 untied lm_head: N(0, f^2)")
+                    table[at + "lm_head.weight"] = normal(f, "T5 untied lm_head: N(0, f^2)")
         return table
 
     return Recipe(
@@ -280,7 +280,7 @@ def t5(initializer_factor: float | None = None) -> Recipe:
         "HF transformers T5PreTrainedModel._init_weights (Mesh TensorFlow)",
         rules,
         "q N(0, f^2/(d d_kv)), k/v/wi N(0, f^2/d), o N(0, f^2/(h d_kv)), wo N(0, f^2/d_ff), embeddings N(0, f^2)",
-        spelled=_spelled("t5", initializer_factor=initializer_factor),
+        spelled=spelled_recipe("t5", initializer_factor=initializer_factor),
     )
 
 
@@ -295,9 +295,9 @@ def llama_depth(init_std: float = 0.02, depth_init: bool = True) -> Recipe:
     def rules(model: nn.Module) -> Rules:
         layers = depth(model)
         table: Rules = {}
-        for path, name, module, param, _ in _params(model):
+        for path, name, module, param, _ in params(model):
             if isinstance(module, nn.Embedding) and name == "weight":
-                table[path] = _normal(1.0, "torchtitan embedding: N(0, 1)")
+                table[path] = normal(1.0, "torchtitan embedding: N(0, 1)")
             elif isinstance(module, nn.Linear) and name == "weight":
                 layer = block_index(path)
                 leaf = path.split(".")[-2]
@@ -312,11 +312,11 @@ def llama_depth(init_std: float = 0.02, depth_init: bool = True) -> Recipe:
                             "has no repeated blocks to count: use depth_init=True (the default)."
                         )
                     scaled = init_std / math.sqrt(2 * ((layer + 1) if depth_init else layers))
-                    table[path] = _normal(
+                    table[path] = normal(
                         scaled, f"depth-scaled: N(0, ({init_std:g}/sqrt(2*{layer + 1 if depth_init else layers}))^2)"
                     )
                 else:
-                    table[path] = _normal(init_std, f"N(0, {init_std:g}^2)")
+                    table[path] = normal(init_std, f"N(0, {init_std:g}^2)")
         return table
 
     return Recipe(
@@ -324,121 +324,11 @@ def llama_depth(init_std: float = 0.02, depth_init: bool = True) -> Recipe:
         "torchtitan torchtitan/models/llama3/model.py Transformer.init_weights",
         rules,
         "q/k/v/gate N(0, 0.02^2); o/up/down N(0, (0.02/sqrt(2(l+1)))^2); head TN(+-3 sigma, d^-1/2)",
-        spelled=_spelled(
+        spelled=spelled_recipe(
             "llama_depth", init_std=None if init_std == 0.02 else init_std, depth_init=None if depth_init else False
         ),
     )
 
 
-# --- timm ViT -------------------------------------------------------------------------------------------
-
-
-def _vit_tokens(model: nn.Module, table: Rules) -> None:
-    for name, std in (("pos_embed", 0.02), ("cls_token", 1e-6), ("reg_token", 1e-6)):
-        if isinstance(getattr(model, name, None), torch.Tensor):
-            table[name] = _normal(std, f"timm {name}: N(0, {std:g}^2)")
-
-
-def _torch_default(module: nn.Module, name: str) -> Action:
-    found = default_actions(module).get(name)
-    if found is None:
-        raise InitError(
-            f"no torch default is known for {type(module).__name__}.{name}; describe it with register_layer."
-        )
-    return found
-
-
-def vit(mode: str = "") -> Recipe:
-    """timm's ``VisionTransformer.init_weights(mode)`` (``timm/models/vision_transformer.py``).
-
-    ``""``: every Linear weight $\\mathcal N(0, 0.02^2)$ (timm's ``trunc_normal_(std=.02)`` cuts at $\\pm 2$
-    absolute, $\\pm 100\\sigma$), biases 0, other layers torch's default (the patch-embedding conv), norms 1/0.
-    ``"jax"``: Linear Xavier-uniform with biases 0, except ``head*`` (weight and bias 0) and ``*mlp*`` biases
-    $\\mathcal N(0, 10^{-12})$; convs LeCun normal (truncated at $\\pm 2\\sigma$, std $\\sqrt{1/\\mathrm{fan_{in}}}$).
-    ``"moco"``: Linear Xavier-uniform, a ``qkv`` weight per q/k/v block
-    ($\\pm\\sqrt{6/(\\mathrm{out}/3 + \\mathrm{in})}$), biases 0, patch conv torch's default.
-    All modes: ``pos_embed`` $\\mathcal N(0, 0.02^2)$, ``cls_token`` and ``reg_token`` $\\mathcal N(0, 10^{-12})$.
-    """
-    if mode not in ("", "jax", "moco"):
-        raise InitError(f"mode must be '', 'jax' or 'moco' (timm's ViT init modes); got mode={mode!r}.")
-
-    def rules(model: nn.Module) -> Rules:
-        table: Rules = {}
-        for path, name, module, param, _ in _params(model):
-            if isinstance(module, nn.Linear):
-                if name == "bias":
-                    bias_std = 1e-6 if mode == "jax" and "mlp" in path and not path.startswith("head") else 0.0
-                    table[path] = (
-                        _normal(bias_std, "jax: mlp bias N(0, 1e-12)")
-                        if bias_std
-                        else Action("constant", 0.0, formula="bias 0")
-                    )
-                elif mode == "":
-                    table[path] = _normal(0.02, "timm: N(0, 0.02^2)")
-                elif mode == "jax" and path.startswith("head"):
-                    table[path] = Action("constant", 0.0, formula="jax head: 0")
-                else:
-                    rows = param.shape[0] // 3 if mode == "moco" and "qkv" in path else param.shape[0]
-                    std = xavier_std(1.0, param.shape[1], rows)
-                    table[path] = Action(
-                        "uniform",
-                        math.sqrt(3.0) * std,
-                        formula="xavier_uniform" + (" per q/k/v" if rows != param.shape[0] else ""),
-                    )
-            elif isinstance(module, nn.Conv2d) and mode == "jax":
-                if name == "weight":
-                    table[path] = Action("truncated_normal", torch_fans(param).fan_in ** -0.5, formula="lecun_normal")
-                else:
-                    table[path] = Action("constant", 0.0, formula="bias 0")
-            elif isinstance(module, nn.Conv2d):
-                table[path] = _torch_default(module, name)
-        _vit_tokens(model, table)
-        return table
-
-    label = {"": "vit", "jax": "vit_jax", "moco": "vit_moco"}[mode]
-    text = {
-        "": "Linear N(0, 0.02^2), patch conv torch default, pos_embed 0.02, cls_token 1e-6",
-        "jax": "Linear xavier_uniform (head 0, mlp biases 1e-6), conv lecun_normal",
-        "moco": "Linear xavier_uniform (qkv per block), patch conv torch default",
-    }[mode]
-    return Recipe(label, f"timm VisionTransformer.init_weights(mode={mode!r})", rules, text,
-                  spelled=_spelled("vit", mode=mode or None))  # fmt: skip
-
-
-# --- torchvision ResNet ---------------------------------------------------------------------------------
-
-
-def resnet(zero_init_residual: bool = False) -> Recipe:
-    """torchvision's ResNet init (``torchvision/models/resnet.py``): every Conv2d Kaiming normal for ReLU
-    with torch's shape-based fan_out, $\\mathcal N(0, 2/(c_\\mathrm{out} k_h k_w))$ (also on strided,
-    downsample and grouped convs, which torch's fans count so); BatchNorm/GroupNorm weight 1, bias 0; the
-    ``fc`` classifier torch's default. ``zero_init_residual`` (Goyal et al. 2017): each block's last norm
-    weight 0 (``bn3`` in Bottleneck, ``bn2`` in BasicBlock)."""
-
-    def rules(model: nn.Module) -> Rules:
-        table: Rules = {}
-        for path, name, module, param, _ in _params(model):
-            if isinstance(module, nn.Conv2d) and name == "weight":
-                table[path] = _normal(
-                    math.sqrt(2.0 / torch_fans(param).fan_out), "kaiming_normal_(fan_out, relu), torch fans"
-                )
-            elif isinstance(module, nn.Linear):
-                table[path] = _torch_default(module, name)
-        if zero_init_residual:
-            for at, module in walk(model).modules:
-                last = {"Bottleneck": "bn3", "BasicBlock": "bn2"}.get(type(module).__name__)
-                if last is not None and isinstance(getattr(module, last, None), nn.modules.batchnorm._BatchNorm):
-                    table[f"{at}{last}.weight"] = Action("constant", 0.0, formula="zero_init_residual")
-        return table
-
-    return Recipe(
-        "resnet",
-        "torchvision ResNet.__init__; zero_init_residual: Goyal et al. 2017",
-        rules,
-        "conv kaiming_normal(fan_out, relu) with torch fans, norms 1/0, fc torch default",
-        spelled=_spelled("resnet", zero_init_residual=zero_init_residual or None),
-    )
-
-
-for _made in (gpt2(), bert(), llama(), t5(), llama_depth(), vit(), vit("jax"), vit("moco"), resnet()):
+for _made in (gpt2(), bert(), llama(), t5(), llama_depth()):
     register_scheme(_made.name, _made)

@@ -19,6 +19,7 @@ from torchinit._types import InitError
 if TYPE_CHECKING:
     import torch
 
+    from torchinit._draw import Action
     from torchinit._layers import Role
     from torchinit._plan import Plan, Selector
     from torchinit._report import InitReport
@@ -53,6 +54,13 @@ class BaseScheme:
 
     uses_data: ClassVar[bool] = False
     torch_default: ClassVar[bool] = False
+    by_role: ClassVar[bool] = False
+    """Whether `action` decides a parameter's write from its role alone (a `Scheme`): an `Override` can then
+    layer this scheme's rule on another scheme's parameters."""
+
+    def action(self, role: Role) -> Action:
+        """The write for a parameter of the given role (schemes with ``by_role`` only)."""
+        raise NotImplementedError(f"{self!r} decides writes from the whole model, not from a role alone")
 
     def plan(self, module: nn.Module, call: Call) -> Plan:
         """The validated-to-be writes for ``module``: one `Plan` of steps, nothing written yet.

@@ -18,7 +18,7 @@ from torchinit._types import InitError, check_bool, check_generator, check_int
 from torchinit._write import Step
 
 if TYPE_CHECKING:
-    from torchinit._schemes import Override
+    from torchinit._overrides import Override
 
 
 def unwrap(module: nn.Module) -> nn.Module:

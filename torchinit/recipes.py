@@ -16,10 +16,9 @@ from torchinit._recipes import (
     llama,
     llama_depth,
     recipe,
-    resnet,
     t5,
-    vit,
 )
+from torchinit._recipes_vision import resnet, vit
 
 __all__ = [
     "Recipe",
