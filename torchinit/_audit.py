@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from torchinit._audit_inputs import AuditError, InputSpec, make_inputs, stream_seed
-from torchinit._draw import torch_fan_in
+from torchinit._draw import rms, torch_fan_in
 from torchinit._progress import Progress
 from torchinit._registry import BaseScheme, Call, resolve_scheme
 from torchinit._reinit import reinit
@@ -52,10 +52,6 @@ def flag_of(ratio: float | None, torch_default: bool, band: tuple[float, float] 
     return "too small" if ratio < band[0] else "too large"
 
 
-def _rms(tensor: torch.Tensor) -> float:
-    return float(tensor.detach().double().square().mean().sqrt())
-
-
 def _scheme_stds(model: nn.Module, scheme: BaseScheme) -> dict[str, float | None]:
     """Each parameter's element std under ``scheme`` by its paths (tied aliases too), from the scheme's plan:
     readouts, overrides and recipes included; empty where the scheme cannot plan without data."""
@@ -89,7 +85,7 @@ def weight_layers(
     layers = []
     for path, target, role, param in found:
         tensor = target.tensor
-        std = _rms(tensor)
+        std = rms(tensor)
         reference = planned.get(target.path) if planned else None
         if reference is None and role.kind == "dense" and not planned:
             reference = scheme.dense_std(target.owner, role)
@@ -112,7 +108,7 @@ def weight_layers(
         raw.append({
             "path": t.path, "type": type(t.owner).__name__,
             "shape": "uninitialized (lazy)" if lazy else list(t.tensor.shape),
-            "std": _rms(t.tensor) if not lazy and t.tensor.numel() and t.tensor.is_floating_point() else None,
+            "std": rms(t.tensor) if not lazy and t.tensor.numel() and t.tensor.is_floating_point() else None,
         })  # fmt: skip
     return layers, raw
 

@@ -367,6 +367,11 @@ def write(action: Action, tensor: torch.Tensor, generator: torch.Generator | Non
         tensor.copy_(target)
 
 
+def rms(tensor: torch.Tensor) -> float:
+    """The root mean square of a tensor's values (its std about 0), in float32 at least."""
+    return float(tensor.detach().float().square().mean().sqrt())
+
+
 def torch_fan_in(weight: torch.Tensor) -> int:
     """torch's shape-based fan_in, ``size(1) * prod(size[2:])``, without raising on empty tensors."""
     return weight.shape[1] * math.prod(weight.shape[2:]) if weight.dim() >= 2 else 0

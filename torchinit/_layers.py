@@ -78,6 +78,12 @@ class Role:
             raise InitError(f"a {self.kind} role needs fans=Fans(fan_in, fan_out); got fans=None.")
 
 
+BIAS = Role("bias")
+"""The one shared bias role (layer rules hand it out; planners memo actions by role identity)."""
+NORM = {"weight": Role("norm_weight"), "bias": Role("norm_bias")}
+"""A normalization layer's roles by parameter name."""
+
+
 class LegacyDraws(Protocol):
     """What a legacy rule talks to: the planner that records torch's default draws in RNG order."""
 
@@ -412,6 +418,6 @@ def default_actions(module: nn.Module) -> dict[str, Action]:
     if rule is not None:
         try:
             rule(recorder, module, "")
-        except Exception:  # a rule that needs a planner's state: fall back to the whole reset
+        except AttributeError:  # a rule that needs a planner's state: fall back to the whole reset
             return {}
     return recorder.actions

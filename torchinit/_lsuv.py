@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from torchinit._draw import rms
 from torchinit._layers import role_of
 from torchinit._plan import Plan
 from torchinit._progress import Progress
@@ -359,10 +360,6 @@ def lsuv_(model: nn.Module, data: Any, scheme: LSUVScheme) -> list[tuple[LSUVLay
     return results
 
 
-def _rms(tensor: torch.Tensor) -> float:
-    return float(tensor.detach().float().square().mean().sqrt())
-
-
 def _annotate(report: InitReport, solved: list[tuple[LSUVLayer, _Solved]], scheme: LSUVScheme) -> None:
     """Make the report's entries the final word: each calibrated weight (and centered bias) gets its final
     std, the scale LSUV applied, and where a tied weight was solved."""
@@ -375,11 +372,11 @@ def _annotate(report: InitReport, solved: list[tuple[LSUVLayer, _Solved]], schem
             where += f"; tied, solved at its first use in forward order (shared with {', '.join(layer.shared_with)})"
         if (prefix + watched.weight) in report:
             weight = report[prefix + watched.weight]
-            std = _rms(getattr(module, watched.weight))
+            std = rms(getattr(module, watched.weight))
             report.revise(weight.path, rule=f"{weight.rule}, then x{layer.scale:.4g} by lsuv", std=std, source=where)
         if scheme.center and watched.bias is not None and (prefix + watched.bias) in report:
             bias = report[prefix + watched.bias]
-            std = _rms(module._parameters[watched.bias])  # type: ignore[arg-type]
+            std = rms(module._parameters[watched.bias])  # type: ignore[arg-type]
             report.revise(bias.path, rule=f"{bias.rule}, then centered by lsuv", std=std, source=where)
 
 

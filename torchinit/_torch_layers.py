@@ -15,16 +15,14 @@ from torch import nn
 
 from torchinit._draw import Action, gain_std, torch_fan_in, xavier_std
 from torchinit._fans import Fans, cached_fans
-from torchinit._layers import LegacyDraws, Role, register_layer
+from torchinit._layers import BIAS, NORM, LegacyDraws, Role, register_layer
 
 _RESET = "reset_parameters"
-_BIAS = Role("bias")
-_NORM = {"weight": Role("norm_weight"), "bias": Role("norm_bias")}
 _SQRT5_GAIN = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))  # calculate_gain("leaky_relu", sqrt(5))
 
 
 def _bias(m: Any, name: str) -> Role | None:
-    return _BIAS if name == "bias" else None
+    return BIAS if name == "bias" else None
 
 
 def _kaiming_sqrt5(weight: Any) -> Action:
@@ -133,7 +131,7 @@ def _attention_fans(m: Any, name: str) -> Fans | None:
 
 def _attention_roles(m: Any, name: str) -> Role | None:
     if name == "in_proj_bias":
-        return _BIAS
+        return BIAS
     if name in ("bias_k", "bias_v"):
         return Role("attention_kv", width=m.embed_dim)
     return None
@@ -209,7 +207,7 @@ for _rnn in (nn.RNNBase, nn.RNNCellBase):
 
 
 def _norm_roles(m: Any, name: str) -> Role | None:
-    return _NORM.get(name)
+    return NORM.get(name)
 
 
 def _norm_legacy(d: LegacyDraws, m: Any, prefix: str) -> None:

@@ -26,14 +26,12 @@ from torch import nn
 
 from torchinit._draw import Action
 from torchinit._fans import Fans, cached_fans
-from torchinit._layers import LegacyDraws, Role, register_layer
+from torchinit._layers import BIAS, NORM, LegacyDraws, Role, register_layer
 
 _TOKEN = re.compile(
     r"(cls|class|dist|reg|register|mask)_tokens?|pos_embed(ding)?s?|absolute_pos_embed|relative_position_bias_table"
 )
 _LAYER_SCALE = re.compile(r"gamma_\d|layer_scale(_parameter)?")
-_BIAS = Role("bias")
-_NORM = {"weight": Role("norm_weight"), "bias": Role("norm_bias")}
 _TOKEN_ROLE = Role("token")
 _LAYER_SCALE_ROLE = Role("layer_scale")
 
@@ -68,9 +66,9 @@ def _by_name(name: str) -> Role | None:
 
 def _roles(m: Any, name: str) -> Role | None:
     if name in ("weight", "bias") and _is_norm(m, name):
-        return _NORM[name]
+        return NORM[name]
     if name == "bias" and (_is_conv1d(m) or m._parameters["bias"].dim() == 1):
-        return _BIAS  # a 1-D parameter named bias is one, whatever module holds it (BERT's LM head)
+        return BIAS  # a 1-D parameter named bias is one, whatever module holds it (BERT's LM head)
     role = _by_name(name)
     if role is None and name == "gamma" and ("Scale" in type(m).__name__ or "Block" in type(m).__name__):
         return _LAYER_SCALE_ROLE
@@ -84,7 +82,7 @@ def _legacy(d: LegacyDraws, m: Any, prefix: str) -> None:
         role = _roles(m, name)
         if name == "weight" and _is_conv1d(m):
             d.draw(m, prefix, name, Action("normal", 0.02, formula="Conv1D: normal_(std=0.02)"))
-        elif role is _BIAS:
+        elif role is BIAS:
             d.draw(m, prefix, name, Action("constant", 0.0, formula="Conv1D: zeros"))
         elif role is not None and role.kind in ("norm_weight", "norm_bias"):
             d.draw(
