@@ -309,3 +309,58 @@ def test_progress_bar_only_when_asked(capsys: pytest.CaptureFixture[str]) -> Non
     assert err.endswith("3/3 3 layers\n") and "\rlsuv [" in err
     with pytest.raises(InitError, match="progress must be True, False or None"):
         LSUVScheme(progress="yes")  # type: ignore[arg-type]
+
+
+class _Observer(nn.Module):
+    """Records the largest value it has seen in a buffer (as quantization observers do), on every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("seen", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.copy_(torch.maximum(self.seen, x.detach().abs().max()))
+        return x
+
+
+class _Doubling(nn.Module):
+    """Edits its input in place, and draws from torch's RNG on every call."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch.rand(1)
+        return x.mul_(2)
+
+
+def _lsuv_model() -> nn.Sequential:
+    return nn.Sequential(_Doubling(), nn.Linear(16, 32), _Observer(), nn.ReLU(), nn.Linear(32, 4))
+
+
+def test_lsuv_runs_on_a_copy_of_the_batch_and_its_check_changes_nothing() -> None:
+    model = _lsuv_model()
+    batch = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
+    before = batch.clone()
+    reinit(model, "lsuv", data=batch, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(batch, before)  # the model doubled its input in place: on copies only
+    # the validation pass is a dry run: a refused call leaves the RNG and every buffer as they were
+    model = nn.Sequential(*_lsuv_model()[:4], nn.Linear(99, 4))  # fails at its last layer
+    rng, seen = torch.get_rng_state(), model[2].seen.clone()
+    with pytest.raises(InitError, match="forward pass on data failed before anything was written"):
+        reinit(model, "lsuv", data=batch)
+    assert torch.equal(torch.get_rng_state(), rng) and torch.equal(model[2].seen, seen)
+
+
+def test_a_failing_lsuv_pass_restores_the_buffers_its_passes_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchinit import _lsuv
+
+    model = _lsuv_model()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the last pass fails")
+
+    monkeypatch.setattr(_lsuv, "_first_output_stds", failing)  # after the calibrating pass ran the model
+    with pytest.raises(InitError, match="the last pass fails"):
+        reinit(model, "lsuv", data=torch.randn(64, 16, generator=torch.Generator().manual_seed(0)))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())  # observer max included
+    assert torch.equal(torch.get_rng_state(), rng)

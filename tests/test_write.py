@@ -161,3 +161,35 @@ def test_default_sigint_becomes_a_keyboard_interrupt_after_the_block() -> None:
         signal.raise_signal(signal.SIGINT)
         done.append(True)
     assert done == [True]
+
+
+def test_a_plug_in_scheme_whose_finish_raises_leaves_the_model_as_it_was() -> None:
+    from torchinit.extend import BaseScheme, Call, Plan
+
+    class Failing(BaseScheme):
+        def plan(self, module: nn.Module, call: Call) -> Plan:
+            return torchinit.get_scheme("kaiming_relu").plan(module, call)
+
+        def finish(self, module: nn.Module, report: object, call: Call) -> None:
+            raise RuntimeError("the pass after the writes fails")
+
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    with unchanged(model), pytest.raises(RuntimeError, match="the pass after the writes fails"):
+        reinit(model, Failing())
+
+
+def test_ctrl_c_during_a_pass_after_the_writes_is_not_held_and_undoes_the_call() -> None:
+    class Blocking(nn.Module):
+        calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            Blocking.calls += 1
+            if Blocking.calls == 2:  # the first is the check before any write; the second LSUV's own pass
+                signal.raise_signal(signal.SIGINT)  # a forward pass the user interrupts
+            return x
+
+    model = nn.Sequential(nn.Linear(8, 8), Blocking(), nn.Linear(8, 2))
+    batch = torch.randn(32, 8)
+    with unchanged(model), pytest.raises(KeyboardInterrupt):
+        reinit(model, "lsuv", data=batch)
+    assert Blocking.calls == 2  # interrupted inside the pass, not held to its end

@@ -93,9 +93,10 @@ class LSUVScheme(BaseScheme):
                         "std (and with center=True every bias) would become NaN. Clean the batch first."
                     )
         modes = {m: m.training for m in module.modules()}
+        buffers = [(b, b.detach().clone()) for m in module.modules() for b in m._buffers.values() if b is not None]
         try:
             module.eval()
-            with torch.no_grad():
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):  # a dry run: the RNG and buffers put back
                 _call(module, call.data)
         except Exception as error:
             raise InitError(
@@ -105,6 +106,9 @@ class LSUVScheme(BaseScheme):
         finally:
             for m, mode in modes.items():
                 m.training = mode
+            with torch.no_grad():
+                for buffer, value in buffers:
+                    buffer.copy_(value)
 
     def finish(self, module: nn.Module, report: InitReport, call: Call) -> None:
         """Rescale layer by layer in forward order; ``report.lsuv`` gets what each layer reached.
@@ -165,11 +169,16 @@ def _tensors(data: Any) -> list[tuple[str, torch.Tensor]] | None:
 
 
 def _call(model: nn.Module, data: Any) -> Any:
+    """``model`` on a copy of the batch (a model that edits its input in place leaves the caller's alone)."""
+
+    def copy(value: Any) -> Any:
+        return value.clone() if isinstance(value, torch.Tensor) else value
+
     if isinstance(data, dict):
-        return model(**data)
+        return model(**{key: copy(value) for key, value in data.items()})
     if isinstance(data, (tuple, list)):
-        return model(*data)
-    return model(data)
+        return model(*map(copy, data))
+    return model(copy(data))
 
 
 @dataclass(frozen=True)

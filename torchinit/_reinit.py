@@ -13,7 +13,7 @@ from torch import nn
 from torchinit._plan import Plan
 from torchinit._registry import BaseScheme, Call, SchemeLike, resolve_scheme, scheme_name
 from torchinit._report import InitReport
-from torchinit._transaction import Undo, guarded
+from torchinit._transaction import Undo, guarded, hold_interrupts
 from torchinit._types import InitError, check_bool, check_generator, check_int
 from torchinit._write import Step
 
@@ -150,11 +150,22 @@ def reinit(
         resolved, call, root, plan = prepare(
             module, scheme, generator=generator, strict=strict, overrides=overrides, seed=seed, data=data
         )
-    undo = Undo(generator, backup=atomic and (resolved.uses_data or plan.fallible))
-    with guarded(undo):
-        with gc_paused():
-            report = plan.run(scheme_name(scheme, resolved), generator, seed=seed, threads=threads, undo=undo)
-        resolved.finish(root, report, call)  # LSUV's forward passes run with the collector on
+    passes = type(resolved).finish is not BaseScheme.finish  # a pass after the writes (LSUV's) can fail too
+    undo = Undo(generator, backup=atomic and (resolved.uses_data or passes or plan.fallible))
+    name = scheme_name(scheme, resolved)
+    if not undo.backup:  # plain draws cannot fail once checked: a Ctrl-C during them waits for a whole model
+        with hold_interrupts(), guarded(undo), gc_paused():
+            report = plan.run(name, generator, seed=seed, threads=threads, undo=undo)
+        if passes:  # atomic=False: a failing pass is not undone
+            resolved.finish(root, report, call)
+        return report
+    with guarded(undo):  # anything that raises, a Ctrl-C held during the writes included, is undone
+        with hold_interrupts(), gc_paused():
+            report = plan.run(name, generator, seed=seed, threads=threads, undo=undo)
+        if passes:
+            if resolved.uses_data:
+                undo.save_buffers(root)  # the passes run the model: its buffers may change
+            resolved.finish(root, report, call)  # interruptible: a forward pass that blocks still sees Ctrl-C
     return report
 
 

@@ -1,8 +1,9 @@
 """The transaction around a write phase: what is backed up, how SIGINT is held, and how a failure is undone.
 
 `Undo` records the RNG states (torch's CPU and CUDA generators, the call's generator) and, when backups
-are on, a copy of each tensor just before the writer changes it; `guarded` holds interrupts for the block
-and restores everything on any exception (KeyboardInterrupt and MemoryError included).
+are on, a copy of each tensor just before the writer changes it; `guarded` restores everything on any
+exception (KeyboardInterrupt and MemoryError included); `hold_interrupts` holds a SIGINT while tensors are
+written and delivers it afterwards.
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ class Undo:
         for buffer in spectral_buffers(target):
             self.save(buffer)
 
+    def save_buffers(self, model: nn.Module) -> None:
+        """Back up every buffer of ``model`` (a pass that runs the model may change them: observers, caches)."""
+        for module in model.modules():
+            for buffer in module._buffers.values():
+                if buffer is not None:
+                    self.save(buffer)
+
     def restore(self) -> None:
         """Put every backed-up tensor and the RNG states back, newest first."""
         with torch.no_grad():
@@ -104,10 +112,10 @@ def hold_interrupts() -> Iterator[None]:
 
 @contextlib.contextmanager
 def guarded(undo: Undo) -> Iterator[None]:
-    """The write phase: Ctrl-C held to the end, and on any exception everything `undo` saved is put back."""
-    with hold_interrupts():
-        try:
-            yield
-        except BaseException:
-            undo.restore()
-            raise
+    """On any exception in the block (KeyboardInterrupt and MemoryError included), put back everything `undo`
+    saved, then raise it."""
+    try:
+        yield
+    except BaseException:
+        undo.restore()
+        raise
