@@ -364,3 +364,12 @@ def test_a_failing_lsuv_pass_restores_the_buffers_its_passes_changed(monkeypatch
         reinit(model, "lsuv", data=torch.randn(64, 16, generator=torch.Generator().manual_seed(0)))
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())  # observer max included
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+@pytest.mark.parametrize("how", [{"skip": True}, {"keep": True}])
+def test_lsuv_leaves_a_skipped_or_kept_weight_alone(how: dict[str, bool]) -> None:
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    frozen = model[2].weight.detach().clone()
+    report = reinit(model, "lsuv", data=torch.randn(64, 16), overrides=[torchinit.Override(path="2.weight", **how)])
+    assert torch.equal(model[2].weight, frozen)
+    assert [layer.path for layer in report.lsuv] == ["0", "4"]

@@ -193,3 +193,39 @@ def test_ctrl_c_during_a_pass_after_the_writes_is_not_held_and_undoes_the_call()
     with unchanged(model), pytest.raises(KeyboardInterrupt):
         reinit(model, "lsuv", data=batch)
     assert Blocking.calls == 2  # interrupted inside the pass, not held to its end
+
+
+class _Refusing(nn.Parameter):
+    """A Parameter subclass whose own draws fail: a plain probe tensor cannot speak for it."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def, override]
+        if getattr(func, "__name__", "") in ("normal_", "uniform_"):
+            raise RuntimeError("this subclass refuses draws")
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_a_tensor_subclass_that_fails_mid_write_is_undone_and_named() -> None:
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8))
+    model[2].weight = _Refusing(torch.zeros(8, 8))
+    with unchanged(model), pytest.raises(RuntimeError, match="refuses draws") as caught:
+        reinit(model, "kaiming_relu", generator=torch.Generator().manual_seed(0))
+    if hasattr(caught.value, "__notes__"):
+        assert "2.weight (Linear, shape (8, 8))" in caught.value.__notes__[0]
+
+
+@pytest.mark.parametrize("how", [{"skip": True}, {"keep": True}])
+def test_a_write_that_would_reach_a_skipped_parameter_s_memory_is_refused(how: dict[str, bool]) -> None:
+    base = torch.randn(12, 8)
+    a, b = nn.Linear(8, 8, bias=False), nn.Linear(8, 8, bias=False)
+    a.weight, b.weight = nn.Parameter(base[:8]), nn.Parameter(base[4:])
+    model = nn.Sequential(a, b)
+    with unchanged(model), pytest.raises(InitError, match=r"\(1.weight is kept or skipped, yet the other's write"):
+        reinit(model, "kaiming_relu", overrides=[Override(path="1.weight", **how)])
+
+
+def test_a_self_overlapping_view_is_refused() -> None:
+    model = nn.Sequential(nn.Linear(32, 32), nn.Linear(32, 32))
+    model[1].weight = nn.Parameter(torch.zeros(64).as_strided((32, 32), (1, 1)))
+    with unchanged(model), pytest.raises(InitError, match=r"1.weight .* stride \(1, 1\): its elements share memory"):
+        reinit(model, "kaiming_relu")

@@ -107,7 +107,7 @@ def weight_layers(
         lazy = param.lazy
         raw.append({
             "path": t.path, "type": type(t.owner).__name__,
-            "shape": "uninitialized (lazy)" if lazy else list(t.tensor.shape),
+            "shape": None if lazy else list(t.tensor.shape),  # None: an uninitialized lazy parameter
             "std": rms(t.tensor) if not lazy and t.tensor.numel() and t.tensor.is_floating_point() else None,
         })  # fmt: skip
     return layers, raw

@@ -58,7 +58,8 @@ def raw_rows(result: dict[str, Any]) -> list[list[str]]:
     """Raw parameters (no rule covers them), header first."""
     rows = [["parameter", "module type", "shape", "std"]]
     for p in result["raw_parameters"]:
-        rows.append([p["path"], p["type"], "x".join(map(str, p["shape"])) or "()", _num(p["std"])])
+        shape = "uninitialized (lazy)" if p["shape"] is None else "x".join(map(str, p["shape"])) or "()"
+        rows.append([p["path"], p["type"], shape, _num(p["std"])])
     return rows
 
 

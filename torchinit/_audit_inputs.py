@@ -101,7 +101,8 @@ def parse_pair(text: str, option: str) -> tuple[float, float]:
     except ValueError:
         low = high = math.nan
     if not low < high:
-        raise AuditError(f"{option} must be two numbers LOW,HIGH with LOW < HIGH, like 0,1000; got {text!r}")
+        example = "0.5,2" if option == "--band" else "0,1000"
+        raise AuditError(f"{option} must be two numbers LOW,HIGH with LOW < HIGH, like {example}; got {text!r}")
     return low, high
 
 

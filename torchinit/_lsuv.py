@@ -117,7 +117,7 @@ class LSUVScheme(BaseScheme):
         raised as an `InitError`; reinit has then restored the model and the RNG states.
         """
         try:
-            solved = lsuv_(module, call.data, self)
+            solved = lsuv_(module, call.data, self, report)
             report.lsuv = [layer for layer, _ in solved]
             _annotate(report, solved, self)
         except InitError:
@@ -191,14 +191,18 @@ class _Watched:
     bias: str | None
 
 
-def _weights(model: nn.Module) -> dict[nn.Module, _Watched]:
+def _weights(model: nn.Module, report: InitReport | None = None) -> dict[nn.Module, _Watched]:
     """The modules LSUV watches, from the walk: each one holding a dense weight (its first, if several), and
-    every other module holding the same tensor (the input embedding an LM head is tied to)."""
+    every other module holding the same tensor (the input embedding an LM head is tied to); not a weight the
+    call skipped or kept (``report``'s entries say which)."""
     walked = walk(model)
     watched: dict[nn.Module, _Watched] = {}
     for param in walked.params:
         if param.role is None or param.role.kind not in ("dense", "readout"):
             continue
+        entry = report.get(param.path) if report is not None else None
+        if entry is not None and (entry.skipped is not None or entry.distribution == "keep"):
+            continue  # skipped means untouched, by every pass
         for t in param.every:
             if t.owner not in watched:
                 bias = next((n for n, p in t.owner._parameters.items() if p is not None and _is_bias(t.owner, n)), None)
@@ -327,7 +331,9 @@ def _first_output_stds(model: nn.Module, data: Any, modules: list[nn.Module]) ->
     return stds
 
 
-def lsuv_(model: nn.Module, data: Any, scheme: LSUVScheme) -> list[tuple[LSUVLayer, _Solved]]:
+def lsuv_(
+    model: nn.Module, data: Any, scheme: LSUVScheme, report: InitReport | None = None
+) -> list[tuple[LSUVLayer, _Solved]]:
     """Rescale each layer on its first call in one calibrating pass (the base scheme already written), then
     measure every layer once more on the final model; return what each layer got, in forward order.
 
@@ -336,7 +342,7 @@ def lsuv_(model: nn.Module, data: Any, scheme: LSUVScheme) -> list[tuple[LSUVLay
     each layer by itself.
     """
     modes = {m: m.training for m in model.modules()}
-    watched = _weights(model)
+    watched = _weights(model, report)
     progress = Progress(len({layer.key for layer in watched.values()}), "lsuv", show=scheme.progress)
     solver = _Solver(scheme, watched, progress)
     handles = []

@@ -111,6 +111,10 @@ class InitReport:
     def __contains__(self, path: object) -> bool:
         return path in self._index
 
+    def get(self, path: str) -> ReportEntry | None:
+        """The entry of ``path`` (any alias), or None."""
+        return self._index.get(path)
+
     def __getitem__(self, path: str) -> ReportEntry:
         try:
             return self._index[path]

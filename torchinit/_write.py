@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from torchinit import _draw, _stream
 from torchinit._draw import DRAWN, UNWRITTEN, Action, write
@@ -71,11 +72,11 @@ def problem(target: Target, needs_values: bool) -> str | None:
             f"{target.where} has layout {t.layout}; reinit writes dense (strided) tensors. Convert it with "
             f".to_dense() first, or skip it with Override(path={target.path!r}, skip=True)."
         )
-    if not t.is_contiguous() and any(stride == 0 and n > 1 for n, stride in zip(t.shape, t.stride(), strict=True)):
+    if not t.is_contiguous() and t.numel() > 1 and _extent(t) < t.numel() * t.element_size():
         return (
-            f"{target.where} has stride {tuple(t.stride())}: its elements share memory (an expanded view), so "
-            "no write can give them different values. Give it its own storage (nn.Parameter(t.clone())), or "
-            f"skip it with Override(path={target.path!r}, skip=True)."
+            f"{target.where} has stride {tuple(t.stride())}: its elements share memory (an expanded or as_strided "
+            "view), so no write can give them different values. Give it its own storage (nn.Parameter(t.clone())), "
+            f"or skip it with Override(path={target.path!r}, skip=True)."
         )
     if t.is_inference() and not torch.is_inference_mode_enabled():
         return (
@@ -164,37 +165,49 @@ def _fresh(target: Target) -> torch.Tensor:
 def _execute(steps: list[Step], generator: torch.Generator | None, undo: Undo | None = None) -> int:
     backup = undo is not None and undo.backup
     drawn = 0
-    with torch.no_grad():
-        for step in steps:
-            target = step.target
-            if backup and not step.scratch:
-                undo.save_target(step.target)  # type: ignore[union-attr]
-            if step.copy_from is not None:
-                target.tensor.copy_(step.copy_from.tensor)
-            elif step.scratch:
-                write(step.action, torch.empty_like(target.tensor), generator)
-            elif target.parametrized:
-                value = _fresh(target)
-                write(step.action, value, generator)
-                _assign(target, value, generator)
-            elif type(target.tensor).__name__ == "DTensor":
-                # Every rank draws the whole tensor from its (shared) RNG state and keeps its block,
-                # so the gathered result is the unsharded draw. seed= draws only the block instead.
-                local, region = _region(target.tensor)
-                full = torch.empty(target.tensor.shape, dtype=local.dtype, device=local.device)
-                write(step.action, full, generator)
-                assert region is not None
-                local.copy_(local_block(full.reshape(-1), 0, local, region))
-            else:
-                write(step.action, target.tensor, generator)
-            hooked = target.parametrized or target.owner._forward_pre_hooks
-            if hooked and spectral_buffers(target):
-                refresh_spectral(target, generator)
-            if step.action.kind in DRAWN:
-                drawn += target.tensor.numel()
-                if target.parametrized:
-                    step.effective = _effective_std(target)
+    step: Step | None = None
+    try:
+        with torch.no_grad():
+            for step in steps:
+                target = step.target
+                if backup and not step.scratch:
+                    undo.save_target(step.target)  # type: ignore[union-attr]
+                if step.copy_from is not None:
+                    target.tensor.copy_(step.copy_from.tensor)
+                elif step.scratch:
+                    write(step.action, torch.empty_like(target.tensor), generator)
+                elif target.parametrized:
+                    value = _fresh(target)
+                    write(step.action, value, generator)
+                    _assign(target, value, generator)
+                elif type(target.tensor).__name__ == "DTensor":
+                    # Every rank draws the whole tensor from its (shared) RNG state and keeps its block,
+                    # so the gathered result is the unsharded draw. seed= draws only the block instead.
+                    local, region = _region(target.tensor)
+                    full = torch.empty(target.tensor.shape, dtype=local.dtype, device=local.device)
+                    write(step.action, full, generator)
+                    assert region is not None
+                    local.copy_(local_block(full.reshape(-1), 0, local, region))
+                else:
+                    write(step.action, target.tensor, generator)
+                hooked = target.parametrized or target.owner._forward_pre_hooks
+                if hooked and spectral_buffers(target):
+                    refresh_spectral(target, generator)
+                if step.action.kind in DRAWN:
+                    drawn += target.tensor.numel()
+                    if target.parametrized:
+                        step.effective = _effective_std(target)
+    except Exception as error:  # say which parameter; the caller restores what was backed up
+        if step is not None:
+            _note(error, step.target)
+        raise
     return drawn
+
+
+def _note(error: BaseException, target: Target) -> None:
+    """Add to ``error`` which parameter was being written (its type and message stay the user's)."""
+    if hasattr(error, "add_note"):  # Python 3.11+
+        error.add_note(f"torchinit: raised while writing {target.where}; what was backed up has been restored.")
 
 
 def _execute_keyed(steps: list[Step], seed: int, threads: int | None, undo: Undo | None = None) -> int:
@@ -263,6 +276,7 @@ def refusals(steps: Sequence[Step], *, keyed: bool) -> tuple[list[str], bool]:
     found: list[str] = []
     fallible = False
     plain: list[Step] = []  # written in place (or as a DTensor's local shard)
+    untouched: list[Step] = []
     setting = (keyed, torch.get_default_dtype(), torch.is_inference_mode_enabled())
     proven_here: set[tuple[Any, ...]] = set()  # (action id, type, dtype, on CUDA): plans share Action instances
     last: tuple[Any, ...] = ()
@@ -279,6 +293,8 @@ def refusals(steps: Sequence[Step], *, keyed: bool) -> tuple[list[str], bool]:
                 kind in ("orthogonal", "truncated_normal"),
             )
         message = problem(target, facts[1])
+        if message is None and not facts[0] and not step.scratch and t.numel():
+            untouched.append(step)  # kept or skipped: a write elsewhere must not reach its memory either
         if message is None and facts[0]:
             if target.parametrized:
                 fallible = True
@@ -286,6 +302,8 @@ def refusals(steps: Sequence[Step], *, keyed: bool) -> tuple[list[str], bool]:
             elif not step.scratch and t.numel():
                 plain.append(step)
                 local = t if type(t).__name__ != "DTensor" else local_of(t)
+                if type(local) is not torch.Tensor and type(local) is not nn.Parameter:
+                    fallible = True  # a subclass's own ops: the probe (a plain tensor) cannot speak for them
                 if facts[2] or local is not t:  # QR or truncation temporaries, a DTensor write
                     wide = local.dtype in (torch.float32, torch.float64)
                     fallible = fallible or local is not t or action.kind == "orthogonal" or not wide
@@ -298,7 +316,7 @@ def refusals(steps: Sequence[Step], *, keyed: bool) -> tuple[list[str], bool]:
                 last = here
         if message is not None:
             found.append(message)
-    shared, strided = _shared_memory(plain)
+    shared, strided = _shared_memory(plain, untouched)
     return found + shared, fallible or strided
 
 
@@ -338,44 +356,54 @@ def _probe(step: Step, local: torch.Tensor, key: tuple[Any, ...]) -> str | None:
     return None
 
 
-def _shared_memory(steps: list[Step]) -> tuple[list[str], bool]:
-    """Different parameters whose memory overlaps (views of one tensor that are not one parameter): writing
-    one would change the other behind the report's back; and whether any of them is not contiguous (written
-    through a temporary, an allocation that can fail). Tensors are grouped by storage (one look-up each);
-    only a storage that more than one parameter uses has its byte ranges compared."""
-    by_storage: dict[int, list[tuple[torch.Tensor, Step]]] = {}  # by storage address (unique, CUDA's unified)
+def _shared_memory(written: list[Step], untouched: list[Step]) -> tuple[list[str], bool]:
+    """Parameters whose memory overlaps without being one parameter (views of one tensor), where at least one
+    is written: the write would change the other behind the report's back (a kept or skipped one too); and
+    whether any written tensor is not contiguous (written through a temporary, an allocation that can fail).
+    Tensors are grouped by storage (one look-up each); only a storage that more than one parameter uses has
+    its byte ranges compared."""
+    by_storage: dict[int, list[tuple[torch.Tensor, Step, bool]]] = {}  # by storage address (CUDA's unified)
     strided = False
-    for step in steps:
-        t = step.target.tensor
-        if type(t).__name__ == "DTensor":
-            t = local_of(t)
-        if not strided and not t.is_contiguous():
-            strided = True
-        try:
-            base = t.untyped_storage().data_ptr()
-        except (RuntimeError, NotImplementedError):  # a tensor subclass without storage
-            continue
-        found_with = by_storage.get(base)
-        if found_with is None:
-            by_storage[base] = [(t, step)]
-        elif base:
-            found_with.append((t, step))
+    for steps, writes in ((written, True), (untouched, False)):
+        for step in steps:
+            t = step.target.tensor
+            if type(t).__name__ == "DTensor":
+                t = local_of(t)
+            if writes and not strided and not t.is_contiguous():
+                strided = True
+            try:
+                base = t.untyped_storage().data_ptr()
+            except (RuntimeError, NotImplementedError):  # a tensor subclass without storage
+                continue
+            found_with = by_storage.get(base)
+            if found_with is None:
+                by_storage[base] = [(t, step, writes)]
+            elif base:
+                found_with.append((t, step, writes))
     found = []
     for sharing in by_storage.values():
-        if len(sharing) < 2:
+        if len(sharing) < 2 or not any(writes for _, _, writes in sharing):
             continue  # the common case: one parameter per storage
         spans = sorted(
-            ((t.data_ptr(), t.data_ptr() + (t.nbytes if t.is_contiguous() else _extent(t)), id(t), step)
-             for t, step in sharing),
+            ((t.data_ptr(), t.data_ptr() + (t.nbytes if t.is_contiguous() else _extent(t)), id(t), step, writes)
+             for t, step, writes in sharing),
             key=lambda span: span[:2],
         )  # fmt: skip
         reach = spans[0]
         for span in spans[1:]:
-            if span[0] < reach[1] and span[2] != reach[2]:  # the same tensor twice: legacy's rewrites
+            # the same tensor twice is legacy's rewrites; two untouched ones change nothing
+            if span[0] < reach[1] and span[2] != reach[2] and (span[4] or reach[4]):
+                first, second = reach[3].target.path, span[3].target.path
+                untouched_one = next((p for p, w in ((first, reach[4]), (second, span[4])) if not w), None)
+                what = (
+                    f" ({untouched_one} is kept or skipped, yet the other's write would change it)"
+                    if (untouched_one)
+                    else ": writing one would change the other"
+                )
                 found.append(
-                    f"{reach[3].target.path} and {span[3].target.path} are different parameters that share memory "
-                    "(views of one tensor): writing one would change the other. Make them one parameter (tie "
-                    "them), give each its own storage (.clone()), or skip one with an Override."
+                    f"{first} and {second} are different parameters that share memory (views of one tensor){what}. "
+                    "Make them one parameter (tie them), give each its own storage (.clone()), or skip both with "
+                    "Overrides."
                 )
             if span[1] > reach[1]:
                 reach = span
