@@ -229,3 +229,31 @@ def test_a_self_overlapping_view_is_refused() -> None:
     model[1].weight = nn.Parameter(torch.zeros(64).as_strided((32, 32), (1, 1)))
     with unchanged(model), pytest.raises(InitError, match=r"1.weight .* stride \(1, 1\): its elements share memory"):
         reinit(model, "kaiming_relu")
+
+
+def test_ctrl_c_stops_backed_up_writes_at_once_and_undoes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchinit import _write
+
+    model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(6)])
+    real = _write.write
+    calls = {"n": 0}
+
+    def interrupted(action: object, tensor: torch.Tensor, generator: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            signal.raise_signal(signal.SIGINT)
+        real(action, tensor, generator)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_write, "write", interrupted)
+    with unchanged(model), pytest.raises(KeyboardInterrupt):
+        reinit(model, "orthogonal", generator=torch.Generator().manual_seed(0))  # QR temporaries: backed up
+    assert calls["n"] == 3  # not held to the end: nothing more was written after the interrupt
+
+
+def test_an_override_written_as_a_state_dict_name_points_to_the_parameter() -> None:
+    model = nn.Sequential(parametrizations.weight_norm(nn.Linear(4, 4)), nn.Linear(4, 4))
+    with pytest.raises(InitError, match=r"nearest: '0.weight'"):
+        reinit(model, "kaiming_relu", overrides=[Override(path="0.parametrizations.weight.original0", skip=True)])
+    hooked = nn.Sequential(nn.Linear(4, 4), nn.utils.spectral_norm(nn.Linear(4, 4)))
+    with pytest.raises(InitError, match=r"nearest: '1.weight_orig'"):
+        reinit(hooked, "kaiming_relu", overrides=[Override(path="1.weight", skip=True)])

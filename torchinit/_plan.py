@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -323,11 +324,20 @@ def plan_by_role(
 
 
 def _unmatched(override: Selector, steps: list[Step]) -> str:
-    """Why ``override`` selected nothing, with the nearest path of the model when its path glob is to blame."""
+    """Why ``override`` selected nothing, with the nearest path of the model when its path glob is to blame
+    (a state_dict name of a parametrized weight, ``0.parametrizations.weight.original0``, points to ``0.weight``;
+    a weight under torch's older spectral_norm hook to its ``weight_orig``)."""
     paths = [p for s in steps for p in (s.target.path, *s.aliases)]
     by_path = [p for p in paths if fnmatch.fnmatchcase(p, override.path)]
     if not by_path:
-        near = difflib.get_close_matches(override.path, paths, n=1, cutoff=0.0)
+        named = re.sub(r"parametrizations\.([^.]+)\.original\d*$", r"\1", override.path)
+        if named == override.path and override.path + "_orig" in paths:
+            named = override.path + "_orig"
+        near = (
+            [named]
+            if named != override.path and named in paths
+            else difflib.get_close_matches(override.path, paths, n=1, cutoff=0.0)
+        )
         hint = f"no parameter path matches {override.path!r}" + (f" (nearest: {near[0]!r})" if near else "")
     else:
         hint = f"{len(by_path)} path(s) match {override.path!r} but the module=/role=/frozen= filters exclude them all"

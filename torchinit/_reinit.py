@@ -159,8 +159,10 @@ def reinit(
         if passes:  # atomic=False: a failing pass is not undone
             resolved.finish(root, report, call)
         return report
-    with guarded(undo):  # anything that raises, a Ctrl-C held during the writes included, is undone
-        with hold_interrupts(), gc_paused():
+    # Backed up, anything that raises is undone: a Ctrl-C stops the writes at once (keyed writes, whose worker
+    # threads cannot be stopped mid-job, hold it to their end).
+    with guarded(undo):
+        with hold_interrupts() if seed is not None else contextlib.nullcontext(), gc_paused():
             report = plan.run(name, generator, seed=seed, threads=threads, undo=undo)
         if passes:
             if resolved.uses_data:

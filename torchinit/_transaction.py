@@ -117,5 +117,6 @@ def guarded(undo: Undo) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        undo.restore()
+        with hold_interrupts():  # a second Ctrl-C waits for the model to be whole again
+            undo.restore()
         raise
