@@ -97,7 +97,7 @@ PRESETS: dict[str, tuple[Callable[..., torch.Tensor], str, Std]] = {
     "truncated_normal_": (lambda t, f, g: torchinit.truncated_normal_(t, 0.05, generator=g),
                           "truncated_normal", lambda f: 0.05),
 }  # fmt: skip
-for _mode in ("fan_in", "fan_out", "fan_avg"):
+for _mode in ("fan_in", "fan_out", "fan_avg", "fan_geo_avg"):
     for _dist in ("normal", "uniform", "truncated_normal"):
         PRESETS[f"variance_scaling_{_mode}_{_dist}"] = (
             lambda t, f, g, m=_mode, d=_dist: torchinit.variance_scaling_(t, 0.7, m, d, fans=f, generator=g),

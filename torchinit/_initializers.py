@@ -16,7 +16,7 @@ from torch import nn
 
 from torchinit._distributions import SQRT3, check_cutoffs
 from torchinit._draw import check_draw, draw_, gain_std, variance_std, xavier_std
-from torchinit._fans import Fans, resolve_fan
+from torchinit._fans import BOTH_FANS, Fans, resolve_fan
 from torchinit._gains import calculate_gain
 from torchinit._types import (
     VARIANCE_DISTRIBUTIONS,
@@ -60,7 +60,7 @@ def _fan_args(fans: FansArg, fan_in: float | None, fan_out: float | None) -> tup
 def _fan_source(mode: FanMode, fan: float, fans: FansArg, fan_in: float | None, fan_out: float | None) -> str:
     # The fan and where it came from, for an error message: "fan_in=1e-300", "fan_avg=3 from fans=(1, 5)".
     explicit = {"fan_in": fan_in, "fan_out": fan_out}
-    needed = ("fan_in", "fan_out") if mode == "fan_avg" else (mode,)
+    needed = BOTH_FANS.get(mode, (mode,))
     if fans is not None:
         origin = f" from fans={fans!r}"
     elif all(explicit[key] is not None for key in needed):
@@ -89,7 +89,7 @@ def variance_scaling_(
     r"""Fill ``tensor`` with zero-mean values of variance $\mathrm{scale}/\mathrm{fan}$.
 
     $$\sigma = \sqrt{\mathrm{scale} / n}, \quad n \in \{\mathrm{fan\_in}, \mathrm{fan\_out},
-    (\mathrm{fan\_in} + \mathrm{fan\_out})/2\}$$
+    (\mathrm{fan\_in} + \mathrm{fan\_out})/2, \sqrt{\mathrm{fan\_in}\cdot\mathrm{fan\_out}}\}$$
 
     ``distribution`` picks the shape with that std: ``normal`` $\mathcal N(0, \sigma^2)$;
     ``uniform`` $\mathcal U(-\sqrt3\sigma, \sqrt3\sigma)$; ``truncated_normal`` a normal cut at
@@ -100,7 +100,8 @@ def variance_scaling_(
     Args:
         tensor: a floating-point tensor, filled in place.
         scale: the variance numerator, e.g. ``gain ** 2``: 2 for ReLU (He), 1 for LeCun.
-        mode: which fan to divide by.
+        mode: which fan to divide by: ``fan_in``, ``fan_out``, ``fan_avg`` (their mean) or ``fan_geo_avg``
+            (their geometric mean, $\sqrt{\mathrm{fan\_in}\cdot\mathrm{fan\_out}}$, as JAX's mode of that name).
         distribution: ``"normal"``, ``"uniform"`` or ``"truncated_normal"``.
         fans: the tensor's true fans (see `fans_of`), replacing torch's shape guess.
         fan_in: an explicit fan_in (fan_out still guessed from the shape if needed).
@@ -192,7 +193,8 @@ def kaiming_uniform_(
     He et al. (2015), "Delving deep into rectifiers". A drop-in for ``torch.nn.init.kaiming_uniform_``
     (same arguments, same draws, bit-exact); ``gain = calculate_gain(nonlinearity, a)``. Equivalent to
     ``variance_scaling_(tensor, scale=gain**2, mode=mode, distribution="uniform")``. ``fans=`` (or
-    ``fan_in=``/``fan_out=``) replace the shape guess with true fans; mode may also be ``"fan_avg"``.
+    ``fan_in=``/``fan_out=``) replace the shape guess with true fans; mode may also be ``"fan_avg"`` or
+    ``"fan_geo_avg"``.
 
     Note torch's own layers call this with ``a=math.sqrt(5)``: gain $\sqrt{1/3}$, bound
     $1/\sqrt{\mathrm{fan\_in}}$, 0.41x the ReLU std. Use ``nonlinearity="relu"`` for ReLU nets.

@@ -12,8 +12,9 @@ from typing import Any, Literal
 import torch
 from torch.nn import parameter as _parameter
 
-FanMode = Literal["fan_in", "fan_out", "fan_avg"]
-"""Which fan a variance-scaling rule divides by: ``fan_in``, ``fan_out`` or their mean ``fan_avg``."""
+FanMode = Literal["fan_in", "fan_out", "fan_avg", "fan_geo_avg"]
+"""Which fan a variance-scaling rule divides by: ``fan_in``, ``fan_out``, their mean ``fan_avg`` or their geometric
+mean ``fan_geo_avg`` ($\\sqrt{\\mathrm{fan\\_in}\\cdot\\mathrm{fan\\_out}}$, JAX's mode of that name)."""
 
 Distribution = Literal["normal", "uniform", "truncated_normal", "orthogonal"]
 """The shape of a random draw.
@@ -23,7 +24,7 @@ variance-scaling shapes: they are parametrized by an element std. ``orthogonal``
 matrix times a gain; it has no fan, so `torchinit.variance_scaling_` does not take it.
 """
 
-FAN_MODES: tuple[FanMode, ...] = ("fan_in", "fan_out", "fan_avg")
+FAN_MODES: tuple[FanMode, ...] = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
 DISTRIBUTIONS: tuple[Distribution, ...] = ("normal", "uniform", "truncated_normal", "orthogonal")
 VARIANCE_DISTRIBUTIONS: tuple[Distribution, ...] = ("normal", "uniform", "truncated_normal")
 
