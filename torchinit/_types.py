@@ -117,6 +117,17 @@ def check_finite(name: str, value: object, *, minimum: float | None = None) -> f
     return number
 
 
+def check_divisor(name: str, value: object, size: int) -> int:
+    """``value`` as an int, or an InitError unless it is a positive integer dividing ``size`` (a tensor's dim 0)."""
+    try:
+        count = as_real(name, value)
+    except InitError:
+        count = 0
+    if type(count) is not int or count < 1 or size % count:
+        raise InitError(f"{name} must be a positive integer dividing dim 0 (size {size}); got {name}={value!r}.")
+    return count
+
+
 def check_generator(generator: object, device: torch.device | None = None) -> torch.Generator | None:
     """``generator`` when it is None or a ``torch.Generator`` that can draw on ``device``, else an InitError.
 
