@@ -147,7 +147,33 @@ def main() -> None:
         many = nn.ModuleList([nn.Linear(16, 16) for _ in range(count)])
         best = min(timed({"reinit": lambda many=many: torchinit.reinit(many, "kaiming_relu")}, args.repeats)["reinit"])
         print(f"  {count:>6} modules: {best * 1e3:8.1f} ms total, {best / count * 1e6:6.1f} us/module")
+    per_thread(args.repeats)
     print(f"\nafter timing: {load()}")
+
+
+def per_thread(repeats: int) -> None:
+    """One thread, one flat 2^24-element float32 tensor: the keyed stream's per-element rate against torch's own
+    sequential generator, distribution by distribution (torch's reset loop is mostly uniform_, kaiming_relu
+    normal)."""
+    from torchinit import _stream
+
+    n = 1 << 24
+    dest = torch.empty(n)
+    ws = _stream.Workspace()
+    start, gamma = _stream.stream_key(0, "bench")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs: dict[str, Callable[[], object]] = {
+            "torch normal_": lambda: dest.normal_(),
+            "keyed normal": lambda: _stream.range_values("normal", 2.0, start, gamma, 0, n, dest, 1.0, ws),
+            "torch uniform_": lambda: dest.uniform_(),
+            "keyed uniform": lambda: _stream.range_values("uniform", 2.0, start, gamma, 0, n, dest, 1.0, ws),
+        }
+        samples = timed(runs, repeats)
+    finally:
+        torch.set_num_threads(previous)
+    table("Per thread: one thread, 2^24 float32 elements", samples, "torch normal_", dict.fromkeys(runs, n))
 
 
 if __name__ == "__main__":
