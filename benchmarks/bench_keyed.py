@@ -5,7 +5,8 @@ elements once (``--tied`` reproduces the 0.2 figures, where torch's loop drew th
 163.0 M draws against torchinit's 124.4 M). Every ratio is against baselines measured in the same run, variants
 interleaved over ``--repeats``; each row shows min and median time, the per-element rate (elements drawn or
 written per second, Gelem/s) and the ratio to torch's loop at min and at median. The machine and its load
-(``os.getloadavg``, as ``uptime`` prints it) are printed before and after timing.
+(``os.getloadavg``, as ``uptime`` prints it) are printed before and after timing, with the CPU time other
+processes took from the cores meanwhile (from ``/proc/stat``).
 
     python benchmarks/bench_keyed.py [--repeats 9] [--tied]
 """
@@ -89,6 +90,26 @@ def load() -> str:
     return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} (1, 5, 15 min)"
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, of this process) so far: their difference over a run is what other
+    processes took from the cores while we timed (0 where /proc/stat is missing)."""
+    own = sum(os.times()[:2])
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return own, own
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), own
+
+
+def others(before: tuple[float, float], seconds: float) -> str:
+    machine, own = cpu_seconds()
+    taken = max(0.0, (machine - before[0]) - (own - before[1]))
+    cores = os.cpu_count() or 1
+    return f"other processes used {taken:.1f} CPU-s of {seconds * cores:.1f} ({100 * taken / (seconds * cores):.0f}%)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=9)
@@ -97,6 +118,7 @@ def main() -> None:
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, torch.get_num_threads()={threads}; {machine()}")
     print(f"before timing: {load()}")
+    began, wall = cpu_seconds(), time.perf_counter()
 
     model = GPT2Small(tied=args.tied)
     elements, tensors = parameter_count(model)
@@ -148,7 +170,7 @@ def main() -> None:
         best = min(timed({"reinit": lambda many=many: torchinit.reinit(many, "kaiming_relu")}, args.repeats)["reinit"])
         print(f"  {count:>6} modules: {best * 1e3:8.1f} ms total, {best / count * 1e6:6.1f} us/module")
     per_thread(args.repeats)
-    print(f"\nafter timing: {load()}")
+    print(f"\nafter timing: {load()}; {others(began, time.perf_counter() - wall)}")
 
 
 def per_thread(repeats: int) -> None:
