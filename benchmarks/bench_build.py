@@ -68,6 +68,7 @@ def main() -> None:
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, scheme {args.scheme}, {args.repeats} repeats")
+    print("before timing: load average {:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg()))
     results = {}
     variants = (
         "Net() with torch defaults",
@@ -92,6 +93,7 @@ def main() -> None:
         base = bases["reinit(Net(), seed=0)" if "seed" in variant else "reinit(Net())"]
         print(f"{variant:<28}{median * 1e3:>10.0f}{min(r['times']) * 1e3:>9.0f}{base / median:>29.2f}x"
               f"{r['peak_bytes'] / (elements * 4):>15.2f}")  # fmt: skip
+    print("after timing: load average {:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -19,18 +18,10 @@ from torchinit._distributions import truncated_normal_std
 from torchinit.testing import assert_distribution, assert_mean, assert_std, assert_uniform_support
 from torchinit.testing import strategies as tst
 
-DROP_INS = ["kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_", "trunc_normal_", "orthogonal_"]
 FLOATS = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 
 
-@pytest.mark.parametrize("name", DROP_INS)
-def test_signature_extends_torchs(name: str) -> None:
-    ours = list(inspect.signature(getattr(torchinit, name)).parameters.values())
-    theirs = list(inspect.signature(getattr(nn.init, name)).parameters.values())
-    assert [(p.name, p.default, p.kind) for p in ours[: len(theirs)]] == [(p.name, p.default, p.kind) for p in theirs]
-    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in ours[len(theirs) :])
-
-
+# test_torch_dropin.py checks every torch.nn.init function's signature against torchinit's.
 DROP_IN_CALLS: list[tuple[str, dict[str, Any]]] = [
     ("kaiming_uniform_", {}),
     ("kaiming_uniform_", {"a": math.sqrt(5)}),
@@ -97,7 +88,7 @@ PRESETS: dict[str, tuple[Callable[..., torch.Tensor], str, Std]] = {
     "truncated_normal_": (lambda t, f, g: torchinit.truncated_normal_(t, 0.05, generator=g),
                           "truncated_normal", lambda f: 0.05),
 }  # fmt: skip
-for _mode in ("fan_in", "fan_out", "fan_avg"):
+for _mode in ("fan_in", "fan_out", "fan_avg", "fan_geo_avg"):
     for _dist in ("normal", "uniform", "truncated_normal"):
         PRESETS[f"variance_scaling_{_mode}_{_dist}"] = (
             lambda t, f, g, m=_mode, d=_dist: torchinit.variance_scaling_(t, 0.7, m, d, fans=f, generator=g),

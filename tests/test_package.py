@@ -27,7 +27,9 @@ def test_public_api() -> None:
         # initializers, gains, fans
         "kaiming_normal_", "kaiming_uniform_", "lecun_normal_", "lecun_uniform_", "orthogonal_", "trunc_normal_",
         "truncated_normal_", "variance_scaling_", "xavier_normal_", "xavier_uniform_", "calculate_gain",
-        "exact_gain", "Fans", "fans_of",
+        "exact_gain", "Fans", "fans_of", "delta_orthogonal_",
+        # the rest of torch.nn.init (its deprecated aliases import too, outside __all__)
+        "uniform_", "normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_", "sparse_",
         # reinit and schemes
         "reinit", "InitReport", "Scheme", "Override", "list_schemes",
         # the keyed stream (what reinit(seed=) draws), for any tensor or shard

@@ -89,7 +89,7 @@ def test_registry() -> None:
     [
         ({"scale": -1.0}, "scale must be a finite number >= 0; got scale=-1.0"),
         ({"scale": math.inf}, "scale must be a finite number >= 0; got scale=inf"),
-        ({"mode": "fan"}, "mode must be one of 'fan_in', 'fan_out', 'fan_avg'; got mode='fan'"),
+        ({"mode": "fan"}, "mode must be one of 'fan_in', 'fan_out', 'fan_avg', 'fan_geo_avg'; got mode='fan'"),
         ({"distribution": "gaussian"}, "distribution must be one of .* got distribution='gaussian'"),
         ({"recurrent": "identity"}, "recurrent must be one of 'orthogonal', 'dense'; got recurrent='identity'"),
         ({"bias": "0"}, "bias must be a finite number; got bias='0'"),

@@ -4,8 +4,8 @@ Every property torch checks for kaiming_uniform_, kaiming_normal_, xavier_unifor
 trunc_normal_, orthogonal_ and calculate_gain is checked here for torchinit's function of the same
 name: gains, errors on tensors below 2-d, the zero-element warning, distributions (our calibrated
 Kolmogorov-Smirnov in place of scipy's), truncation bounds and resolution, orthogonality. And each
-draw is compared bit for bit with torch's from the same generator state. Tests of functions torchinit
-does not ship (uniform_, normal_, constant_, eye_, dirac_, sparse_, the deprecated aliases) are left out.
+draw is compared bit for bit with torch's from the same generator state. The rest of torch's file (uniform_,
+normal_, constant_, eye_, dirac_, sparse_, the deprecated aliases) is in test_torch_dropin.py.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from torchinit._construct import build, default_scheme
 from torchinit._fans import Fans, torch_fans
 from torchinit._gains import calculate_gain, exact_gain
 from torchinit._initializers import (
+    delta_orthogonal_,
     kaiming_normal_,
     kaiming_uniform_,
     lecun_normal_,
@@ -35,6 +36,27 @@ from torchinit._registry import SchemeLike, get_scheme, list_schemes, register_s
 from torchinit._reinit import reinit
 from torchinit._report import InitReport, ReportEntry
 from torchinit._schemes import Scheme
+from torchinit._torch_init import (
+    constant,
+    constant_,
+    dirac,
+    dirac_,
+    eye,
+    eye_,
+    kaiming_normal,
+    kaiming_uniform,
+    normal,
+    normal_,
+    ones_,
+    orthogonal,
+    sparse,
+    sparse_,
+    uniform,
+    uniform_,
+    xavier_normal,
+    xavier_uniform,
+    zeros_,
+)
 from torchinit._types import (
     Distribution,
     FanMode,
@@ -62,8 +84,12 @@ __all__ = [
     "__version__",
     "build",
     "calculate_gain",
+    "constant_",
     "default_scheme",
+    "delta_orthogonal_",
+    "dirac_",
     "exact_gain",
+    "eye_",
     "fans_of",
     "kaiming_normal_",
     "kaiming_uniform_",
@@ -71,15 +97,24 @@ __all__ = [
     "lecun_normal_",
     "lecun_uniform_",
     "list_schemes",
+    "normal_",
+    "ones_",
     "orthogonal_",
     "reinit",
+    "sparse_",
     "trunc_normal_",
     "truncated_normal_",
+    "uniform_",
     "variance_scaling_",
     "with_scheme",
     "xavier_normal_",
     "xavier_uniform_",
+    "zeros_",
 ]
+
+# torch.nn.init's deprecated names (``uniform`` for ``uniform_``, ...): importable, warn FutureWarning, not in __all__.
+_DEPRECATED = (constant, dirac, eye, kaiming_normal, kaiming_uniform, normal, orthogonal, sparse, uniform,
+               xavier_normal, xavier_uniform)  # fmt: skip
 
 # Backward-compatible aliases (0.1 showed these in the README and docs); their home is torchinit.extend.
 _ALIASES = (

@@ -61,14 +61,32 @@ class Fans:
         return f"Fans(fan_in={self.fan_in!r}, fan_out={self.fan_out!r}{chunks})"
 
     def fan(self, mode: FanMode) -> float:
-        r"""The fan a variance-scaling rule divides by: fan_in, fan_out, or (fan_in + fan_out) / 2."""
-        if mode == "fan_in":
-            return self.fan_in
-        if mode == "fan_out":
-            return self.fan_out
-        if mode == "fan_avg":
-            return (self.fan_in + self.fan_out) / 2
-        raise choice_error("mode", "mode", mode, FAN_MODES)
+        r"""The fan a variance-scaling rule divides by (see `mode_fan`)."""
+        return mode_fan(mode, self.fan_in, self.fan_out)
+
+
+def mode_fan(mode: FanMode, fan_in: float, fan_out: float) -> float:
+    r"""The fan ``mode`` names: fan_in, fan_out, $(\mathrm{fan\_in} + \mathrm{fan\_out})/2$ (``fan_avg``) or
+    $\sqrt{\mathrm{fan\_in}\cdot\mathrm{fan\_out}}$ (``fan_geo_avg``).
+
+    ``fan_geo_avg`` is JAX's ``(fan_in * fan_out) ** 0.5``, in the same floating-point operations (where the
+    product neither under- nor overflows: there the roots are taken apart).
+
+    Example:
+        >>> mode_fan("fan_geo_avg", 64, 256)
+        128.0
+    """
+    if mode == "fan_in":
+        return fan_in
+    if mode == "fan_out":
+        return fan_out
+    if mode == "fan_avg":
+        return (fan_in + fan_out) / 2
+    if mode == "fan_geo_avg":
+        fan = float((fan_in * fan_out) ** 0.5)
+        # the product under- or overflows only for fans beyond 1e+-154: take the roots apart there
+        return fan if 0.0 < fan < math.inf else math.sqrt(fan_in) * math.sqrt(fan_out)
+    raise choice_error("mode", "mode", mode, FAN_MODES)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -121,9 +139,14 @@ def resolve_fan(
     for key, value in given.items():
         if value is not None:
             check_fan(key, value)
-    needed = ("fan_in", "fan_out") if mode == "fan_avg" else (mode,)
+    needed = BOTH_FANS.get(mode, (mode,))
     if any(given[key] is None for key in needed):
         guess = torch_fans(tensor)
         given = {"fan_in": fan_in or guess.fan_in, "fan_out": fan_out or guess.fan_out}
-    values = [float(given[key]) for key in needed]  # type: ignore[arg-type]
-    return sum(values) / len(values)
+    if len(needed) == 1:
+        return float(given[mode])  # type: ignore[arg-type]
+    return mode_fan(mode, float(given["fan_in"]), float(given["fan_out"]))  # type: ignore[arg-type]
+
+
+BOTH_FANS: dict[str, tuple[str, str]] = {"fan_avg": ("fan_in", "fan_out"), "fan_geo_avg": ("fan_in", "fan_out")}
+"""The modes that combine both fans (the others read one)."""

@@ -16,7 +16,7 @@ from torch import nn
 
 from torchinit._distributions import SQRT3, check_cutoffs
 from torchinit._draw import check_draw, draw_, gain_std, variance_std, xavier_std
-from torchinit._fans import Fans, resolve_fan
+from torchinit._fans import BOTH_FANS, Fans, resolve_fan
 from torchinit._gains import calculate_gain
 from torchinit._types import (
     VARIANCE_DISTRIBUTIONS,
@@ -24,6 +24,7 @@ from torchinit._types import (
     FanMode,
     InitError,
     as_real,
+    check_divisor,
     check_finite,
     check_generator,
     choice_error,
@@ -60,7 +61,7 @@ def _fan_args(fans: FansArg, fan_in: float | None, fan_out: float | None) -> tup
 def _fan_source(mode: FanMode, fan: float, fans: FansArg, fan_in: float | None, fan_out: float | None) -> str:
     # The fan and where it came from, for an error message: "fan_in=1e-300", "fan_avg=3 from fans=(1, 5)".
     explicit = {"fan_in": fan_in, "fan_out": fan_out}
-    needed = ("fan_in", "fan_out") if mode == "fan_avg" else (mode,)
+    needed = BOTH_FANS.get(mode, (mode,))
     if fans is not None:
         origin = f" from fans={fans!r}"
     elif all(explicit[key] is not None for key in needed):
@@ -89,7 +90,7 @@ def variance_scaling_(
     r"""Fill ``tensor`` with zero-mean values of variance $\mathrm{scale}/\mathrm{fan}$.
 
     $$\sigma = \sqrt{\mathrm{scale} / n}, \quad n \in \{\mathrm{fan\_in}, \mathrm{fan\_out},
-    (\mathrm{fan\_in} + \mathrm{fan\_out})/2\}$$
+    (\mathrm{fan\_in} + \mathrm{fan\_out})/2, \sqrt{\mathrm{fan\_in}\cdot\mathrm{fan\_out}}\}$$
 
     ``distribution`` picks the shape with that std: ``normal`` $\mathcal N(0, \sigma^2)$;
     ``uniform`` $\mathcal U(-\sqrt3\sigma, \sqrt3\sigma)$; ``truncated_normal`` a normal cut at
@@ -100,7 +101,8 @@ def variance_scaling_(
     Args:
         tensor: a floating-point tensor, filled in place.
         scale: the variance numerator, e.g. ``gain ** 2``: 2 for ReLU (He), 1 for LeCun.
-        mode: which fan to divide by.
+        mode: which fan to divide by: ``fan_in``, ``fan_out``, ``fan_avg`` (their mean) or ``fan_geo_avg``
+            (their geometric mean, $\sqrt{\mathrm{fan\_in}\cdot\mathrm{fan\_out}}$, as JAX's mode of that name).
         distribution: ``"normal"``, ``"uniform"`` or ``"truncated_normal"``.
         fans: the tensor's true fans (see `fans_of`), replacing torch's shape guess.
         fan_in: an explicit fan_in (fan_out still guessed from the shape if needed).
@@ -192,7 +194,8 @@ def kaiming_uniform_(
     He et al. (2015), "Delving deep into rectifiers". A drop-in for ``torch.nn.init.kaiming_uniform_``
     (same arguments, same draws, bit-exact); ``gain = calculate_gain(nonlinearity, a)``. Equivalent to
     ``variance_scaling_(tensor, scale=gain**2, mode=mode, distribution="uniform")``. ``fans=`` (or
-    ``fan_in=``/``fan_out=``) replace the shape guess with true fans; mode may also be ``"fan_avg"``.
+    ``fan_in=``/``fan_out=``) replace the shape guess with true fans; mode may also be ``"fan_avg"`` or
+    ``"fan_geo_avg"``.
 
     Note torch's own layers call this with ``a=math.sqrt(5)``: gain $\sqrt{1/3}$, bound
     $1/\sqrt{\mathrm{fan\_in}}$, 0.41x the ReLU std. Use ``nonlinearity="relu"`` for ReLU nets.
@@ -477,15 +480,81 @@ def orthogonal_(
     gain = _check_std("gain", gain)
     if tensor.dim() < 2:
         raise InitError(f"orthogonal_ needs a tensor with at least 2 dimensions; got shape={tuple(tensor.shape)}.")
-    try:
-        count = as_real("chunks", chunks)
-    except InitError:
-        count = 0
-    if type(count) is not int or count < 1 or tensor.shape[0] % count:
-        raise InitError(
-            f"chunks must be a positive integer dividing dim 0 (size {tensor.shape[0]}); got chunks={chunks!r}."
-        )
+    count = check_divisor("chunks", chunks, tensor.shape[0])
     if tensor.numel() == 0 or tensor.is_meta:
         return tensor
     check_draw(tensor, "orthogonal", gain, source=lambda: f"gain={gain:.6g}")
     return draw_(tensor, "orthogonal", gain, generator, chunks=count)
+
+
+def delta_orthogonal_(
+    tensor: torch.Tensor,
+    gain: float = 1.0,
+    generator: torch.Generator | None = None,
+    *,
+    groups: int = 1,
+) -> torch.Tensor:
+    r"""A delta-orthogonal convolution kernel: zero except its centre tap, an orthogonal matrix times ``gain``.
+
+    Xiao et al. (2018), "Dynamical Isometry and a Mean Field Theory of CNNs: How to Train 10,000-Layer Vanilla
+    Convolutional Neural Networks" (Algorithm 2; JAX's ``delta_orthogonal``). For a weight of shape
+    $(C_\mathrm{out}, C_\mathrm{in}, k_1, \dots, k_d)$ with $C_\mathrm{out} \ge C_\mathrm{in}$:
+
+    $$W_{:,:,c_1,\dots,c_d} = g\,Q, \quad Q^\top Q = I_{C_\mathrm{in}}, \quad c_i = \lfloor (k_i - 1)/2 \rfloor,$$
+
+    every other tap 0, with $Q$ a Haar-random $C_\mathrm{out} \times C_\mathrm{in}$ matrix with orthonormal
+    columns (`orthogonal_`'s construction, one normal draw of that size). The convolution then maps each
+    position's channel vector $x$ to $gQx$ at the same position: with stride 1 and padding that keeps the
+    centre tap aligned (``padding="same"``, or circular), its input-output Jacobian has every singular value
+    equal to $g$, whatever the kernel size and depth of a stack of such layers (dynamical isometry), where a
+    Kaiming-initialized kernel's spread widely. The centre is JAX's, $\lfloor (k-1)/2 \rfloor$: the tap
+    ``padding="same"`` aligns for even kernels too (`dirac_`, torch's, uses $\lfloor k/2 \rfloor$).
+
+    Args:
+        tensor: a convolution weight with at least 3 dimensions, filled in place.
+        gain: the singular value $g$ of the centre tap.
+        generator: the RNG to draw from; torch's default generator when None.
+        groups: the convolution's groups: the weight is $(C_\mathrm{out}, C_\mathrm{in}/g, \dots)$ and each
+            group's $(C_\mathrm{out}/g) \times (C_\mathrm{in}/g)$ block is its own orthogonal matrix.
+
+    Returns:
+        ``tensor``. A zero-element or meta tensor is returned unchanged.
+
+    Raises:
+        InitError: before anything is written, for a tensor with fewer than 3 dimensions, fewer output than
+            input channels per group (no $C_\mathrm{out} \times C_\mathrm{in}$ matrix has orthonormal columns
+            then; the message names the shape), a ``groups`` that does not divide dim 0, or the checks of
+            `orthogonal_`.
+
+    Example:
+        >>> w = delta_orthogonal_(torch.empty(16, 8, 3, 3), generator=torch.Generator().manual_seed(0))
+        >>> centre = w[:, :, 1, 1]
+        >>> bool(torch.allclose(centre.T @ centre, torch.eye(8), atol=1e-5)), w.abs().sum().item() > 0
+        (True, True)
+    """
+    tensor = _check_tensor(tensor, generator)
+    gain = _check_std("gain", gain)
+    if tensor.dim() < 3:
+        raise InitError(
+            f"delta_orthogonal_ needs a convolution weight (out_channels, in_channels, *kernel) with at least 3 "
+            f"dimensions; got shape={tuple(tensor.shape)}. Use orthogonal_ for a matrix."
+        )
+    count = check_divisor("groups", groups, tensor.shape[0])
+    rows, cols = tensor.shape[0] // count, tensor.shape[1]
+    if rows < cols:
+        per_group = f" per group (groups={count})" if count > 1 else ""
+        raise InitError(
+            f"delta_orthogonal_ needs at least as many output as input channels{per_group}: an orthogonal "
+            f"{rows} x {cols} centre tap must have orthonormal columns; got shape={tuple(tensor.shape)}. Use more "
+            f"output channels, or orthogonal_ (orthonormal rows, no isometry) for a narrowing layer."
+        )
+    if tensor.numel() == 0 or tensor.is_meta:
+        return tensor
+    centre = torch.empty(tensor.shape[:2], dtype=tensor.dtype, device=tensor.device)
+    check_draw(centre, "orthogonal", gain, source=lambda: f"gain={gain:.6g}")
+    draw_(centre, "orthogonal", gain, generator, chunks=count)  # drawn before tensor is touched
+    with torch.no_grad():
+        tensor.zero_()
+        taps: tuple[slice | int, ...] = (slice(None), slice(None), *((k - 1) // 2 for k in tensor.shape[2:]))
+        tensor[taps] = centre
+    return tensor

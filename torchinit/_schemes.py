@@ -51,7 +51,8 @@ class Scheme(BaseScheme):
 
     Args:
         scale: the variance numerator: $\mathrm{gain}^2$, 2 for ReLU.
-        mode: the fan to divide by: ``fan_in``, ``fan_out`` or ``fan_avg``.
+        mode: the fan to divide by: ``fan_in``, ``fan_out``, ``fan_avg`` or ``fan_geo_avg``
+            ($\sqrt{\mathrm{fan\_in}\cdot\mathrm{fan\_out}}$).
         distribution: ``normal``, ``uniform``, ``truncated_normal`` (std-corrected) or ``orthogonal``.
         recurrent: ``orthogonal`` or ``dense`` for ``weight_hh``.
         bias: the constant for biases.

@@ -12,8 +12,9 @@ from typing import Any, Literal
 import torch
 from torch.nn import parameter as _parameter
 
-FanMode = Literal["fan_in", "fan_out", "fan_avg"]
-"""Which fan a variance-scaling rule divides by: ``fan_in``, ``fan_out`` or their mean ``fan_avg``."""
+FanMode = Literal["fan_in", "fan_out", "fan_avg", "fan_geo_avg"]
+"""Which fan a variance-scaling rule divides by: ``fan_in``, ``fan_out``, their mean ``fan_avg`` or their geometric
+mean ``fan_geo_avg`` ($\\sqrt{\\mathrm{fan\\_in}\\cdot\\mathrm{fan\\_out}}$, JAX's mode of that name)."""
 
 Distribution = Literal["normal", "uniform", "truncated_normal", "orthogonal"]
 """The shape of a random draw.
@@ -23,7 +24,7 @@ variance-scaling shapes: they are parametrized by an element std. ``orthogonal``
 matrix times a gain; it has no fan, so `torchinit.variance_scaling_` does not take it.
 """
 
-FAN_MODES: tuple[FanMode, ...] = ("fan_in", "fan_out", "fan_avg")
+FAN_MODES: tuple[FanMode, ...] = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
 DISTRIBUTIONS: tuple[Distribution, ...] = ("normal", "uniform", "truncated_normal", "orthogonal")
 VARIANCE_DISTRIBUTIONS: tuple[Distribution, ...] = ("normal", "uniform", "truncated_normal")
 
@@ -143,6 +144,17 @@ def check_finite(name: str, value: object, *, minimum: float | None = None) -> f
     if not math.isfinite(number) or (minimum is not None and number < minimum):
         raise InitError(f"{name} must be a finite number{bound}; got {name}={value!r}.")
     return number
+
+
+def check_divisor(name: str, value: object, size: int) -> int:
+    """``value`` as an int, or an InitError unless it is a positive integer dividing ``size`` (a tensor's dim 0)."""
+    try:
+        count = as_real(name, value)
+    except InitError:
+        count = 0
+    if type(count) is not int or count < 1 or size % count:
+        raise InitError(f"{name} must be a positive integer dividing dim 0 (size {size}); got {name}={value!r}.")
+    return count
 
 
 def check_generator(generator: object, device: torch.device | None = None) -> torch.Generator | None:
