@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 import torchinit
-from torchinit import _layers, _registry
+from torchinit._layers import rules as _layers
+from torchinit._schemes import registry as _registry
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from models import GPT2Small, parameter_count
 
 import torchinit
-from torchinit import _keyed
+from torchinit._maths import keyed as _keyed
 
 
 def reset_loop(model: nn.Module) -> None:
@@ -177,7 +177,7 @@ def per_thread(repeats: int) -> None:
     """One thread, one flat 2^24-element float32 tensor: the keyed stream's per-element rate against torch's own
     sequential generator, distribution by distribution (torch's reset loop is mostly uniform_, kaiming_relu
     normal)."""
-    from torchinit import _stream
+    from torchinit._maths import stream as _stream
 
     n = 1 << 24
     dest = torch.empty(n)

@@ -90,7 +90,7 @@ def prefix_lsuv_(model: nn.Module, data: Any, scheme: LSUVScheme) -> list[LSUVLa
 
 
 def _dense(module: nn.Module) -> bool:
-    from torchinit._layers import role_of
+    from torchinit._layers.rules import role_of
 
     role = role_of(module, "weight")
     return role is not None and role.kind == "dense"

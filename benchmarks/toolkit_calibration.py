@@ -24,7 +24,7 @@ from fractions import Fraction
 import torch
 
 import torchinit
-from torchinit._distributions import chi2_tail, normal_cdf, t_two_sided_tail, truncated_normal_std, two_sided_z
+from torchinit._maths.distributions import chi2_tail, normal_cdf, t_two_sided_tail, truncated_normal_std, two_sided_z
 from torchinit.testing import (
     assert_distribution,
     assert_kurtosis,
@@ -131,7 +131,7 @@ def exact(alpha: float = 1e-6, n: int = 100) -> None:
     # assert_mean with the sample std, normal draws: |mean| / (s / sqrt n) ~ |t(n - 1)|.
     z = two_sided_z(alpha)
     print(f"  assert_mean sample std, old normal z = {z:.4f}:  P(|t_{n - 1}| > z) = {t_two_sided_tail(z, n - 1):.3e}")
-    from torchinit._distributions import t_quantile
+    from torchinit._maths.distributions import t_quantile
 
     t = t_quantile(alpha, n - 1)
     print(f"  assert_mean sample std, Student t = {t:.4f}:  P(|t_{n - 1}| > t) = {t_two_sided_tail(t, n - 1):.4e}")

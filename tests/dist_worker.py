@@ -15,7 +15,8 @@ from torch import nn
 from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 import torchinit
-from torchinit import _keyed, _stream
+from torchinit._maths import keyed as _keyed
+from torchinit._maths import stream as _stream
 
 sys.path.insert(0, os.path.dirname(__file__))
 from dist_models import BLOCK, BLOCK_WORDS, PLACEMENTS, PLACEMENTS_2D, SPAN, make

@@ -17,8 +17,11 @@ import pytest
 import torch
 from torch import nn
 
-from torchinit import _audit, _audit_format, _audit_inputs, _plot
-from torchinit._audit_inputs import AuditError, InputSpec
+from torchinit._tools import audit as _audit
+from torchinit._tools import audit_format as _audit_format
+from torchinit._tools import audit_inputs as _audit_inputs
+from torchinit._tools import plot as _plot
+from torchinit._tools.audit_inputs import AuditError, InputSpec
 from torchinit.testing import assert_std
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,7 +248,8 @@ def test_figure_and_html_report() -> None:
 
 def test_plotting_is_the_only_thing_that_imports_matplotlib() -> None:
     code = (
-        "import sys, torchinit, torchinit._cli, torchinit._audit, torchinit._audit_format, torchinit._plot; "
+        "import sys, torchinit, torchinit._tools.cli, torchinit._tools.audit, torchinit._tools.audit_format, "
+        "torchinit._tools.plot; "
         "print('matplotlib' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)

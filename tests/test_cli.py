@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from torchinit._cli import main
+from torchinit._tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = str(ROOT / "examples" / "models.py")
@@ -213,7 +213,7 @@ def test_usage_errors_exit_2() -> None:
 def test_plot_without_matplotlib_says_how_to_get_it_before_any_work(command: str) -> None:
     code = (
         "import sys; sys.modules['matplotlib'] = None\n"
-        "from torchinit._cli import main\n"
+        "from torchinit._tools.cli import main\n"
         f"sys.exit(main({command.split()!r} + ['--plot', 'never.png']))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -226,7 +226,7 @@ def test_html_without_matplotlib_still_writes_the_tables(tmp_path: Path) -> None
     page = tmp_path / "a.html"
     code = (
         "import sys; sys.modules['matplotlib'] = None\n"
-        "from torchinit._cli import main\n"
+        "from torchinit._tools.cli import main\n"
         f"sys.exit(main(['audit', {MODELS + ':small_cnn'!r}, '--html', {str(page)!r}]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -246,4 +246,4 @@ def test_the_first_run_prints_no_numpy_warning() -> None:
 
 
 def test_console_script_is_declared() -> None:
-    assert 'torchinit = "torchinit._cli:main"' in (ROOT / "pyproject.toml").read_text()
+    assert 'torchinit = "torchinit._tools.cli:main"' in (ROOT / "pyproject.toml").read_text()

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 import torchinit
-from torchinit import InitError, Override, _patches, build, default_scheme, with_scheme
+from torchinit import InitError, Override, build, default_scheme, with_scheme
+from torchinit._api import patches as _patches
 from torchinit.layers import Bilinear, Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, Linear
 from torchinit.testing import assert_std
 

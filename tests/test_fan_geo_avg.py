@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import torchinit
 from torchinit import Fans, InitError, Scheme
-from torchinit._fans import mode_fan, resolve_fan
+from torchinit._maths.fans import mode_fan, resolve_fan
 from torchinit._types import FAN_MODES
 from torchinit.testing import assert_std
 

@@ -12,7 +12,7 @@ from torch import nn
 
 import torchinit
 from torchinit import Fans, InitError, fans_of, register_fan_rule, torch_fans
-from torchinit._fans import resolve_fan
+from torchinit._maths.fans import resolve_fan
 from torchinit.testing import strategies as tst
 
 # (module, parameter, torch's (fan_in, fan_out), true Fans) -- REFERENCE.md section 3.

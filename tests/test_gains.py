@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from torchinit import InitError, calculate_gain, exact_gain
-from torchinit._gains import second_moment
+from torchinit._maths.gains import second_moment
 from torchinit.extend import ACTIVATIONS
 
 TORCH_NAMES = [

@@ -19,7 +19,7 @@ from torch import nn
 
 import torchinit
 from torchinit import Fans, InitError
-from torchinit._distributions import truncated_normal_kurtosis, truncated_normal_std
+from torchinit._maths.distributions import truncated_normal_kurtosis, truncated_normal_std
 from torchinit.testing import assert_distribution, assert_std
 
 Init = Callable[[torch.Tensor], torch.Tensor]

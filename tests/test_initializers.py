@@ -14,7 +14,7 @@ from torch import nn
 
 import torchinit
 from torchinit import Fans, InitError
-from torchinit._distributions import truncated_normal_std
+from torchinit._maths.distributions import truncated_normal_std
 from torchinit.testing import assert_distribution, assert_mean, assert_std, assert_uniform_support
 from torchinit.testing import strategies as tst
 

@@ -18,7 +18,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchinit
-from torchinit import InitError, _keyed, _stream, reinit
+from torchinit import InitError, reinit
+from torchinit._maths import keyed as _keyed
+from torchinit._maths import stream as _stream
 from torchinit.extend import Action
 from torchinit.testing import assert_distribution, assert_std
 
@@ -383,7 +385,7 @@ def test_compiling_the_kernels_leaves_the_warning_filters_alone() -> None:
     # The first keyed fill of a process compiles the chains (in the calling thread, before any worker
     # starts) with only torch.jit.script's deprecation notice silenced: the caller's filters are as they were.
     code = (
-        "import warnings, torch, torchinit, torchinit._stream as s\n"
+        "import warnings, torch, torchinit, torchinit._maths.stream as s\n"
         "warnings.simplefilter('error')\n"
         "before = list(warnings.filters)\n"
         "torchinit.reinit(torch.nn.Linear(300, 700), seed=1, threads=2)\n"

@@ -11,7 +11,7 @@ import math
 import torch
 
 import torchinit
-from torchinit import _stream
+from torchinit._maths import stream as _stream
 
 TAIL_WORDS = 1 << 12  # |z| > 5 needs V < 2^32 Phi(-5) = 1232
 

@@ -90,7 +90,7 @@ def test_without_a_description_the_custom_parameters_are_uncovered() -> None:
 def test_fixtures_restore_the_registry() -> None:
     # runs after the registering test in file order: the description is gone again
     assert torchinit.extend.LayerRule is not None
-    from torchinit import _layers
+    from torchinit._layers import rules as _layers
 
     assert GatedLinear not in _layers.registered()
 

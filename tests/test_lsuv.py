@@ -350,7 +350,7 @@ def test_lsuv_runs_on_a_copy_of_the_batch_and_its_check_changes_nothing() -> Non
 
 
 def test_a_failing_lsuv_pass_restores_the_buffers_its_passes_changed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from torchinit import _lsuv
+    from torchinit._schemes import lsuv as _lsuv
 
     model = _lsuv_model()
     state = {k: v.clone() for k, v in model.state_dict().items()}

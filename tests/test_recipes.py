@@ -80,7 +80,7 @@ def test_a_new_recipe_in_a_few_lines() -> None:
         assert report["3.weight"].std == pytest.approx(0.01) and depth(model) == 4
         assert "[this test]" in torchinit.get_scheme("depth_scaled_test").summary()
     finally:
-        from torchinit._registry import unregister_scheme
+        from torchinit._schemes.registry import unregister_scheme
 
         unregister_scheme("depth_scaled_test")
 

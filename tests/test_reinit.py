@@ -11,7 +11,7 @@ from torch import nn
 
 import torchinit
 from torchinit import Scheme, reinit
-from torchinit._distributions import two_sided_z
+from torchinit._maths.distributions import two_sided_z
 from torchinit.testing import MIN_SAMPLES, assert_distribution, assert_std
 from torchinit.testing import strategies as tst
 

@@ -221,7 +221,7 @@ def test_a_fault_at_any_write_leaves_parameters_buffers_and_rng_unchanged(
 def test_ctrl_c_during_the_writes_is_held_until_the_model_is_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     import signal
 
-    from torchinit import _write
+    from torchinit._model import write as _write
 
     model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(6)])
     real = _write.write
@@ -328,7 +328,7 @@ def test_wrapper_prefixes_do_not_change_keyed_values_or_override_paths() -> None
     ):
         model = wrap(make())
         reinit(model, seed=3, overrides=[Override(path="1.0.bias", constant=1.0)])
-        inner = torchinit._reinit.unwrap(model)  # type: ignore[attr-defined]
+        inner = torchinit._api.reinit.unwrap(model)  # type: ignore[attr-defined]
         for (key, a), b in zip(plain.state_dict().items(), [p for p in _params(inner)], strict=True):
             assert torch.equal(a, b), key
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from torchinit import InitError, keyed_
-from torchinit._distributions import chi2_quantile, truncated_normal_std, two_sided_z
-from torchinit._stream import (
+from torchinit._maths.distributions import chi2_quantile, truncated_normal_std, two_sided_z
+from torchinit._maths.stream import (
     index_words,
     mix64,
     mix_,

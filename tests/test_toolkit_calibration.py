@@ -18,7 +18,7 @@ import torch
 
 import torchinit
 from torchinit import InitError
-from torchinit._distributions import chi2_quantile, chi2_tail, t_quantile, t_two_sided_tail
+from torchinit._maths.distributions import chi2_quantile, chi2_tail, t_quantile, t_two_sided_tail
 from torchinit.testing import (
     assert_distribution,
     assert_mean,
@@ -160,7 +160,7 @@ def test_t_quantile_inverts_the_tail(df: int, alpha: float) -> None:
 
 def test_mean_band_uses_student_t_without_a_std() -> None:
     # The normal z with the sample std put 3.9e-6 outside at n = 100 for alpha = 1e-6; t(99) puts alpha.
-    from torchinit._distributions import two_sided_z
+    from torchinit._maths.distributions import two_sided_z
 
     assert t_two_sided_tail(two_sided_z(1e-6), 99) == pytest.approx(3.875e-6, rel=1e-3)
     x = torch.full((100,), 0.0, dtype=torch.float64)
@@ -175,7 +175,7 @@ def test_mean_band_uses_student_t_without_a_std() -> None:
 def test_bennett_band_is_wider_than_the_asymptotic_one(shape: str) -> None:
     # Guaranteed, so wider, in units of the mean of y = x^2 / sigma^2 (z sd(y) / sqrt n asymptotically): by at
     # most 50% at n = 100, 15% at 1e4, 11% at 1e6 (alpha = 1e-6; sqrt(2 ln(2 / alpha)) / z = 1.10 in the limit).
-    from torchinit._distributions import two_sided_z
+    from torchinit._maths.distributions import two_sided_z
     from torchinit.testing._assertions import _kurtosis, _std_band
 
     for n, most in ((100, 1.5), (10_000, 1.15), (10**6, 1.11)):

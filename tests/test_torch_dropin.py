@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import torchinit as init
-from torchinit._torch_init import DEPRECATED
+from torchinit._maths.torch_init import DEPRECATED
 from torchinit.testing import assert_distribution, assert_mean, assert_std, assert_uniform_support
 from torchinit.testing import strategies as tst
 

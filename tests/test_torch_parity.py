@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import torchinit
-from torchinit._distributions import truncated_normal_std
+from torchinit._maths.distributions import truncated_normal_std
 from torchinit.testing import assert_distribution
 
 DROP_INS = ["kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_", "trunc_normal_", "orthogonal_"]

@@ -14,7 +14,9 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 import torchinit
-from torchinit import Fans, InitError, Override, Role, Scheme, UncoveredParameterWarning, _audit, _layers, reinit
+from torchinit import Fans, InitError, Override, Role, Scheme, UncoveredParameterWarning, reinit
+from torchinit._layers import rules as _layers
+from torchinit._tools import audit as _audit
 from torchinit.extend import Action, LegacyDraws, LSUVScheme
 from torchinit.testing import assert_std
 

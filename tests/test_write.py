@@ -15,7 +15,7 @@ from torch.nn.utils import parametrizations, parametrize
 
 import torchinit
 from torchinit import InitError, Override, reinit
-from torchinit._transaction import hold_interrupts
+from torchinit._model.transaction import hold_interrupts
 
 
 @contextmanager
@@ -120,7 +120,7 @@ def test_parameters_that_share_memory_are_refused_naming_both() -> None:
 def test_a_fault_in_the_last_write_restores_everything(monkeypatch: pytest.MonkeyPatch) -> None:
     # A MemoryError from the contiguous temporary of a channels_last weight: after the probes passed.
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3)).to(memory_format=torch.channels_last)
-    from torchinit import _draw
+    from torchinit._maths import draw as _draw
 
     real = torch.empty_like
     calls = []
@@ -232,7 +232,7 @@ def test_a_self_overlapping_view_is_refused() -> None:
 
 
 def test_ctrl_c_stops_backed_up_writes_at_once_and_undoes_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    from torchinit import _write
+    from torchinit._model import write as _write
 
     model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(6)])
     real = _write.write

@@ -5,14 +5,17 @@ What plug-in authors need (layer descriptions, scheme protocol, plan types) is i
 """
 
 from torchinit import _import_torch as _import_torch  # first: torch without the NumPy warning
-from torchinit import _torch_layers as _torch_layers  # registers torch.nn's layer descriptions
-from torchinit import _zoo_layers as _zoo_layers  # and the model zoos' layers, by structure
 from torchinit import extend as extend
 from torchinit import recipes as recipes  # registers the recipes (gpt2, resnet, ...) as scheme names
-from torchinit._construct import build, default_scheme
-from torchinit._fans import Fans, torch_fans
-from torchinit._gains import calculate_gain, exact_gain
-from torchinit._initializers import (
+from torchinit._api.construct import build, default_scheme
+from torchinit._api.mixin import SchemeMixin, with_scheme
+from torchinit._api.reinit import reinit
+from torchinit._layers import torch_nn as _torch_nn  # noqa: F401 (registers torch.nn's layer descriptions)
+from torchinit._layers import zoo as _zoo  # noqa: F401 (and the model zoos' layers, by structure)
+from torchinit._layers.rules import Role, fans_of, register_fan_rule, register_layer, register_role_rule
+from torchinit._maths.fans import Fans, torch_fans
+from torchinit._maths.gains import calculate_gain, exact_gain
+from torchinit._maths.initializers import (
     delta_orthogonal_,
     kaiming_normal_,
     kaiming_uniform_,
@@ -26,17 +29,8 @@ from torchinit._initializers import (
     xavier_normal_,
     xavier_uniform_,
 )
-from torchinit._keyed import keyed_
-from torchinit._layers import Role, fans_of, register_fan_rule, register_layer, register_role_rule
-from torchinit._legacy import LegacyScheme
-from torchinit._lsuv import LSUVScheme
-from torchinit._mixin import SchemeMixin, with_scheme
-from torchinit._overrides import Override
-from torchinit._registry import SchemeLike, get_scheme, list_schemes, register_scheme
-from torchinit._reinit import reinit
-from torchinit._report import InitReport, ReportEntry
-from torchinit._schemes import Scheme
-from torchinit._torch_init import (
+from torchinit._maths.keyed import keyed_
+from torchinit._maths.torch_init import (
     constant,
     constant_,
     dirac,
@@ -57,6 +51,12 @@ from torchinit._torch_init import (
     xavier_uniform,
     zeros_,
 )
+from torchinit._schemes.legacy import LegacyScheme
+from torchinit._schemes.lsuv import LSUVScheme
+from torchinit._schemes.overrides import Override
+from torchinit._schemes.registry import SchemeLike, get_scheme, list_schemes, register_scheme
+from torchinit._schemes.report import InitReport, ReportEntry
+from torchinit._schemes.scheme import Scheme
 from torchinit._types import (
     Distribution,
     FanMode,

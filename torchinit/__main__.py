@@ -2,7 +2,7 @@
 
 import sys
 
-from torchinit._cli import main
+from torchinit._tools.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

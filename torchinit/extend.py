@@ -9,11 +9,7 @@
 - **Draws.** `draw_` is the one function every random write goes through.
 """
 
-from torchinit._draw import Action, draw_
-from torchinit._fans import torch_fans
-from torchinit._gains import ACTIVATIONS
-from torchinit._initializers import uniform_std_
-from torchinit._layers import (
+from torchinit._layers.rules import (
     ROLES,
     FanRule,
     LayerRule,
@@ -26,13 +22,17 @@ from torchinit._layers import (
     register_layer,
     register_role_rule,
 )
-from torchinit._legacy import LegacyScheme
-from torchinit._lsuv import LSUVLayer, LSUVScheme
-from torchinit._plan import Plan, plan_by_role
-from torchinit._registry import BaseScheme, Call, get_scheme, register_scheme
-from torchinit._report import ReportEntry
-from torchinit._walk import Target
-from torchinit._write import Step
+from torchinit._maths.draw import Action, draw_
+from torchinit._maths.fans import torch_fans
+from torchinit._maths.gains import ACTIVATIONS
+from torchinit._maths.initializers import uniform_std_
+from torchinit._model.walk import Target
+from torchinit._model.write import Step
+from torchinit._schemes.legacy import LegacyScheme
+from torchinit._schemes.lsuv import LSUVLayer, LSUVScheme
+from torchinit._schemes.plan import Plan, plan_by_role
+from torchinit._schemes.registry import BaseScheme, Call, get_scheme, register_scheme
+from torchinit._schemes.report import ReportEntry
 
 __all__ = [
     "ACTIVATIONS",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from torchinit._mixin import SchemeMixin
+from torchinit._api.mixin import SchemeMixin
 
 __all__ = [
     "Bilinear",

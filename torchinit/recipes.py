@@ -5,7 +5,7 @@ does); ``reinit(model, torchinit.recipes.gpt2(initializer_range=0.01))`` changes
 page of the docs for every rule and what it was verified against.
 """
 
-from torchinit._recipes import (
+from torchinit._schemes.recipes import (
     Recipe,
     Rules,
     bert,
@@ -18,7 +18,7 @@ from torchinit._recipes import (
     recipe,
     t5,
 )
-from torchinit._recipes_vision import resnet, vit
+from torchinit._schemes.recipes_vision import resnet, vit
 
 __all__ = [
     "Recipe",

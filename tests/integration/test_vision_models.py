@@ -109,7 +109,7 @@ def test_keyed_chains_compile_silently_on_this_torch_too() -> None:
     import sys
 
     code = (
-        "import warnings, torch, torchinit, torchinit._stream as s\n"
+        "import warnings, torch, torchinit, torchinit._maths.stream as s\n"
         "warnings.simplefilter('error')\n"
         "torchinit.reinit(torch.nn.Linear(300, 700), seed=1)\n"
         "assert set(s._compiled) == set(s.KERNELS)\n"

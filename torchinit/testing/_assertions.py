@@ -26,7 +26,7 @@ from typing import Literal
 
 import torch
 
-from torchinit._distributions import (
+from torchinit._maths.distributions import (
     KURTOSIS,
     SQRT3,
     chi2_quantile,

@@ -9,7 +9,7 @@ import math
 import torch
 
 import torchinit.testing._assertions as _base
-from torchinit._distributions import SQRT3, legendre_rule, truncated_normal_law, two_sided_z
+from torchinit._maths.distributions import SQRT3, legendre_rule, truncated_normal_law, two_sided_z
 from torchinit._types import choice_error
 from torchinit.testing._assertions import ASYMPTOTIC_MIN_SAMPLES, DEFAULT_ALPHA, Shape
 

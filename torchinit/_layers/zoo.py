@@ -1,0 +1,95 @@
+"""The layers of the model zoos (Hugging Face, timm, torchvision), recognized by structure, never imported.
+
+One description on ``nn.Module`` itself, so it is the last rule every module type's MRO reaches: a
+more specific registration always wins. It recognizes:
+
+- Hugging Face ``Conv1D`` (GPT-2's ``c_attn``/``c_proj``/``c_fc``): ``y = x @ W + b`` with W stored
+  (in, out), so ``fan_in = W.size(0)``; its constructor draws ``normal_(std=0.02)`` (replayed by legacy).
+- Norms from any library (``LlamaRMSNorm``, ``T5LayerNorm``, ``LayerNorm2d``, ...): a class whose name
+  contains ``Norm`` with 1-D ``weight``/``bias``: ``norm_weight`` 1, ``norm_bias`` 0.
+- Learned tokens and position tables (``cls_token``, ``class_token``, ``dist_token``, ``register_tokens``,
+  ``mask_token``, ``pos_embed``, ``pos_embedding``, ``absolute_pos_embed``, ``relative_position_bias_table``):
+  role ``token``.
+- A 1-D parameter named ``bias`` on any module (BERT's ``BertLMPredictionHead.bias``): role ``bias``.
+- Layer-scale vectors (``gamma`` of a ``*Scale`` or ``*Block`` module, as timm's ``LayerScale`` and
+  ``ConvNeXtBlock``; ``gamma_1``/``gamma_2``, ``layer_scale``,
+  ``layer_scale_parameter``): role ``layer_scale``, kept at the constructed value.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+from torch import nn
+
+from torchinit._layers.rules import BIAS, NORM, LegacyDraws, Role, register_layer
+from torchinit._maths.draw import Action
+from torchinit._maths.fans import Fans, cached_fans
+
+_TOKEN = re.compile(
+    r"(cls|class|dist|reg|register|mask)_tokens?|pos_embed(ding)?s?|absolute_pos_embed|relative_position_bias_table"
+)
+_LAYER_SCALE = re.compile(r"gamma_\d|layer_scale(_parameter)?")
+_TOKEN_ROLE = Role("token")
+_LAYER_SCALE_ROLE = Role("layer_scale")
+
+
+def _is_conv1d(m: Any) -> bool:
+    # transformers.pytorch_utils.Conv1D: attributes nf (out) and nx (in), weight (nx, nf)
+    if type(m).__name__ != "Conv1D" or "nf" not in m.__dict__ or "nx" not in m.__dict__:
+        return False
+    weight = m._parameters.get("weight")
+    return weight is not None and tuple(weight.shape) == (m.nx, m.nf)
+
+
+def _is_norm(m: Any, name: str) -> bool:
+    param = m._parameters.get(name)
+    return "Norm" in type(m).__name__ and param is not None and param.dim() == 1
+
+
+def _fans(m: Any, name: str) -> Fans | None:
+    if name == "weight" and _is_conv1d(m):
+        rows, cols = m._parameters["weight"].shape
+        return cached_fans(rows, cols)
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _by_name(name: str) -> Role | None:
+    """The role a parameter name alone gives (tokens, layer scales), matched once per distinct name."""
+    if _TOKEN.fullmatch(name):
+        return _TOKEN_ROLE
+    return _LAYER_SCALE_ROLE if _LAYER_SCALE.fullmatch(name) else None
+
+
+def _roles(m: Any, name: str) -> Role | None:
+    if name in ("weight", "bias") and _is_norm(m, name):
+        return NORM[name]
+    if name == "bias" and (_is_conv1d(m) or m._parameters["bias"].dim() == 1):
+        return BIAS  # a 1-D parameter named bias is one, whatever module holds it (BERT's LM head)
+    role = _by_name(name)
+    if role is None and name == "gamma" and ("Scale" in type(m).__name__ or "Block" in type(m).__name__):
+        return _LAYER_SCALE_ROLE
+    return role
+
+
+def _legacy(d: LegacyDraws, m: Any, prefix: str) -> None:
+    # What these constructors set: Conv1D draws normal_(std=0.02) and zeros its bias; norms are 1/0;
+    # tokens and layer scales are set by model code legacy cannot replay, so they are kept.
+    for name in m._parameters:
+        role = _roles(m, name)
+        if name == "weight" and _is_conv1d(m):
+            d.draw(m, prefix, name, Action("normal", 0.02, formula="Conv1D: normal_(std=0.02)"))
+        elif role is BIAS:
+            d.draw(m, prefix, name, Action("constant", 0.0, formula="Conv1D: zeros"))
+        elif role is not None and role.kind in ("norm_weight", "norm_bias"):
+            d.draw(
+                m, prefix, name, Action("constant", 1.0 if role.kind == "norm_weight" else 0.0, formula="ones/zeros")
+            )
+        elif role is not None:
+            d.draw(m, prefix, name, Action("keep", formula="set by the model's own code: kept"))
+
+
+register_layer(nn.Module, fans=_fans, roles=_roles, legacy=_legacy)

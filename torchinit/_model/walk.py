@@ -1,0 +1,260 @@
+"""The one walk over a model: every parameter once, under its canonical path, with its role and its ties.
+
+Every reader of a model's structure (the role-based planner, ``legacy``, recipes, LSUV, the audit) reads a
+`Walk`; none walks the model on its own. A walk knows:
+
+- **paths**: canonical (torch's wrappers ``_orig_mod``, ``_fsdp_wrapped_module``,
+  ``_checkpoint_wrapped_module`` dropped), so overrides and keyed streams see the model's own names;
+- **ties**: a tensor used under several paths (a tied LM head, a module reused at two positions) is one
+  `Param` with its first use as its `Target` and the others as ``uses``;
+- **parametrizations**: a parametrized weight is one target (its originals are not listed apart), and a
+  legacy ``spectral_norm`` hook's ``weight_orig`` is described as the weight it stands for;
+- **roles and fans**: each use's role from the layer descriptions (``register_layer``), and the readout:
+  a dense weight tied to an input embedding, or else the last dense layer when its name is a conventional
+  output name (`READOUT_NAMES`);
+- **norms** whose running statistics a reinit resets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from torchinit._layers.rules import Role, plain_role_of, quiet_parametrizations, role_of
+from torchinit._types import is_lazy
+
+WRAPPER_NAMES = ("_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
+"""Attribute names under which torch's wrappers (torch.compile, FSDP1, activation checkpointing) hold the
+wrapped module: dropped from paths, so overrides and keyed streams see the model's own names."""
+
+READOUT_NAMES = frozenset(
+    {"lm_head", "head", "heads", "fc", "classifier", "logits", "score", "readout", "output_layer"}
+)
+"""Module names that mark the model's output layer when it is also the last dense layer registered."""
+
+
+def canonical(path: str) -> str:
+    """``path`` without wrapper segments: ``_orig_mod.h.0._checkpoint_wrapped_module.mlp`` -> ``h.0.mlp``."""
+    if "_orig_mod" not in path and "_wrapped_module" not in path:
+        return path
+    return ".".join(part for part in path.split(".") if part not in WRAPPER_NAMES)
+
+
+@dataclass(slots=True)
+class Target:
+    """A parameter as torchinit sees it: its path, owner, local name and (effective) tensor.
+
+    A parametrized weight (weight_norm, spectral_norm, any ``register_parametrization``) is one
+    target whose value is written through the parametrization's ``right_inverse``. The walk lists each
+    distinct parameter once, as the target of its first use, with its role (the readout found), its other
+    uses (ties) and whether it is an uninitialized lazy parameter.
+    """
+
+    path: str
+    owner: nn.Module
+    name: str
+    tensor: torch.Tensor
+    parametrized: bool = False
+    role: Role | None = None
+    uses: list[Target] | None = None
+    lazy: bool = False
+
+    @property
+    def key(self) -> int:
+        """Identity used to find tied parameters."""
+        return id(self.owner.parametrizations[self.name]) if self.parametrized else id(self.tensor)  # type: ignore[index]
+
+    @property
+    def where(self) -> str:
+        """``path (Owner, shape (..))``: how messages name the parameter."""
+        return f"{self.path} ({type(self.owner).__name__}, shape {tuple(self.tensor.shape)})"
+
+    @property
+    def target(self) -> Target:
+        """The parameter's first use: itself (a walk's `Param` is the `Target` of its first use)."""
+        return self
+
+    @property
+    def every(self) -> list[Target]:
+        """Every use, the first one first."""
+        return [self, *self.uses] if self.uses else [self]
+
+
+Param = Target
+"""A distinct parameter as the walk lists it: the `Target` of its first use, with ``role``, ``uses`` and
+``lazy`` filled in."""
+
+
+@dataclass
+class Walk:
+    """A model as one pass found it: modules, distinct parameters in module order, norms with statistics."""
+
+    modules: list[tuple[str, nn.Module]]
+    """(canonical prefix, ``""`` or ending in ``"."``, module), in module order, each module once."""
+    params: list[Param]
+    norms: list[tuple[str, nn.Module]]
+    _by_key: dict[int, Param] = field(default_factory=dict, repr=False)
+
+    def param_of(self, target: Target) -> Param | None:
+        """The `Param` a target (any of its uses) belongs to."""
+        return self._by_key.get(target.key)
+
+    def weights(self, kinds: Iterable[str]) -> Iterator[tuple[str, Target, Role, Param]]:
+        """Every use of a parameter whose own role (in its owning module, before the readout is found) is one
+        of ``kinds``, in module order: (the owner's canonical path, the use, that role, the parameter). A tied
+        weight appears once per module that holds it; a layer described with `register_layer` is found whatever
+        its parameters are called."""
+        wanted = frozenset(kinds)
+        for param in self.params:
+            if param.lazy:
+                continue
+            for target in param.every:
+                role = role_of(target.owner, target.name)
+                if role is not None and role.kind in wanted:
+                    yield target.path.rpartition(".")[0], target, role, param
+
+
+def tracks_running_stats(module: nn.Module) -> bool:
+    """A norm layer with running statistics to reset (BatchNorm, SyncBatchNorm, InstanceNorm(track=True))."""
+    return hasattr(type(module), "reset_running_stats") and bool(getattr(module, "track_running_stats", False))
+
+
+def _parametrized(module: nn.Module) -> bool:
+    # parametrize.is_parametrized() looks the attribute up through Module.__getattr__, whose miss
+    # raises and formats an AttributeError: ~10 us per module. The ModuleDict lives in _modules.
+    return "parametrizations" in module._modules
+
+
+def target_named(module: nn.Module, prefix: str, name: str) -> Target:
+    """The target of ``module``'s own parameter ``name`` (plain or parametrized)."""
+    if _parametrized(module) and name in module.parametrizations:  # type: ignore[operator]
+        return Target(prefix + name, module, name, parametrized_value(module, name), parametrized=True)
+    return Target(prefix + name, module, name, module._parameters[name])  # type: ignore[arg-type]
+
+
+def parametrized_value(module: nn.Module, name: str) -> torch.Tensor:
+    """A parametrized weight's value as the layer uses it in eval mode: reading it changes nothing."""
+    with quiet_parametrizations(module):
+        return getattr(module, name)  # type: ignore[no-any-return]
+
+
+def own_targets(module: nn.Module, prefix: str) -> list[Target]:
+    """The module's own parameters (parametrized ones through their owner), in registration order."""
+    if isinstance(module, parametrize.ParametrizationList):
+        return []  # its `original*` tensors are reached through the parametrized owner
+    found = []
+    if _parametrized(module):
+        found = [target_named(module, prefix, name) for name in module.parametrizations]  # type: ignore[union-attr]
+    found += [Target(prefix + n, module, n, p) for n, p in module._parameters.items() if p is not None]
+    return found
+
+
+def walk(root: nn.Module, *, own_only: bool = False) -> Walk:
+    """Walk ``root`` once (only its own parameters when ``own_only``: a layer being constructed).
+
+    A module reused at several positions is walked at its first; its parameters are tied there, so an
+    override of any of its paths selects them.
+    """
+    if own_only:
+        return walk_modules([("", root)])
+    pairs = list(root.named_modules(remove_duplicate=False))
+    return walk_modules(pairs)
+
+
+_STATS: dict[type, bool] = {}  # module type -> has reset_running_stats (a fact of the class)
+
+
+def walk_modules(pairs: Iterable[tuple[str, nn.Module]]) -> Walk:
+    """The walk of these (path, module) pairs, in order (see `walk`)."""
+    params: list[Param] = []
+    norms: list[tuple[str, nn.Module]] = []
+    modules: list[tuple[str, nn.Module]] = []
+    by_key: dict[int, Param] = {}
+    tied_readout: Param | None = None
+    last_dense: Param | None = None
+    seen: set[int] = set()
+    for path, module in pairs:
+        again = id(module) in seen
+        own = module._parameters
+        plists = "parametrizations" in module._modules or isinstance(module, parametrize.ParametrizationList)
+        if again and not own and not plists:
+            continue
+        if "_orig_mod" in path or "_wrapped_module" in path:
+            path = canonical(path)
+        prefix = f"{path}." if path else ""
+        if not again:
+            seen.add(id(module))
+            modules.append((prefix, module))
+            stats = _STATS.get(type(module))
+            if stats is None:
+                stats = _STATS[type(module)] = hasattr(type(module), "reset_running_stats")
+            if stats and getattr(module, "track_running_stats", False):
+                norms.append((prefix, module))
+        if not own and not plists:
+            continue  # a container
+        if plists:
+            targets = own_targets(module, prefix)
+        else:  # the common case
+            targets = [Target(prefix + n, module, n, p) for n, p in own.items() if p is not None]
+        for target in targets:
+            key = target.key if plists else id(target.tensor)
+            known = by_key.get(key)
+            if known is not None:  # tied: one parameter, this is another use
+                if all(u.path != target.path for u in known.every):
+                    known.uses = [*(known.uses or ()), target]
+                if tied_readout is None and known.role is not None and not again:
+                    tied_readout = _tied_readout(known, target)
+                continue
+            if is_lazy(target.tensor):
+                target.lazy = True
+            else:
+                role = target.role = role_of(module, target.name) if plists else plain_role_of(module, target.name)
+                if role is not None and role.kind == "dense":
+                    last_dense = target
+            by_key[key] = target
+            params.append(target)
+    if tied_readout is None and last_dense is not None:
+        parts = last_dense.target.path.split(".")
+        name = next((n for n in parts if n in READOUT_NAMES), None)
+        if name is not None:
+            assert last_dense.role is not None
+            last_dense.role = Role("readout", last_dense.role.fans, via=f"named {name!r}, the last dense layer")
+    return Walk(modules, params, norms, by_key)
+
+
+def _tied_readout(known: Param, alias: Target) -> Param | None:
+    """A weight shared by an input embedding and a dense layer is the readout (drawn by the dense use's fans)."""
+    assert known.role is not None
+    other = role_of(alias.owner, alias.name)
+    if other is None:
+        return None
+    kinds = {known.role.kind, other.kind}
+    if kinds != {"embedding", "dense"}:
+        return None
+    dense, embedding = (other, known.target.path) if other.kind == "dense" else (known.role, alias.path)
+    known.role = Role("readout", dense.fans, padding_idx=None, via=f"tied to the input embedding {embedding}")
+    return known
+
+
+def spectral_buffers(target: Target) -> list[torch.Tensor]:
+    """The power-iteration vectors of a spectral norm on ``target`` (parametrization or legacy hook)."""
+    owner = target.owner
+    if target.parametrized:
+        return [
+            b for p in owner.parametrizations[target.name] if type(p).__name__ == "_SpectralNorm"  # type: ignore[index]
+            for b in (p._buffers.get("_u"), p._buffers.get("_v")) if b is not None
+        ]  # fmt: skip
+    if owner._forward_pre_hooks and target.name.endswith("_orig"):
+        name = target.name[: -len("_orig")]
+        return [
+            b
+            for hook in owner._forward_pre_hooks.values()
+            if type(hook).__name__ == "SpectralNorm" and getattr(hook, "name", None) == name
+            for b in (owner._buffers.get(name + "_u"), owner._buffers.get(name + "_v"))
+            if b is not None
+        ]
+    return []

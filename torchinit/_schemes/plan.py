@@ -1,0 +1,348 @@
+"""Plans: the ordered writes of one reinit call, built, validated as a whole, then carried out.
+
+A scheme turns a model into a `Plan` (see ``_registry.BaseScheme``); `plan_by_role` is the walk that
+role-based schemes share. Nothing is written before `Plan.check` has passed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from torchinit._layers.rules import Role
+from torchinit._maths.distributions import check_cutoffs
+from torchinit._maths.draw import DRAWN, Action, check_draw
+from torchinit._model.transaction import Undo
+from torchinit._model.walk import Target, Walk, walk, walk_modules
+from torchinit._model.write import Step, is_sharded, local_of, refusals, write_steps
+from torchinit._schemes.report import InitReport, ReportEntry
+from torchinit._types import InitError, ShardedWithoutSeedWarning, UncoveredParameterWarning
+
+
+class Selector(Protocol):
+    """What the planner needs of an override (`torchinit.Override` is one): whether it selects a parameter,
+    and the action it gives one (None: pass to the next)."""
+
+    @property
+    def path(self) -> str:
+        """The glob over parameter paths."""
+        ...
+
+    @property
+    def skip(self) -> bool:
+        """Whether it leaves what it selects untouched."""
+        ...
+
+    def selects(self, path: str, owner: nn.Module, role: Role | None, frozen: bool) -> bool:
+        """Whether this override applies to the parameter at ``path`` of ``owner``."""
+        ...
+
+    def action(self, role: Role | None, target: Target, base: Callable[[Role], Action]) -> Action | None:
+        """The write for ``target`` (``base``: the scheme's own rule), or None to pass it on."""
+        ...
+
+
+def draw_problem(step: Step) -> str | None:
+    """Why this step's draw cannot give finite values of its tensor's dtype (a negative or non-finite std,
+    bound, gain, value or chunk value; a truncation without mass), or None: `check_draw`, before any write."""
+    a, t = step.action, step.target.tensor
+    try:
+        if a.chunk_values is not None:
+            for value in a.chunk_values:
+                check_draw(t, "constant", value)
+        else:
+            check_draw(t, a.kind, a.param, a=-a.cut, b=a.cut)  # type: ignore[arg-type]
+        if a.kind == "truncated_normal":
+            check_cutoffs(-a.cut, a.cut)
+    except (InitError, ValueError) as error:
+        return str(error)
+    return None
+
+
+def action_problem(step: Step, generator: torch.Generator | None) -> str | None:
+    """Why this step's action cannot be carried out on its target (index ranges, chunks, generator), or None."""
+    a = step.action
+    if a.chunks == 1 and a.chunk_values is None and a.zero_row is None and generator is None:
+        return None  # the common case: nothing to check
+    t, path = step.target.tensor, step.target.path
+    if a.kind in ("skip", "keep") or step.copy_from is not None or t.numel() == 0:
+        return None
+    where = f"{path} ({type(step.target.owner).__name__}, shape {tuple(t.shape)})"
+    chunks = len(a.chunk_values) if a.chunk_values is not None else a.chunks
+    if chunks < 1 or (chunks > 1 and (t.dim() == 0 or t.shape[0] % chunks)):
+        return (
+            f"{where}: the rule splits it into {chunks} chunks along dim 0, which do not divide "
+            f"{t.shape[0] if t.dim() else 'a 0-d tensor'}; fix the rule's chunk count."
+        )
+    if a.zero_row is not None and not (t.dim() >= 1 and -t.shape[0] <= a.zero_row < t.shape[0]):
+        rows = t.shape[0] if t.dim() else 0
+        return f"{where}: the rule zeroes row {a.zero_row}, outside its {rows} rows (a padding_idx out of range?)."
+    if generator is not None and a.draws:
+        device = local_of(t).device
+        if generator.device.type != device.type:
+            return (
+                f"{where} is on {device} but generator= draws on {generator.device}; pass a "
+                f"torch.Generator(device={device.type!r})."
+            )
+    return None
+
+
+def uncovered_message(uncovered: Sequence[Target], groups: int = 12) -> str:
+    """The uncovered-parameter warning: grouped by module type and parameter name, with counts and examples."""
+    by_kind: dict[str, list[Target]] = {}
+    for t in uncovered:
+        by_kind.setdefault(f"{type(t.owner).__name__}.{t.name}", []).append(t)
+    lines = []
+    for kind, targets in list(by_kind.items())[:groups]:
+        examples = ", ".join(f"{t.path} {tuple(t.tensor.shape)}" for t in targets[:2])
+        more = f", ... ({len(targets) - 2} more)" if len(targets) > 2 else ""
+        lines.append(f"  {kind} x {len(targets)}: {examples}{more}")
+    if len(by_kind) > groups:
+        rest = sum(len(targets) for targets in list(by_kind.values())[groups:])
+        lines.append(f"  ... and {len(by_kind) - groups} more kinds ({rest} parameters)")
+    return (
+        f"reinit left {len(uncovered)} parameter(s) untouched because no rule covers them:\n" + "\n".join(lines) + "\n"
+        "Fix: describe their module types with torchinit.extend.register_layer(cls, fans=..., roles=...), select "
+        "them with an Override (path=, module=), or pass strict=True to make this an error."
+    )
+
+
+def _entries(steps: list[Step]) -> list[ReportEntry]:
+    latest: dict[str, ReportEntry] = {}
+    for step in steps:
+        if step.scratch:
+            continue
+        t = step.target
+        a = step.action
+        if step.copy_from is not None:
+            rule, std, fans, kind = f"copy of {step.copy_from.path}", None, None, None
+        else:
+            rule, std, fans, kind = a.describe(), a.std, a.fans, None if a.kind == "skip" else a.kind
+            if step.effective is not None:
+                names = ", ".join(type(p).__name__ for p in t.owner.parametrizations[t.name])  # type: ignore[index]
+                rule += f" -> std {step.effective:.6g} after its parametrization ({names})"
+                std = step.effective
+        drawn = step.copy_from is None and a.kind not in ("skip", "keep")
+        entry = ReportEntry(
+            path=t.path,
+            shape=tuple(t.tensor.shape),
+            role=step.role.kind if step.role else None,
+            rule=rule,
+            distribution=kind,
+            fans=fans,
+            std=std,
+            aliases=step.aliases,
+            skipped=a.reason if a.kind == "skip" and step.copy_from is None else None,
+            source="legacy copy" if step.copy_from is not None else a.formula,
+            param=a.param if drawn and a.chunk_values is None else None,
+            cut=a.cut if drawn and a.kind == "truncated_normal" else None,
+            chunks=a.chunks if drawn else 1,
+            chunk_values=a.chunk_values if drawn else None,
+            zero_row=a.zero_row if drawn else None,
+        )
+        latest.pop(t.path, None)  # a later write to the same parameter replaces the earlier one
+        latest[t.path] = entry
+    return list(latest.values())
+
+
+@dataclass
+class Plan:
+    """The writes of one call in order, what no rule covers, and the norm layers whose statistics reset."""
+
+    steps: list[Step]
+    uncovered: list[Target]
+    norms: list[tuple[str, nn.Module]]
+    unmatched: list[str] = field(default_factory=list)
+    """Why each override that selected nothing did not (checked when the call says overrides must match)."""
+    fallible: bool = True
+    """Whether a write can still fail once `check` has passed (it says): backups are then taken."""
+
+    def check(
+        self,
+        *,
+        strict: bool = False,
+        extra: Callable[[list[Step]], list[str]] | None = None,
+        generator: torch.Generator | None = None,
+        overrides_must_match: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        """Raise one InitError listing every problem, before anything is written.
+
+        Checked here: each action's index ranges, chunk counts and values against its tensor's dtype, the
+        generator's device, uncovered parameters under ``strict``, unmatched overrides, and ``extra``; and by
+        the writer (`torchinit._model.write.refusals`): every tensor writable, no two parameters sharing memory, every
+        parametrization's ``right_inverse``, and each distinct kind of write (keyed when ``seed`` is given).
+        """
+        problems = []
+        checked: dict[int, tuple[torch.dtype, str | None]] = {}  # rules share Action instances: check each once
+        for step in self.steps:
+            a = step.action
+            kind = a.kind
+            found = None
+            if a.chunks != 1 or a.chunk_values is not None or a.zero_row is not None or generator:
+                found = action_problem(step, generator)
+            if found is None and (kind in DRAWN or (kind == "constant" and (a.param != 0.0 or a.chunk_values))):
+                dtype = step.target.tensor.dtype
+                known = checked.get(id(a))
+                if known is None or known[0] is not dtype:
+                    known = checked[id(a)] = (dtype, draw_problem(step))
+                if known[1] is not None and step.copy_from is None:
+                    found = f"{step.target.path} ({type(step.target.owner).__name__}): {known[1]}"
+            if found is not None:
+                problems.append(found)
+        refused, self.fallible = refusals(self.steps, keyed=seed is not None)
+        problems += refused
+        if overrides_must_match:
+            problems += self.unmatched
+        if strict and self.uncovered:
+            problems += [
+                f"{t.path} ({type(t.owner).__name__}, shape {tuple(t.tensor.shape)}) has no rule; describe its "
+                "module with torchinit.register_layer, or select it with an Override"
+                for t in self.uncovered
+            ]
+        if extra is not None:
+            problems += extra(self.steps)
+        if problems:
+            unique = list(dict.fromkeys(problems))
+            raise InitError("reinit changed nothing; fix these first:\n  - " + "\n  - ".join(unique))
+
+    def run(
+        self,
+        name: str,
+        generator: torch.Generator | None,
+        *,
+        warn: bool = True,
+        seed: int | None = None,
+        threads: int | None = None,
+        undo: Undo | None = None,
+    ) -> InitReport:
+        """Write (keyed by ``seed`` when given), reset running statistics, and report under ``name``.
+
+        With ``undo``, every tensor is backed up before its write when ``undo.backup`` is set; the
+        caller restores on failure (see `guarded`).
+        """
+        if warn and self.uncovered:
+            warnings.warn(UncoveredParameterWarning(uncovered_message(self.uncovered)), stacklevel=4)
+        if seed is None:
+            sharded = [s.target.path for s in self.steps if is_sharded(s.target.tensor) and s.action.draws]
+            if warn and sharded:
+                warnings.warn(
+                    ShardedWithoutSeedWarning(
+                        f"{len(sharded)} sharded parameter(s) (first: {sharded[0]}) drawn from torch's RNG: each "
+                        "rank draws the whole tensor and keeps its shard, which is right only if all ranks share "
+                        "the RNG state. Pass seed= to draw just the shard, from keyed, shard-invariant streams."
+                    ),
+                    stacklevel=4,
+                )
+        drawn = write_steps(self.steps, generator, seed=seed, threads=threads, undo=undo)
+        buffers = []
+        for prefix, norm in self.norms:
+            if undo is not None:
+                for stat in ("running_mean", "running_var", "num_batches_tracked"):
+                    if isinstance(value := norm._buffers.get(stat), torch.Tensor):
+                        undo.save(value)
+            norm.reset_running_stats()  # type: ignore[operator]
+            buffers += [prefix + b for b in ("running_mean", "running_var", "num_batches_tracked")]
+        steps = self.steps
+        return InitReport(name, lambda: _entries(steps), buffers, drawn=drawn)
+
+
+def plan_by_role(
+    model: nn.Module | Walk | Iterable[tuple[str, nn.Module]],
+    action_of: Callable[[Role], Action],
+    overrides: Sequence[Selector] = (),
+) -> Plan:
+    """The plan of a role-based scheme: each parameter gets ``action_of(role)`` unless an override selects it.
+
+    ``model`` is a module (walked whole), a `Walk`, or (path, module) pairs to walk. The last matching
+    override wins; an override selects a tied parameter through any of its paths and owners. Tied
+    parameters are written once, under their first path; the readout is the walk's (see `torchinit._model.walk`).
+    A norm whose parameters an override skips keeps its running statistics (skipped means untouched).
+    """
+    walked = model if isinstance(model, Walk) else walk(model) if isinstance(model, nn.Module) else walk_modules(model)
+    steps: list[Step] = []
+    uncovered: list[Target] = []
+    # action_of is a pure function of the (frozen) role, and rules hand out shared role instances: memo by
+    # identity, keeping each role alive in the value so its id cannot be reused during the walk.
+    chosen_from = tuple(reversed(overrides))
+    matched: set[int] = set()
+    actions: dict[int, tuple[Role, Action]] = {}
+    skipped_owners: set[int] = set()
+    for param in walked.params:
+        target, role = param.target, param.role
+        if param.lazy:
+            steps.append(Step(target, _LAZY, role=role))  # refused by Plan.check
+            continue
+        step = Step(target, _UNDECIDED, role=role, aliases=tuple(u.path for u in param.uses) if param.uses else ())
+        steps.append(step)
+        chosen = None
+        if chosen_from:
+            frozen = not target.tensor.requires_grad
+            every = param.every
+            for o in chosen_from:  # the last matching override wins (a rule returning None passes it on)
+                if any(o.selects(t.path, t.owner, role, frozen) for t in every):
+                    matched.add(id(o))
+                    if chosen is None:
+                        chosen = o.action(role, target, action_of)
+        if chosen is not None:
+            step.action = chosen
+            if chosen.kind == "skip":
+                skipped_owners.update(id(t.owner) for t in param.every)
+        elif target.tensor.numel() == 0:
+            step.action = Action("skip", reason="zero elements: nothing to write")
+        elif role is not None:
+            known_action = actions.get(id(role))
+            if known_action is None:
+                known_action = actions[id(role)] = (role, action_of(role))
+            step.action = known_action[1]
+        else:
+            uncovered.append(target)
+            step.action = Action("skip", reason="no rule covers it")
+    norms = walked.norms
+    if chosen_from:
+        kept = []
+        for prefix, norm in norms:
+            if id(norm) in skipped_owners:
+                continue  # its parameters are skipped: so are its statistics
+            if not any(p is not None for p in norm._parameters.values()):  # affine=False: select by its buffers
+                skips = [o for o in chosen_from if o.skip and o.selects(prefix + "running_mean", norm, None, True)]
+                matched.update(id(o) for o in skips)
+                if skips:
+                    continue
+            kept.append((prefix, norm))
+        norms = kept
+    unmatched = [_unmatched(o, steps) for o in overrides if id(o) not in matched]
+    return Plan(steps, uncovered, norms, unmatched)
+
+
+def _unmatched(override: Selector, steps: list[Step]) -> str:
+    """Why ``override`` selected nothing, with the nearest path of the model when its path glob is to blame
+    (a state_dict name of a parametrized weight, ``0.parametrizations.weight.original0``, points to ``0.weight``;
+    a weight under torch's older spectral_norm hook to its ``weight_orig``)."""
+    paths = [p for s in steps for p in (s.target.path, *s.aliases)]
+    by_path = [p for p in paths if fnmatch.fnmatchcase(p, override.path)]
+    if not by_path:
+        named = re.sub(r"parametrizations\.([^.]+)\.original\d*$", r"\1", override.path)
+        if named == override.path and override.path + "_orig" in paths:
+            named = override.path + "_orig"
+        near = (
+            [named]
+            if named != override.path and named in paths
+            else difflib.get_close_matches(override.path, paths, n=1, cutoff=0.0)
+        )
+        hint = f"no parameter path matches {override.path!r}" + (f" (nearest: {near[0]!r})" if near else "")
+    else:
+        hint = f"{len(by_path)} path(s) match {override.path!r} but the module=/role=/frozen= filters exclude them all"
+    return f"{override!r} selects nothing: {hint}. Fix the override or remove it."
+
+
+_UNDECIDED = Action("skip", reason="undecided")
+_LAZY = Action("normal", formula="lazy")  # an uninitialized lazy parameter: Plan.check refuses it
