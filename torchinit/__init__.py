@@ -16,20 +16,17 @@ from torchinit._layers.rules import Role, fans_of, register_fan_rule, register_l
 from torchinit._maths.fans import Fans, torch_fans
 from torchinit._maths.gains import calculate_gain, exact_gain
 from torchinit._maths.initializers import (
-    delta_orthogonal_,
     kaiming_normal_,
     kaiming_uniform_,
     lecun_normal_,
     lecun_uniform_,
-    orthogonal_,
-    trunc_normal_,
-    truncated_normal_,
     uniform_std_,
     variance_scaling_,
     xavier_normal_,
     xavier_uniform_,
 )
 from torchinit._maths.keyed import keyed_
+from torchinit._maths.orthogonal import delta_orthogonal_, orthogonal_
 from torchinit._maths.torch_init import (
     constant,
     constant_,
@@ -51,6 +48,7 @@ from torchinit._maths.torch_init import (
     xavier_uniform,
     zeros_,
 )
+from torchinit._maths.truncated import trunc_normal_, truncated_normal_
 from torchinit._schemes.legacy import LegacyScheme
 from torchinit._schemes.lsuv import LSUVScheme
 from torchinit._schemes.overrides import Override

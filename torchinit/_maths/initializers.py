@@ -12,9 +12,8 @@ import math
 import warnings
 
 import torch
-from torch import nn
 
-from torchinit._maths.distributions import SQRT3, check_cutoffs
+from torchinit._maths.distributions import SQRT3
 from torchinit._maths.draw import check_draw, draw_, gain_std, variance_std, xavier_std
 from torchinit._maths.fans import BOTH_FANS, Fans, resolve_fan
 from torchinit._maths.gains import calculate_gain
@@ -24,7 +23,6 @@ from torchinit._types import (
     FanMode,
     InitError,
     as_real,
-    check_divisor,
     check_finite,
     check_generator,
     choice_error,
@@ -33,8 +31,8 @@ from torchinit._types import (
 FansArg = Fans | tuple[float, float] | None
 
 
-def _check_tensor(tensor: object, generator: object = None) -> torch.Tensor:
-    # The tensor, then the generator against its device: every initializer's first line, before any write.
+def check_tensor(tensor: object, generator: object = None) -> torch.Tensor:
+    """The tensor, then the generator against its device: every initializer's first line, before any write."""
     if not isinstance(tensor, torch.Tensor):
         raise InitError(f"tensor must be a torch.Tensor; got {type(tensor).__name__}.")
     if not tensor.is_floating_point():
@@ -43,7 +41,8 @@ def _check_tensor(tensor: object, generator: object = None) -> torch.Tensor:
     return tensor
 
 
-def _check_std(name: str, value: float) -> float:
+def check_std(name: str, value: float) -> float:
+    """A finite std (or gain) >= 0, as a float."""
     return check_finite(name, value, minimum=0.0)
 
 
@@ -123,8 +122,8 @@ def variance_scaling_(
         >>> round(w.abs().max().item() / math.sqrt(6 / 512), 2)  # bound sqrt(3 * 2 / fan_in)
         1.0
     """
-    tensor = _check_tensor(tensor, generator)
-    scale = _check_std("scale", scale)
+    tensor = check_tensor(tensor, generator)
+    scale = check_std("scale", scale)
     if distribution not in VARIANCE_DISTRIBUTIONS:
         hint = " (orthogonal has no fan: use orthogonal_(tensor, gain))" if distribution == "orthogonal" else ""
         raise InitError(str(choice_error("distribution", "distribution", distribution, VARIANCE_DISTRIBUTIONS)) + hint)
@@ -158,7 +157,7 @@ def _kaiming_param(
 ) -> float | None:
     # torch's arithmetic, gain / sqrt(fan), so the drop-ins stay bit-exact; None: nothing to draw.
     # Returns the draw's parameter: the std for a normal, the bound sqrt(3) * std for a uniform.
-    _check_tensor(tensor, generator)
+    check_tensor(tensor, generator)
     if a is not None:  # torch reads a=None as leaky_relu's default slope
         a = check_finite("a", a)
     gain = calculate_gain(nonlinearity, a)
@@ -250,8 +249,8 @@ def _xavier_param(
     distribution: Distribution,
 ) -> float | None:
     # The checked draw parameter (std, or bound for a uniform) in torch's arithmetic; None: nothing to draw.
-    _check_tensor(tensor, generator)
-    gain = _check_std("gain", gain)
+    check_tensor(tensor, generator)
+    gain = check_std("gain", gain)
     fans, fan_in, fan_out = _fan_args(fans, fan_in, fan_out)
     if tensor.numel() == 0:
         return None
@@ -360,201 +359,9 @@ def uniform_std_(
         >>> bool(w.abs().max() <= 0.5 * math.sqrt(3))
         True
     """
-    tensor = _check_tensor(tensor, generator)
-    std = _check_std("std", std)
+    tensor = check_tensor(tensor, generator)
+    std = check_std("std", std)
     if tensor.numel() == 0:
         return tensor
     check_draw(tensor, "uniform", SQRT3 * std, source=lambda: f"bound = sqrt(3) * std with std={std:.6g}")
     return draw_(tensor, "uniform", SQRT3 * std, generator)
-
-
-def truncated_normal_(
-    tensor: torch.Tensor,
-    std: float = 1.0,
-    *,
-    mean: float = 0.0,
-    a: float = -2.0,
-    b: float = 2.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    r"""A truncated normal whose standard deviation is ``std`` after truncation.
-
-    Values are $\mu + s Z$, Z a standard normal truncated to $[a, b]$ (cut-offs in units
-    of the underlying sigma), with $s = \mathrm{std}/\mathrm{sd}(Z)$ so the result's std is
-    exactly ``std``. For the default $\pm2$, sd(Z) = 0.8796256610, so ``s = 1.1368 std`` and
-    values stay within $\pm 2.274\,\mathrm{std}$ (JAX's and Keras' variance-scaling correction).
-
-    Contrast ``trunc_normal_`` (torch's meaning): cut-offs at absolute values and no correction, so
-    ``trunc_normal_(w, std=0.02)`` is a plain normal and ``trunc_normal_(w, std=1)`` has std 0.88.
-
-    Sampled by inverting the CDF, $Z = \Phi^{-1}(U)$, $U \sim \mathcal U(\Phi(a), \Phi(b))$:
-    one uniform draw per element, no rejection loop. Cut-offs within $\pm3$ use float32 ``erfinv``
-    (float64 for float64 tensors); farther ones use float64 ``ndtri`` on the side of 0 where the tail
-    probabilities are small (the mirror $[-b, -a]$ when the interval reaches farther up), so far tails
-    keep their resolution: $[8, 9]$ gives as many distinct values as draws, where the float64 ``erfinv`` of
-    $2U - 1 \approx 1 - 10^{-15}$ gave a dozen. The std correction sd(Z) comes from quadrature (see
-    `truncated_normal_std`), exact to about 1e-14 in far tails and narrow intervals. Bf16/fp16 are cast
-    from the float32/64 draw, so they get the same distribution.
-
-    Args:
-        tensor: a floating-point tensor, filled in place.
-        std: the std after truncation.
-        mean: the location: the mean of the underlying normal (of the draws, for symmetric cut-offs).
-        a: the lower cut-off, in underlying sigmas; ``-inf`` allowed.
-        b: the upper cut-off, in underlying sigmas; ``inf`` allowed.
-        generator: the RNG to draw from; torch's default generator when None.
-
-    Raises:
-        InitError: cut-offs with ``a >= b`` or no mass between them, or that lie entirely beyond
-            37 sigma (``a >= 37`` or ``b <= -37``: the normal's mass there, below 6e-300, is at the edge of
-            float64; shift ``mean`` instead), and the checks of `variance_scaling_`.
-
-    Example:
-        >>> w = truncated_normal_(torch.empty(1000, 1000), 0.02)
-        >>> round(w.std().item(), 3), bool(w.abs().max() <= 2 * 0.02 / 0.8796256610 + 1e-6)
-        (0.02, True)
-    """
-    tensor = _check_tensor(tensor, generator)
-    std = _check_std("std", std)
-    mean = check_finite("mean", mean)
-    low, high = as_real("a", a), as_real("b", b)
-    if math.isnan(low) or math.isnan(high):
-        raise InitError(f"the cut-offs must be numbers (+-inf allowed); got a={a!r}, b={b!r}.")
-    try:
-        check_cutoffs(low, high)
-    except ValueError as error:
-        raise InitError(str(error)) from None
-    a, b = float(low), float(high)
-    if tensor.numel() == 0:
-        return tensor
-    source = f"std={std:.6g}, cut-offs a={a:g}, b={b:g} sigma, mean={mean:g}"  # the slow path checks anyway
-    check_draw(tensor, "truncated_normal", std, mean=mean, a=a, b=b, source=source)
-    return draw_(tensor, "truncated_normal", std, generator, mean=mean, a=a, b=b)
-
-
-def trunc_normal_(
-    tensor: torch.Tensor,
-    mean: float = 0.0,
-    std: float = 1.0,
-    a: float = -2.0,
-    b: float = 2.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    r"""torch's truncated normal, unchanged: $\mathcal N(\mu, \sigma^2)$ restricted to absolute ``[a, b]``.
-
-    A drop-in for ``torch.nn.init.trunc_normal_`` (it calls it, so draws and values are identical).
-    The cut-offs are absolute values, not multiples of ``std``, and the std is not corrected: with
-    the defaults and ``std=0.02`` nothing is ever cut. For the corrected, sigma-relative version use
-    `truncated_normal_`.
-    """
-    tensor = _check_tensor(tensor, generator)
-    mean, std = check_finite("mean", mean), check_finite("std", std)
-    a, b = float(as_real("a", a)), float(as_real("b", b))
-    if not std > 0:
-        raise InitError(f"std must be a positive finite number (torch divides by it); got std={std!r}.")
-    if math.isnan(a) or math.isnan(b) or not a < b:
-        raise InitError(f"the cut-offs must satisfy a < b (absolute values, +-inf allowed); got a={a!r}, b={b!r}.")
-    return nn.init.trunc_normal_(tensor, mean, std, a, b, generator=generator)
-
-
-def orthogonal_(
-    tensor: torch.Tensor,
-    gain: float = 1,
-    generator: torch.Generator | None = None,
-    *,
-    chunks: int = 1,
-) -> torch.Tensor:
-    r"""A (semi-)orthogonal matrix times ``gain``, for each of ``chunks`` blocks along dim 0.
-
-    Saxe et al. (2014). A drop-in for ``torch.nn.init.orthogonal_``: for float32/float64 the same
-    draws and bit-exact values. The tensor is viewed as ``(rows, prod(rest))``; a normal matrix is
-    QR-factorized and Q's columns sign-corrected by ``sign(diag(R))`` (Mezzadri 2007), so Q is
-    Haar-distributed. Each row (or column, when there are more rows) has norm ``gain``, i.e. element
-    std $\mathrm{gain}/\sqrt{\max(\mathrm{rows}, \mathrm{cols})}$.
-
-    Extras: ``chunks`` makes each block of ``rows / chunks`` rows its own orthogonal matrix (RNN gate
-    blocks, packed q/k/v); bf16/fp16 tensors are drawn and factorized in float32 and cast (torch's
-    QR has no half-precision kernel); channels_last and other strided tensors are written correctly.
-    """
-    tensor = _check_tensor(tensor, generator)
-    gain = _check_std("gain", gain)
-    if tensor.dim() < 2:
-        raise InitError(f"orthogonal_ needs a tensor with at least 2 dimensions; got shape={tuple(tensor.shape)}.")
-    count = check_divisor("chunks", chunks, tensor.shape[0])
-    if tensor.numel() == 0 or tensor.is_meta:
-        return tensor
-    check_draw(tensor, "orthogonal", gain, source=lambda: f"gain={gain:.6g}")
-    return draw_(tensor, "orthogonal", gain, generator, chunks=count)
-
-
-def delta_orthogonal_(
-    tensor: torch.Tensor,
-    gain: float = 1.0,
-    generator: torch.Generator | None = None,
-    *,
-    groups: int = 1,
-) -> torch.Tensor:
-    r"""A delta-orthogonal convolution kernel: zero except its centre tap, an orthogonal matrix times ``gain``.
-
-    Xiao et al. (2018), "Dynamical Isometry and a Mean Field Theory of CNNs: How to Train 10,000-Layer Vanilla
-    Convolutional Neural Networks" (Algorithm 2; JAX's ``delta_orthogonal``). For a weight of shape
-    $(C_\mathrm{out}, C_\mathrm{in}, k_1, \dots, k_d)$ with $C_\mathrm{out} \ge C_\mathrm{in}$:
-
-    $$W_{:,:,c_1,\dots,c_d} = g\,Q, \quad Q^\top Q = I_{C_\mathrm{in}}, \quad c_i = \lfloor (k_i - 1)/2 \rfloor,$$
-
-    every other tap 0, with $Q$ a Haar-random $C_\mathrm{out} \times C_\mathrm{in}$ matrix with orthonormal
-    columns (`orthogonal_`'s construction, one normal draw of that size). The convolution then maps each
-    position's channel vector $x$ to $gQx$ at the same position: with stride 1 and padding that keeps the
-    centre tap aligned (``padding="same"``, or circular), its input-output Jacobian has every singular value
-    equal to $g$, whatever the kernel size and depth of a stack of such layers (dynamical isometry), where a
-    Kaiming-initialized kernel's spread widely. The centre is JAX's, $\lfloor (k-1)/2 \rfloor$: the tap
-    ``padding="same"`` aligns for even kernels too (`dirac_`, torch's, uses $\lfloor k/2 \rfloor$).
-
-    Args:
-        tensor: a convolution weight with at least 3 dimensions, filled in place.
-        gain: the singular value $g$ of the centre tap.
-        generator: the RNG to draw from; torch's default generator when None.
-        groups: the convolution's groups: the weight is $(C_\mathrm{out}, C_\mathrm{in}/g, \dots)$ and each
-            group's $(C_\mathrm{out}/g) \times (C_\mathrm{in}/g)$ block is its own orthogonal matrix.
-
-    Returns:
-        ``tensor``. A zero-element or meta tensor is returned unchanged.
-
-    Raises:
-        InitError: before anything is written, for a tensor with fewer than 3 dimensions, fewer output than
-            input channels per group (no $C_\mathrm{out} \times C_\mathrm{in}$ matrix has orthonormal columns
-            then; the message names the shape), a ``groups`` that does not divide dim 0, or the checks of
-            `orthogonal_`.
-
-    Example:
-        >>> w = delta_orthogonal_(torch.empty(16, 8, 3, 3), generator=torch.Generator().manual_seed(0))
-        >>> centre = w[:, :, 1, 1]
-        >>> bool(torch.allclose(centre.T @ centre, torch.eye(8), atol=1e-5)), w.abs().sum().item() > 0
-        (True, True)
-    """
-    tensor = _check_tensor(tensor, generator)
-    gain = _check_std("gain", gain)
-    if tensor.dim() < 3:
-        raise InitError(
-            f"delta_orthogonal_ needs a convolution weight (out_channels, in_channels, *kernel) with at least 3 "
-            f"dimensions; got shape={tuple(tensor.shape)}. Use orthogonal_ for a matrix."
-        )
-    count = check_divisor("groups", groups, tensor.shape[0])
-    rows, cols = tensor.shape[0] // count, tensor.shape[1]
-    if rows < cols:
-        per_group = f" per group (groups={count})" if count > 1 else ""
-        raise InitError(
-            f"delta_orthogonal_ needs at least as many output as input channels{per_group}: an orthogonal "
-            f"{rows} x {cols} centre tap must have orthonormal columns; got shape={tuple(tensor.shape)}. Use more "
-            f"output channels, or orthogonal_ (orthonormal rows, no isometry) for a narrowing layer."
-        )
-    if tensor.numel() == 0 or tensor.is_meta:
-        return tensor
-    centre = torch.empty(tensor.shape[:2], dtype=tensor.dtype, device=tensor.device)
-    check_draw(centre, "orthogonal", gain, source=lambda: f"gain={gain:.6g}")
-    draw_(centre, "orthogonal", gain, generator, chunks=count)  # drawn before tensor is touched
-    with torch.no_grad():
-        tensor.zero_()
-        taps: tuple[slice | int, ...] = (slice(None), slice(None), *((k - 1) // 2 for k in tensor.shape[2:]))
-        tensor[taps] = centre
-    return tensor

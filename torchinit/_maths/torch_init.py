@@ -19,10 +19,10 @@ from torch import nn
 from torchinit._maths.initializers import (
     kaiming_normal_,
     kaiming_uniform_,
-    orthogonal_,
     xavier_normal_,
     xavier_uniform_,
 )
+from torchinit._maths.orthogonal import orthogonal_
 from torchinit._types import InitError, as_real, check_divisor
 
 _P = ParamSpec("_P")
