@@ -178,10 +178,11 @@ def per_thread(repeats: int) -> None:
     sequential generator, distribution by distribution (torch's reset loop is mostly uniform_, kaiming_relu
     normal)."""
     from torchinit._maths import stream as _stream
+    from torchinit._maths import workspace as _workspace
 
     n = 1 << 24
     dest = torch.empty(n)
-    ws = _stream.Workspace()
+    ws = _workspace.Workspace()
     start, gamma = _stream.stream_key(0, "bench")
     previous = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -21,6 +21,7 @@ import torchinit
 from torchinit import InitError, reinit
 from torchinit._maths import keyed as _keyed
 from torchinit._maths import stream as _stream
+from torchinit._maths import workspace as _workspace
 from torchinit.extend import Action
 from torchinit.testing import assert_distribution, assert_std
 
@@ -152,12 +153,12 @@ def test_compiled_chains_equal_eager_across_passes_and_spans(kind: str, monkeypa
         dest = torch.empty(hi - lo, dtype=dtype)
         for a in range(lo, hi, 101):
             b = min(a + 101, hi)
-            _stream.range_values(kind, 2.0, start, gamma, a, b, dest[a - lo : b - lo], 0.5, _stream.Workspace())
+            _stream.range_values(kind, 2.0, start, gamma, a, b, dest[a - lo : b - lo], 0.5, _workspace.Workspace())
         return dest
 
     reference = fill(False, 1 << 16, torch.float32)
     whole = torch.empty(hi)
-    _stream.range_values(kind, 2.0, start, gamma, 0, hi, whole, 0.5, _stream.Workspace())
+    _stream.range_values(kind, 2.0, start, gamma, 0, hi, whole, 0.5, _workspace.Workspace())
     assert torch.equal(reference.view(torch.int32), whole[lo:].view(torch.int32))
     for scripted in (False, True):
         assert torch.equal(fill(scripted, 7, torch.float32).view(torch.int32), reference.view(torch.int32))
@@ -289,14 +290,14 @@ def test_keyed_writes_allocate_nothing_once_the_workspaces_are_reserved(
             return real(job, inference)
 
     monkeypatch.setattr(_keyed, "_no_grad", watched)
-    monkeypatch.setattr(_stream, "_spare", [])  # fresh workspaces: the first run must reserve everything
+    monkeypatch.setattr(_workspace, "_spare", [])  # fresh workspaces: the first run must reserve everything
     reinit(_mixed_model(), scheme, seed=3, threads=1)  # one worker: the main thread, where the mode is
     assert mode.fresh == []
-    assert len(_stream._spare) == 1 and _stream._spare[0].allocations > 0
-    grown = _stream._spare[0].allocations
+    assert len(_workspace._spare) == 1 and _workspace._spare[0].allocations > 0
+    grown = _workspace._spare[0].allocations
     monkeypatch.setattr(_keyed, "_no_grad", real)
     reinit(_mixed_model(), scheme, seed=3, threads=2)  # two workers: one reused, one fresh, both reserved
-    counts = sorted(ws.allocations for ws in _stream._spare)
+    counts = sorted(ws.allocations for ws in _workspace._spare)
     assert counts == [grown, grown]
 
 
@@ -304,11 +305,11 @@ def test_a_failing_scratch_allocation_leaves_the_model_unchanged(monkeypatch: py
     model = _mixed_model()
     before = state(model)
 
-    def reserve(ws: _stream.Workspace, needs: _stream.Needs) -> None:
+    def reserve(ws: _workspace.Workspace, needs: _workspace.Needs) -> None:
         raise RuntimeError("out of memory (injected)")
 
-    monkeypatch.setattr(_stream.Workspace, "reserve", reserve)
-    monkeypatch.setattr(_stream, "_spare", [])
+    monkeypatch.setattr(_workspace.Workspace, "reserve", reserve)
+    monkeypatch.setattr(_workspace, "_spare", [])
     with pytest.raises(RuntimeError, match="injected"):
         reinit(model, "kaiming_relu", seed=3, threads=2)
     assert equal(state(model), before)
@@ -364,8 +365,8 @@ def test_keyed_chunks_errors() -> None:
 def test_keyed_fills_in_and_out_of_inference_mode(threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
     # A model built under torch.inference_mode() is written under it, in every worker; the scratch buffers
     # made there are normal tensors, so later fills outside inference mode (any thread) reuse them.
-    monkeypatch.setattr(_stream, "_spare", [])
-    monkeypatch.setattr(_stream, "_local", threading.local())
+    monkeypatch.setattr(_workspace, "_spare", [])
+    monkeypatch.setattr(_workspace, "_local", threading.local())
     with torch.inference_mode():
         inside = make()
         reinit(inside, "kaiming_relu", seed=2, threads=threads)

@@ -23,21 +23,20 @@ from dataclasses import dataclass
 import torch
 
 from torchinit._maths import stream as _stream
+from torchinit._maths import workspace as _workspace
 from torchinit._maths.distributions import truncated_normal_std
 from torchinit._maths.draw import DRAWN, Action, check_draw, fill, orthogonal_block
 from torchinit._maths.stream import (
-    Workspace,
     index_words,
     mix_,
-    pass_needs,
     range_values,
     range_words,
     signed64,
     stream_key,
     unit_normal,
     unit_uniform,
-    workspace,
 )
+from torchinit._maths.workspace import Workspace, pass_needs, workspace
 from torchinit._types import InitError, check_int
 
 BLOCK = 1 << 17
@@ -192,7 +191,7 @@ class KeyedWriter:
         not take turns between kernels (`torchinit._maths.stream.SCRIPTED`). Values do not depend on the split.
         """
         jobs: list[Callable[[], int]] = list(self.tasks)  # the largest first: orthogonal QRs (backed up)
-        needs: _stream.Needs = {}  # what the workers' workspaces must hold before the first write
+        needs: _workspace.Needs = {}  # what the workers' workspaces must hold before the first write
         for span, dest, kind, words in self.spans:
             n = 2 * min(words, _stream.block_words(dest.device))
             converting = dest.dtype != torch.float32
@@ -223,15 +222,17 @@ class KeyedWriter:
         try:
             # every worker's scratch buffers are allocated before the first write: a failing allocation
             # leaves the model as it was (the jobs then allocate only a few small key tensors)
-            with _stream.reserved(max(workers, 1), needs) as handed:
+            with _workspace.reserved(max(workers, 1), needs, _stream.prepare_table) as handed:
                 if workers <= 1:
-                    own = _stream.bind(handed)
+                    own = _workspace.bind(handed)
                     try:
                         self.drawn += sum(_no_grad(job, inference) for job in jobs)
                     finally:
-                        _stream.unbind(own)
+                        _workspace.unbind(own)
                 else:
-                    with ThreadPoolExecutor(max_workers=workers, initializer=_stream.bind, initargs=(handed,)) as pool:
+                    with ThreadPoolExecutor(
+                        max_workers=workers, initializer=_workspace.bind, initargs=(handed,)
+                    ) as pool:
                         self.drawn += sum(pool.map(functools.partial(_no_grad, inference=inference), jobs))
         finally:
             if previous > 1:

@@ -28,7 +28,7 @@ from torch import nn
 
 from torchinit._layers.rules import Role
 from torchinit._maths import draw as _draw
-from torchinit._maths import stream as _stream
+from torchinit._maths import workspace as _workspace
 from torchinit._maths.draw import DRAWN, UNWRITTEN, Action, write
 from torchinit._maths.keyed import KeyedWriter, Region, local_block
 from torchinit._model.spectral import refresh_spectral
@@ -338,7 +338,7 @@ def _probe(step: Step, local: torch.Tensor, key: tuple[Any, ...]) -> str | None:
                     else Action("constant", max(a.chunk_values, key=abs))
                 )
                 if keyed:
-                    with _stream.isolated():
+                    with _workspace.isolated():
                         writer = KeyedWriter(0, 1)
                         writer.add(small, probe, "probe")
                         writer.run()
