@@ -258,6 +258,9 @@ def write_steps(
     return _execute(writes, generator, undo)
 
 
+Filed = dict[int, list[tuple[torch.Tensor, Step, bool]]]
+"""Tensors by their storage's address (unique; CUDA's addresses are unified), with their step and whether it writes."""
+
 _PROVEN: set[tuple[Any, ...]] = set()  # kinds of write that went through once (a pure fact of torch's kernels)
 
 
@@ -275,13 +278,15 @@ def refusals(steps: Sequence[Step], *, keyed: bool) -> tuple[list[str], bool]:
     normal in half precision).
     """
     found: list[str] = []
-    fallible = False
-    plain: list[Step] = []  # written in place (or as a DTensor's local shard)
-    untouched: list[Step] = []
+    fallible = strided = False
+    by_storage: Filed = {}
+    shared: set[int] = set()  # storages filed more than once
     setting = (keyed, torch.get_default_dtype(), torch.is_inference_mode_enabled())
+    inference = setting[2]
     proven_here: set[tuple[Any, ...]] = set()  # (action id, type, dtype, on CUDA): plans share Action instances
     last: tuple[Any, ...] = ()
     kinds: dict[int, tuple[bool, bool, bool]] = {}  # action id -> (writes, draws, needs a wider temporary)
+    plain_types, dense = (torch.Tensor, nn.Parameter), torch.strided  # hoisted: the loop runs per parameter
     for step in steps:
         target, action = step.target, step.action
         t = target.tensor
@@ -293,32 +298,71 @@ def refusals(steps: Sequence[Step], *, keyed: bool) -> tuple[list[str], bool]:
                 kind in DRAWN,
                 kind in ("orthogonal", "truncated_normal"),
             )
-        message = problem(target, facts[1])
-        if message is None and not facts[0] and not step.scratch and t.numel():
-            untouched.append(step)  # kept or skipped: a write elsewhere must not reach its memory either
-        if message is None and facts[0]:
-            if target.parametrized:
-                fallible = True
-                message = inverse_problem(target)
-            elif not step.scratch and t.numel():
-                plain.append(step)
-                local = t if type(t).__name__ != "DTensor" else local_of(t)
-                if type(local) is not torch.Tensor and type(local) is not nn.Parameter:
-                    fallible = True  # a subclass's own ops: the probe (a plain tensor) cannot speak for them
-                if facts[2] or local is not t:  # QR or truncation temporaries, a DTensor write
-                    wide = local.dtype in (torch.float32, torch.float64)
-                    fallible = fallible or local is not t or action.kind == "orthogonal" or not wide
-                here = (id(action), type(t), local.dtype, local.is_cuda)
-                if here != last and here not in proven_here:
-                    how = (type(t), type(local), local.dtype, local.device, action.kind, action.chunk_values is None)
-                    message = _probe(step, local, (how, setting)) if (how, setting) not in _PROVEN else None
-                    if message is None:
-                        proven_here.add(here)
-                last = here
-        if message is not None:
-            found.append(message)
-    shared, strided = _shared_memory(plain, untouched)
-    return found + shared, fallible or strided
+        # one quick test for the common tensor; `problem` says why when it fails
+        contiguous = not isinstance(t, LAZY) and not t.is_meta and t.is_contiguous()
+        if (
+            not contiguous
+            or t.layout is not dense
+            or (facts[1] and not t.is_floating_point())
+            or (not inference and t.is_inference())
+        ):
+            message = problem(target, facts[1])
+            if message is not None:
+                found.append(message)
+                continue
+        if step.scratch or not t.numel():
+            continue
+        if not facts[0]:  # kept or skipped: a write elsewhere must not reach its memory either
+            _file(by_storage, shared, t, step, False)
+            continue
+        if target.parametrized:
+            fallible = True
+            message = inverse_problem(target)
+            if message is not None:
+                found.append(message)
+            continue
+        local = t if type(t).__name__ != "DTensor" else local_of(t)
+        if type(local) not in plain_types:
+            fallible = True  # a subclass's own ops: the probe (a plain tensor) cannot speak for them
+        if facts[2] or local is not t:  # QR or truncation temporaries, a DTensor write
+            wide = local.dtype in (torch.float32, torch.float64)
+            fallible = fallible or local is not t or action.kind == "orthogonal" or not wide
+        here = (id(action), type(t), local.dtype, local.is_cuda)
+        if here != last and here not in proven_here:
+            how = (type(t), type(local), local.dtype, local.device, action.kind, action.chunk_values is None)
+            message = _probe(step, local, (how, setting)) if (how, setting) not in _PROVEN else None
+            if message is not None:
+                found.append(message)
+                continue
+            proven_here.add(here)
+        last = here
+        strided = strided or not contiguous
+        try:  # _file, inline: this line runs for every written parameter
+            base = local.untyped_storage().data_ptr()
+        except (RuntimeError, NotImplementedError):  # a tensor subclass without storage
+            continue
+        filed = by_storage.get(base)
+        if filed is None:
+            by_storage[base] = [(local, step, True)]
+        elif base:
+            filed.append((local, step, True))
+            shared.add(base)
+    return found + _overlaps([by_storage[base] for base in shared]), fallible or strided
+
+
+def _file(by_storage: Filed, shared: set[int], t: torch.Tensor, step: Step, writes: bool) -> None:
+    """File ``t`` under its storage's address (a tensor subclass without storage is not filed); ``shared``
+    collects the addresses filed more than once."""
+    try:
+        base = t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        return
+    filed = by_storage.get(base)
+    if filed is None:
+        by_storage[base] = [(t, step, writes)]
+    elif base:
+        filed.append((t, step, writes))
+        shared.add(base)
 
 
 def _probe(step: Step, local: torch.Tensor, key: tuple[Any, ...]) -> str | None:
@@ -357,34 +401,14 @@ def _probe(step: Step, local: torch.Tensor, key: tuple[Any, ...]) -> str | None:
     return None
 
 
-def _shared_memory(written: list[Step], untouched: list[Step]) -> tuple[list[str], bool]:
+def _overlaps(groups: list[list[tuple[torch.Tensor, Step, bool]]]) -> list[str]:
     """Parameters whose memory overlaps without being one parameter (views of one tensor), where at least one
-    is written: the write would change the other behind the report's back (a kept or skipped one too); and
-    whether any written tensor is not contiguous (written through a temporary, an allocation that can fail).
-    Tensors are grouped by storage (one look-up each); only a storage that more than one parameter uses has
-    its byte ranges compared."""
-    by_storage: dict[int, list[tuple[torch.Tensor, Step, bool]]] = {}  # by storage address (CUDA's unified)
-    strided = False
-    for steps, writes in ((written, True), (untouched, False)):
-        for step in steps:
-            t = step.target.tensor
-            if type(t).__name__ == "DTensor":
-                t = local_of(t)
-            if writes and not strided and not t.is_contiguous():
-                strided = True
-            try:
-                base = t.untyped_storage().data_ptr()
-            except (RuntimeError, NotImplementedError):  # a tensor subclass without storage
-                continue
-            found_with = by_storage.get(base)
-            if found_with is None:
-                by_storage[base] = [(t, step, writes)]
-            elif base:
-                found_with.append((t, step, writes))
+    is written: the write would change the other behind the report's back (a kept or skipped one too). Only a
+    storage that more than one parameter uses has its byte ranges compared."""
     found = []
-    for sharing in by_storage.values():
-        if len(sharing) < 2 or not any(writes for _, _, writes in sharing):
-            continue  # the common case: one parameter per storage
+    for sharing in groups:
+        if not any(writes for _, _, writes in sharing):
+            continue  # kept or skipped views of one another change nothing
         spans = sorted(
             ((t.data_ptr(), t.data_ptr() + (t.nbytes if t.is_contiguous() else _extent(t)), id(t), step, writes)
              for t, step, writes in sharing),
@@ -408,7 +432,7 @@ def _shared_memory(written: list[Step], untouched: list[Step]) -> tuple[list[str
                 )
             if span[1] > reach[1]:
                 reach = span
-    return found, strided
+    return found
 
 
 def _extent(t: torch.Tensor) -> int:
