@@ -153,3 +153,38 @@ def test_refuses_integer_tensors_and_foreign_generators() -> None:
         torchinit.delta_orthogonal_(torch.zeros(4, 2, 3, dtype=torch.int64))
     with pytest.raises(InitError, match="generator must be a torch.Generator or None; got generator=3"):
         torchinit.delta_orthogonal_(torch.empty(4, 2, 3), generator=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_a_scheme_makes_a_conv_stack_an_isometry(seed: int | None) -> None:
+    # Scheme(distribution="orthogonal", delta=True): every conv weight delta-orthogonal, from reinit (keyed too);
+    # the stack's input-output Jacobian has every singular value 1. Plain orthogonal kernels do not.
+    def stack() -> nn.Sequential:
+        return nn.Sequential(
+            *(nn.Conv1d(4, 4, 3, padding="same", padding_mode="circular", bias=False) for _ in range(4))
+        )
+
+    def spectrum(model: nn.Module) -> torch.Tensor:
+        x = torch.randn(1, 4, 8, dtype=torch.float64)
+        jac = torch.autograd.functional.jacobian(model.double(), x).reshape(32, 32)
+        return torch.linalg.svdvals(jac)
+
+    delta = stack()
+    report = torchinit.reinit(delta, torchinit.Scheme(distribution="orthogonal", scale=1.0, delta=True), seed=seed)
+    assert report["0.weight"].rule.startswith("delta_orthogonal(gain=1)")
+    # drawn in float32: each layer's columns are orthonormal to a few float32 ulps, 4 layers compound them
+    float32_bound = 4 * 4 * torch.finfo(torch.float32).eps
+    torch.testing.assert_close(spectrum(delta), torch.ones(32, dtype=torch.float64), atol=float32_bound, rtol=0)
+    plain = stack()
+    torchinit.reinit(plain, torchinit.Scheme(distribution="orthogonal", scale=1.0), seed=seed)
+    assert float(spectrum(plain).max() - spectrum(plain).min()) > 0.5
+
+
+def test_a_delta_scheme_refuses_a_narrowing_conv_before_any_write() -> None:
+    model = nn.Sequential(nn.Conv2d(8, 4, 3))
+    before = model[0].weight.detach().clone()
+    with pytest.raises(torchinit.InitError, match=r"0.weight .* at least as many output as input channels"):
+        torchinit.reinit(model, torchinit.Scheme(distribution="orthogonal", delta=True))
+    assert torch.equal(model[0].weight, before)
+    with pytest.raises(torchinit.InitError, match="delta=True .* needs distribution='orthogonal'"):
+        torchinit.Scheme(delta=True)

@@ -269,10 +269,13 @@ class Action:
     formula: str = ""
     reason: str = ""
     cut: float = 2.0  # truncated_normal: cut at +-cut underlying sigmas
+    delta: bool = False  # orthogonal: a convolution weight (3+ dims) gets the matrix at its centre tap only
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise choice_error("an Action's kind", "kind", self.kind, KINDS)
+        if self.delta and self.kind != "orthogonal":
+            raise InitError(f"delta=True is a form of orthogonal draw; got kind={self.kind!r}.")
         if type(self.chunks) is not int or self.chunks != 1:
             check_int("an Action's chunks", self.chunks, minimum=1)
         if self.zero_row is not None:
@@ -323,7 +326,7 @@ class Action:
         if self.kind == "keep":
             return "kept as constructed"
         name = {"normal": "std", "truncated_normal": "std", "uniform": "bound", "orthogonal": "gain"}[self.kind]
-        text = f"{self.kind}({name}={self.param:.6g})"
+        text = f"{'delta_' if self.delta else ''}{self.kind}({name}={self.param:.6g})"
         if self.chunks > 1:
             text += f" x{self.chunks} chunks"
         if self.zero_row is not None:
@@ -357,7 +360,11 @@ def write(action: Action, tensor: torch.Tensor, generator: torch.Generator | Non
     if kind == "copy":
         raise InitError("a copy has no values of its own: the writer copies its source tensor")
     target = tensor if tensor.is_contiguous() else torch.empty_like(tensor, memory_format=torch.contiguous_format)
-    if action.chunk_values is None:
+    if action.delta and target.dim() > 2:
+        centre = torch.empty(target.shape[:2], dtype=target.dtype, device=target.device)
+        _kernel(centre, kind, action.param, generator, action.chunks)
+        put_centre(target, centre)
+    elif action.chunk_values is None:
         _kernel(target, kind, action.param, generator, action.chunks, 0.0, -action.cut, action.cut)
     else:
         fill(action, target, generator)
@@ -365,6 +372,14 @@ def write(action: Action, tensor: torch.Tensor, generator: torch.Generator | Non
         target[action.zero_row].fill_(0)
     if target is not tensor:
         tensor.copy_(target)
+
+
+def put_centre(kernel: torch.Tensor, centre: torch.Tensor) -> None:
+    r"""A delta kernel: ``kernel`` zero except its centre tap $\lfloor (k_i - 1)/2 \rfloor$, which gets ``centre``
+    (Xiao et al. 2018; the tap ``padding="same"`` aligns)."""
+    kernel.zero_()
+    taps: tuple[slice | int, ...] = (slice(None), slice(None), *((k - 1) // 2 for k in kernel.shape[2:]))
+    kernel[taps] = centre
 
 
 def rms(tensor: torch.Tensor) -> float:

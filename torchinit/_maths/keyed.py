@@ -25,7 +25,7 @@ import torch
 from torchinit._maths import stream as _stream
 from torchinit._maths import workspace as _workspace
 from torchinit._maths.distributions import truncated_normal_std
-from torchinit._maths.draw import DRAWN, Action, check_draw, fill, orthogonal_block
+from torchinit._maths.draw import DRAWN, Action, check_draw, fill, orthogonal_block, put_centre
 from torchinit._maths.stream import (
     index_words,
     mix_,
@@ -246,6 +246,8 @@ class KeyedWriter:
 
     def _orthogonal(self, action: Action, tensor: torch.Tensor, start: int, gamma: int, region: Region | None) -> int:
         shape = region.global_shape if region is not None else tuple(tensor.shape)
+        kernel = shape if action.delta and len(shape) > 2 else None
+        shape = shape[:2] if kernel is not None else shape  # delta: the centre tap's matrix is what is drawn
         total = math.prod(shape)
         normal = torch.empty(total, dtype=torch.float32, device=tensor.device)
         for a in range(0, total, BLOCK):
@@ -256,6 +258,9 @@ class KeyedWriter:
         values = normal.view(shape).chunk(action.chunks, dim=0) if action.chunks > 1 else (normal.view(shape),)
         for block, drawn in zip(blocks, values, strict=True):
             orthogonal_block(block, action.param, None, normal=drawn)
+        if kernel is not None:
+            full, centre = torch.empty(kernel, dtype=tensor.dtype, device=tensor.device), full
+            put_centre(full, centre)
         _place(full.reshape(-1), 0, tensor, region, action)
         return total
 

@@ -70,7 +70,7 @@ def draw_problem(step: Step) -> str | None:
 def action_problem(step: Step, generator: torch.Generator | None) -> str | None:
     """Why this step's action cannot be carried out on its target (index ranges, chunks, generator), or None."""
     a = step.action
-    if a.chunks == 1 and a.chunk_values is None and a.zero_row is None and generator is None:
+    if a.chunks == 1 and a.chunk_values is None and a.zero_row is None and generator is None and not a.delta:
         return None  # the common case: nothing to check
     t, path = step.target.tensor, step.target.path
     if a.kind in ("skip", "keep") or step.copy_from is not None or t.numel() == 0:
@@ -81,6 +81,12 @@ def action_problem(step: Step, generator: torch.Generator | None) -> str | None:
         return (
             f"{where}: the rule splits it into {chunks} chunks along dim 0, which do not divide "
             f"{t.shape[0] if t.dim() else 'a 0-d tensor'}; fix the rule's chunk count."
+        )
+    if a.delta and t.dim() > 2 and t.shape[0] // chunks < t.shape[1]:
+        return (
+            f"{where}: a delta-orthogonal kernel needs at least as many output as input channels (an orthogonal "
+            f"{t.shape[0] // chunks} x {t.shape[1]} centre tap cannot have orthonormal columns); use "
+            "Scheme(distribution='orthogonal') without delta for this layer (an Override), or widen it."
         )
     if a.zero_row is not None and not (t.dim() >= 1 and -t.shape[0] <= a.zero_row < t.shape[0]):
         rows = t.shape[0] if t.dim() else 0
@@ -187,7 +193,7 @@ class Plan:
             a = step.action
             kind = a.kind
             found = None
-            if a.chunks != 1 or a.chunk_values is not None or a.zero_row is not None or generator:
+            if a.chunks != 1 or a.chunk_values is not None or a.zero_row is not None or generator or a.delta:
                 found = action_problem(step, generator)
             if found is None and (kind in DRAWN or (kind == "constant" and (a.param != 0.0 or a.chunk_values))):
                 dtype = step.target.tensor.dtype

@@ -24,6 +24,7 @@ from torchinit._types import (
     Distribution,
     FanMode,
     InitError,
+    check_bool,
     check_finite,
     choice_error,
 )
@@ -55,6 +56,11 @@ class Scheme(BaseScheme):
             ($\sqrt{\mathrm{fan\_in}\cdot\mathrm{fan\_out}}$).
         distribution: ``normal``, ``uniform``, ``truncated_normal`` (std-corrected) or ``orthogonal``.
         recurrent: ``orthogonal`` or ``dense`` for ``weight_hh``.
+        delta: with ``distribution="orthogonal"``, convolution weights (3+ dims) get a delta-orthogonal kernel
+            (Xiao et al. 2018, as `torchinit.delta_orthogonal_`): the orthogonal matrix at the centre tap, zeros
+            elsewhere, so a stack of stride-1 ``padding="same"`` convolutions is an isometry (every singular
+            value of its input-output Jacobian is the gain). Needs at least as many output as input channels;
+            one matrix across the channels (for grouped convolutions call ``delta_orthogonal_(w, groups=g)``).
         bias: the constant for biases.
         forget_bias: the LSTM forget-gate bias (on ``bias_ih``; ``bias_hh`` keeps ``bias``).
         readout: ``"linear"`` (gain 1), ``"zero"`` (zeros, as timm's ViT ``jax`` mode; a tied readout then
@@ -73,6 +79,7 @@ class Scheme(BaseScheme):
     mode: FanMode = "fan_in"
     distribution: Distribution = "normal"
     recurrent: Literal["orthogonal", "dense"] = "orthogonal"
+    delta: bool = False
     bias: float = 0.0
     forget_bias: float = 0.0
     readout: Literal["linear", "zero"] | float = "linear"
@@ -87,6 +94,11 @@ class Scheme(BaseScheme):
             raise choice_error("distribution", "distribution", self.distribution, DISTRIBUTIONS)
         if self.recurrent not in ("orthogonal", "dense"):
             raise choice_error("recurrent", "recurrent", self.recurrent, ("orthogonal", "dense"))
+        if check_bool("delta", self.delta) and self.distribution != "orthogonal":
+            raise InitError(
+                f"delta=True makes convolution weights delta-orthogonal, so it needs distribution='orthogonal'; got "
+                f"distribution={self.distribution!r}."
+            )
         check_finite("bias", self.bias)
         check_finite("forget_bias", self.forget_bias)
         if self.readout not in ("linear", "zero"):
@@ -166,7 +178,9 @@ class Scheme(BaseScheme):
             fans = role.fans
             assert fans is not None
             if self.distribution == "orthogonal":
-                return Action("orthogonal", self.gain, chunks=fans.chunks, fans=fans, formula="orthogonal")
+                formula = "delta orthogonal (conv), orthogonal" if self.delta and kind == "dense" else "orthogonal"
+                delta = self.delta and kind == "dense"
+                return Action("orthogonal", self.gain, chunks=fans.chunks, fans=fans, formula=formula, delta=delta)
             std = variance_std(self.scale, fans.fan(self.mode))
             return Action.with_std(self.distribution, std, fans, "variance scaling")
         if kind == "bias":
