@@ -5,7 +5,7 @@ A `LayerRule` says, for one module type, the true fans of its parameters, what e
 ``__init__`` calls to draw them (replaced at construction time by `torchinit.default_scheme` and
 `torchinit.build`), and which child list holds deep copies of one prototype. Each part may be left
 out; then the rule of the next registered class along the MRO answers. torch.nn's own layers are
-described in ``_torch_layers.py``, through the same `register_layer` users call.
+described in ``_layers/torch_nn.py``, through the same `register_layer` users call.
 """
 
 from __future__ import annotations

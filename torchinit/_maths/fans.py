@@ -2,7 +2,7 @@
 
 torch's helper reads fans off the weight's shape alone (``size(1) * prod(kernel)`` and
 ``size(0) * prod(kernel)``). That is right for Linear and plain Conv but wrong for transposed, grouped,
-strided and packed weights; the layer rules (``_torch_layers.py``) read the module's layout instead.
+strided and packed weights; the layer rules (``_layers/torch_nn.py``) read the module's layout instead.
 This file holds the value type and the shape-only arithmetic.
 """
 

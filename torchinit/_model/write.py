@@ -1,6 +1,6 @@
 """The one writer: how each planned write reaches its tensor, and the transaction around all of them.
 
-Planning (``_plan``) decides *what* each parameter gets; this module decides *how* it is written (in
+Planning (``_schemes.plan``) decides *what* each parameter gets; this module decides *how* it is written (in
 place, through a contiguous temporary, into a DTensor shard, through a parametrization's
 ``right_inverse``, keyed or from torch's RNG, with spectral-norm buffers refreshed after) and owns the
 transaction:
@@ -337,16 +337,7 @@ def refusals(steps: Sequence[Step], *, keyed: bool) -> tuple[list[str], bool]:
             proven_here.add(here)
         last = here
         strided = strided or not contiguous
-        try:  # _file, inline: this line runs for every written parameter
-            base = local.untyped_storage().data_ptr()
-        except (RuntimeError, NotImplementedError):  # a tensor subclass without storage
-            continue
-        filed = by_storage.get(base)
-        if filed is None:
-            by_storage[base] = [(local, step, True)]
-        elif base:
-            filed.append((local, step, True))
-            shared.add(base)
+        _file(by_storage, shared, local, step, True)
     return found + _overlaps([by_storage[base] for base in shared]), fallible or strided
 
 

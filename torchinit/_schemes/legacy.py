@@ -1,6 +1,6 @@
 """``legacy``: torch's default initialization, reproduced bit for bit, without calling reset_parameters.
 
-Each layer type's ``legacy`` rule (``_torch_layers.py``) issues the draws its torch constructor makes,
+Each layer type's ``legacy`` rule (``_layers/torch_nn.py``) issues the draws its torch constructor makes,
 in RNG order; the planner here walks the tree in registration order, replays tied parameters' wasted
 draws into scratch, and copies deep-cloned stacks from their prototype.
 """

@@ -1,7 +1,7 @@
-"""Plans: the ordered writes of one reinit call, built, validated as a whole, then carried out.
+"""Plans: the ordered writes of one reinit call, built from the walk, validated as a whole, then handed to the writer.
 
-A scheme turns a model into a `Plan` (see ``_registry.BaseScheme``); `plan_by_role` is the walk that
-role-based schemes share. Nothing is written before `Plan.check` has passed.
+A scheme turns a model into a `Plan` (see ``registry.BaseScheme``); `plan_by_role` plans role-based schemes from
+the walk (``_model.walk``). Nothing is written before `Plan.check` (and the writer's proof) has passed.
 """
 
 from __future__ import annotations

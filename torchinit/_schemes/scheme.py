@@ -1,4 +1,4 @@
-"""Variance-scaling schemes: `Scheme`, what each parameter role gets (overrides in ``_overrides``).
+"""Variance-scaling schemes: `Scheme`, what each parameter role gets (overrides in ``overrides``).
 
 Small frozen values; names are registry keys for default instances.
 """
