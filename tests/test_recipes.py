@@ -109,3 +109,26 @@ def test_depth_scaled_recipes_without_a_layer_count_say_so_and_write_nothing() -
     blocks = nn.ModuleDict({"layers": nn.ModuleList([nn.Linear(8, 8)]), "o_proj": nn.Linear(8, 8)})
     blocks["layers"][0].o_proj = nn.Linear(8, 8)  # type: ignore[index]
     assert reinit(blocks, torchinit.recipes.llama_depth(depth_init=False))["layers.0.o_proj.weight"].std > 0
+
+
+def test_a_recipe_takes_its_setting_as_given_even_zero_and_refuses_a_bool() -> None:
+    from types import SimpleNamespace
+
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2))
+    model.config = SimpleNamespace(initializer_range=0.0)  # type: ignore[assignment]
+    report = reinit(model, "bert")
+    assert report["0.weight"].std == 0.0  # the config's 0.0, not the 0.02 default
+    with pytest.raises(InitError, match="initializer_range must be a finite number >= 0; got initializer_range=True"):
+        reinit(model, torchinit.recipes.gpt2(initializer_range=True, n_layer=1))  # type: ignore[arg-type]
+    model.config = SimpleNamespace(initializer_range="0.02")  # type: ignore[assignment]
+    with pytest.raises(InitError, match=r"config.initializer_range must be a finite number"):
+        reinit(model, "bert")
+
+
+def test_an_override_s_chunks_must_divide_the_rows() -> None:
+    model = nn.Sequential(nn.Linear(4, 12))
+    before = model[0].weight.detach().clone()
+    with pytest.raises(InitError, match=r"0.weight \(Linear, shape \(12, 4\)\) has 12 rows .* 7 chunks do not divide"):
+        reinit(model, overrides=[Override(path="0.weight", chunks=7)])
+    assert torch.equal(model[0].weight, before)
+    reinit(model, overrides=[Override(path="0.weight", chunks=3)])

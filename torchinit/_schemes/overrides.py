@@ -205,6 +205,12 @@ class Override:
         if (self.fans == "torch" or self.chunks is not None) and role.fans is not None:
             fans = torch_fans(target.tensor) if self.fans == "torch" else role.fans
             if self.chunks is not None:
+                rows = target.tensor.shape[0] if target.tensor.dim() else 0
+                if rows % self.chunks:
+                    raise InitError(
+                        f"{self!r}: {target.where} has {rows} rows along dim 0, which {self.chunks} chunks do not "
+                        "divide; give the number of fused blocks it really packs."
+                    )
                 fans = Fans(fans.fan_in, fans.fan_out / self.chunks, chunks=self.chunks)
             role = replace(role, fans=fans)
         action = scheme.action(role) if scheme is not None and scheme.by_role else base(role)

@@ -44,7 +44,7 @@ from torchinit._schemes.overrides import Override
 from torchinit._schemes.plan import Plan
 from torchinit._schemes.registry import BaseScheme, Call, register_scheme
 from torchinit._schemes.scheme import Scheme
-from torchinit._types import InitError
+from torchinit._types import InitError, check_finite
 
 Rules = dict[str, Action]
 """What a recipe says: an `Action` per canonical parameter path; unlisted parameters get the base scheme."""
@@ -177,8 +177,17 @@ def hf_rules(model: nn.Module, std: float) -> Rules:
     return rules
 
 
+def _setting(model: nn.Module, name: str, given: float | None, default: float) -> float:
+    """A recipe's hyper-parameter: the one given, else the model's config's (0.0 is a value), else ``default``;
+    a finite number >= 0 (a bool or a string is refused, naming where it came from)."""
+    configured = _config(model, name)
+    value = given if given is not None else configured if configured is not None else default
+    where = name if given is not None else f"config.{name}"
+    return check_finite(where, value, minimum=0.0)
+
+
 def _range(model: nn.Module, given: float | None) -> float:
-    return float(given if given is not None else _config(model, "initializer_range") or 0.02)
+    return _setting(model, "initializer_range", given, 0.02)
 
 
 def gpt2(initializer_range: float | None = None, n_layer: int | None = None) -> Recipe:
@@ -247,7 +256,7 @@ def t5(initializer_factor: float | None = None) -> Recipe:
     T5LayerNorm weights $f$."""
 
     def rules(model: nn.Module) -> Rules:
-        f = float(initializer_factor if initializer_factor is not None else _config(model, "initializer_factor") or 1.0)
+        f = _setting(model, "initializer_factor", initializer_factor, 1.0)
         table = hf_rules(model, f)  # the generic pass first, as HF runs it
         module: Any
         for at, module in walk(model).modules:
