@@ -17,6 +17,8 @@ Every reader of a model's structure (the role-based planner, ``legacy``, recipes
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -153,12 +155,32 @@ def own_targets(module: nn.Module, prefix: str) -> list[Target]:
     return found
 
 
+_ONE_WALK: contextvars.ContextVar[tuple[int, bool, Walk] | None] = contextvars.ContextVar(
+    "torchinit_one_walk", default=None
+)
+
+
+@contextlib.contextmanager
+def one_walk(root: nn.Module, *, own_only: bool = False) -> Iterator[Walk]:
+    """Within the block, `walk` of ``root`` gives this one walk: a plan that reads the model in two places (a
+    recipe's rules, then its base scheme) walks it once."""
+    walked = walk(root, own_only=own_only)
+    token = _ONE_WALK.set((id(root), own_only, walked))
+    try:
+        yield walked
+    finally:
+        _ONE_WALK.reset(token)
+
+
 def walk(root: nn.Module, *, own_only: bool = False) -> Walk:
     """Walk ``root`` once (only its own parameters when ``own_only``: a layer being constructed).
 
     A module reused at several positions is walked at its first; its parameters are tied there, so an
     override of any of its paths selects them.
     """
+    reused = _ONE_WALK.get()
+    if reused is not None and reused[0] == id(root) and reused[1] == own_only:
+        return reused[2]
     if own_only:
         return walk_modules([("", root)])
     pairs = list(root.named_modules(remove_duplicate=False))

@@ -39,7 +39,7 @@ from torch import nn
 from torchinit._layers.rules import Role, role_of
 from torchinit._maths.distributions import truncated_normal_std
 from torchinit._maths.draw import Action
-from torchinit._model.walk import walk
+from torchinit._model.walk import one_walk, walk
 from torchinit._schemes.overrides import Override
 from torchinit._schemes.plan import Plan
 from torchinit._schemes.registry import BaseScheme, Call, register_scheme
@@ -122,9 +122,10 @@ class Recipe(BaseScheme):
 
     def plan(self, module: nn.Module, call: Call) -> Plan:
         """The base scheme's plan with the recipe's per-path rules layered first (call overrides win)."""
-        table = self.rules(module)
-        rule = Override(rule=lambda path, owner, param: table.get(path))
-        return self.base.plan(module, replace(call, overrides=(rule, *call.overrides)))
+        with one_walk(module):  # the rules and the base scheme read the same walk
+            table = self.rules(module)
+            rule = Override(rule=lambda path, owner, param: table.get(path))
+            return self.base.plan(module, replace(call, overrides=(rule, *call.overrides)))
 
     def summary(self) -> str:
         """The rules and the source."""

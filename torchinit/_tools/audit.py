@@ -15,7 +15,7 @@ from torch import nn
 
 from torchinit._api.reinit import reinit
 from torchinit._maths.draw import rms, torch_fan_in
-from torchinit._model.walk import walk
+from torchinit._model.walk import one_walk, walk
 from torchinit._progress import Progress
 from torchinit._schemes.registry import BaseScheme, Call, resolve_scheme
 from torchinit._tools.audit_inputs import AuditError, InputSpec, make_inputs, stream_seed
@@ -76,8 +76,8 @@ def weight_layers(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The weight-bearing layers (dense and embedding weights, whatever the layer calls them) against the
     scheme, and the raw parameters no rule covers; both from the walk."""
-    planned = _scheme_stds(model, scheme)
-    walked = walk(model)
+    with one_walk(model) as walked:  # the scheme's plan reads the same walk
+        planned = _scheme_stds(model, scheme)
     found = [row for row in walked.weights(WEIGHT_KINDS) if row[1].tensor.numel()]
     owners: dict[int, list[str]] = {}
     for path, _, _, param in found:
