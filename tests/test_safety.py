@@ -135,7 +135,10 @@ def test_a_rule_s_bad_std_bound_or_cut_is_refused_before_any_write(
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
     with unchanged(model), pytest.raises(InitError, match=match):
         reinit(model, "kaiming_relu", overrides=[Override(path="0.weight", rule=lambda p, m, t: rule())], seed=seed)
-    with unchanged(model), pytest.raises(InitError, match=r"std must be >= 0; got std=-1.0"):
+    with (
+        unchanged(model),
+        pytest.raises(InitError, match=r"initializer_range must be a finite number >= 0; got initializer_range=-1.0"),
+    ):
         reinit(model, torchinit.recipes.gpt2(initializer_range=-1.0, n_layer=2), seed=seed)
 
 
