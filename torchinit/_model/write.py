@@ -286,11 +286,14 @@ def refusals(steps: Sequence[Step], *, keyed: bool) -> tuple[list[str], bool]:
     proven_here: set[tuple[Any, ...]] = set()  # (action id, type, dtype, on CUDA): plans share Action instances
     last: tuple[Any, ...] = ()
     kinds: dict[int, tuple[bool, bool, bool]] = {}  # action id -> (writes, draws, needs a wider temporary)
+    facts: tuple[bool, bool, bool] | None = None
     plain_types, dense = (torch.Tensor, nn.Parameter), torch.strided  # hoisted: the loop runs per parameter
+    last_action: Action | None = None
     for step in steps:
         target, action = step.target, step.action
         t = target.tensor
-        facts = kinds.get(id(action))
+        facts = facts if action is last_action else kinds.get(id(action))  # plans share Action instances
+        last_action = action
         if facts is None:
             kind = action.kind
             facts = kinds[id(action)] = (
@@ -321,15 +324,17 @@ def refusals(steps: Sequence[Step], *, keyed: bool) -> tuple[list[str], bool]:
             if message is not None:
                 found.append(message)
             continue
-        local = t if type(t).__name__ != "DTensor" else local_of(t)
-        if type(local) not in plain_types:
-            fallible = True  # a subclass's own ops: the probe (a plain tensor) cannot speak for them
+        kind_of_t = type(t)
+        local = t
+        if kind_of_t not in plain_types:
+            local = local_of(t)
+            fallible = fallible or type(local) not in plain_types  # a subclass's own ops: no probe speaks for them
         if facts[2] or local is not t:  # QR or truncation temporaries, a DTensor write
             wide = local.dtype in (torch.float32, torch.float64)
             fallible = fallible or local is not t or action.kind == "orthogonal" or not wide
-        here = (id(action), type(t), local.dtype, local.is_cuda)
+        here = (id(action), kind_of_t, local.dtype, local.is_cuda)
         if here != last and here not in proven_here:
-            how = (type(t), type(local), local.dtype, local.device, action.kind, action.chunk_values is None)
+            how = (kind_of_t, type(local), local.dtype, local.device, action.kind, action.chunk_values is None)
             message = _probe(step, local, (how, setting)) if (how, setting) not in _PROVEN else None
             if message is not None:
                 found.append(message)
