@@ -221,12 +221,12 @@ def test_a_fault_at_any_write_leaves_parameters_buffers_and_rng_unchanged(
         reinit(model, "kaiming_relu", seed=0 if keyed else None, generator=gen)
 
 
-def test_ctrl_c_during_the_writes_is_held_until_the_model_is_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+def _interrupt_third_write(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Raise SIGINT during the writer's third write; the count of writes made comes back in ``["n"]``."""
     import signal
 
     from torchinit._model import write as _write
 
-    model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(6)])
     real = _write.write
     calls = {"n": 0}
 
@@ -237,10 +237,25 @@ def test_ctrl_c_during_the_writes_is_held_until_the_model_is_whole(monkeypatch: 
         real(action, tensor, generator)  # type: ignore[arg-type]
 
     monkeypatch.setattr(_write, "write", interrupted)
+    return calls
+
+
+def test_ctrl_c_during_the_writes_is_held_until_the_model_is_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(6)])
+    calls = _interrupt_third_write(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         reinit(model, "kaiming_relu")
     assert calls["n"] == 12  # every write ran before the interrupt was raised
     assert all(float(m.bias.detach().abs().max()) == 0 for m in model)  # the whole model got the scheme
+
+
+def test_ctrl_c_stops_backed_up_writes_at_once_and_undoes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(6)])
+    gen = torch.Generator().manual_seed(0)
+    calls = _interrupt_third_write(monkeypatch)
+    with unchanged(model, gen), pytest.raises(KeyboardInterrupt):
+        reinit(model, "orthogonal", generator=gen)  # QR temporaries: backed up
+    assert calls["n"] == 3  # not held to the end: nothing more was written after the interrupt
 
 
 def test_skip_overrides_leave_norm_statistics_alone() -> None:

@@ -231,25 +231,6 @@ def test_a_self_overlapping_view_is_refused() -> None:
         reinit(model, "kaiming_relu")
 
 
-def test_ctrl_c_stops_backed_up_writes_at_once_and_undoes_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    from torchinit._model import write as _write
-
-    model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(6)])
-    real = _write.write
-    calls = {"n": 0}
-
-    def interrupted(action: object, tensor: torch.Tensor, generator: object) -> None:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            signal.raise_signal(signal.SIGINT)
-        real(action, tensor, generator)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(_write, "write", interrupted)
-    with unchanged(model), pytest.raises(KeyboardInterrupt):
-        reinit(model, "orthogonal", generator=torch.Generator().manual_seed(0))  # QR temporaries: backed up
-    assert calls["n"] == 3  # not held to the end: nothing more was written after the interrupt
-
-
 def test_an_override_written_as_a_state_dict_name_points_to_the_parameter() -> None:
     model = nn.Sequential(parametrizations.weight_norm(nn.Linear(4, 4)), nn.Linear(4, 4))
     with pytest.raises(InitError, match=r"nearest: '0.weight'"):

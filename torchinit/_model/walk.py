@@ -6,7 +6,7 @@ Every reader of a model's structure (the role-based planner, ``legacy``, recipes
 - **paths**: canonical (torch's wrappers ``_orig_mod``, ``_fsdp_wrapped_module``,
   ``_checkpoint_wrapped_module`` dropped), so overrides and keyed streams see the model's own names;
 - **ties**: a tensor used under several paths (a tied LM head, a module reused at two positions) is one
-  `Param` with its first use as its `Target` and the others as ``uses``;
+  `Target`: its first use, with the others as ``uses``;
 - **parametrizations**: a parametrized weight is one target (its originals are not listed apart), and a
   legacy ``spectral_norm`` hook's ``weight_orig`` is described as the weight it stands for;
 - **roles and fans**: each use's role from the layer descriptions (``register_layer``), and the readout:
@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -76,19 +76,9 @@ class Target:
         return f"{self.path} ({type(self.owner).__name__}, shape {tuple(self.tensor.shape)})"
 
     @property
-    def target(self) -> Target:
-        """The parameter's first use: itself (a walk's `Param` is the `Target` of its first use)."""
-        return self
-
-    @property
     def every(self) -> list[Target]:
         """Every use, the first one first."""
         return [self, *self.uses] if self.uses else [self]
-
-
-Param = Target
-"""A distinct parameter as the walk lists it: the `Target` of its first use, with ``role``, ``uses`` and
-``lazy`` filled in."""
 
 
 @dataclass
@@ -97,15 +87,10 @@ class Walk:
 
     modules: list[tuple[str, nn.Module]]
     """(canonical prefix, ``""`` or ending in ``"."``, module), in module order, each module once."""
-    params: list[Param]
+    params: list[Target]
     norms: list[tuple[str, nn.Module]]
-    _by_key: dict[int, Param] = field(default_factory=dict, repr=False)
 
-    def param_of(self, target: Target) -> Param | None:
-        """The `Param` a target (any of its uses) belongs to."""
-        return self._by_key.get(target.key)
-
-    def weights(self, kinds: Iterable[str]) -> Iterator[tuple[str, Target, Role, Param]]:
+    def weights(self, kinds: Iterable[str]) -> Iterator[tuple[str, Target, Role, Target]]:
         """Every use of a parameter whose own role (in its owning module, before the readout is found) is one
         of ``kinds``, in module order: (the owner's canonical path, the use, that role, the parameter). A tied
         weight appears once per module that holds it; a layer described with `register_layer` is found whatever
@@ -192,12 +177,12 @@ _STATS: dict[type, bool] = {}  # module type -> has reset_running_stats (a fact 
 
 def walk_modules(pairs: Iterable[tuple[str, nn.Module]]) -> Walk:
     """The walk of these (path, module) pairs, in order (see `walk`)."""
-    params: list[Param] = []
+    params: list[Target] = []
     norms: list[tuple[str, nn.Module]] = []
     modules: list[tuple[str, nn.Module]] = []
-    by_key: dict[int, Param] = {}
-    tied_readout: Param | None = None
-    last_dense: Param | None = None
+    by_key: dict[int, Target] = {}
+    tied_readout: Target | None = None
+    last_dense: Target | None = None
     seen: set[int] = set()
     for path, module in pairs:
         again = id(module) in seen
@@ -240,15 +225,15 @@ def walk_modules(pairs: Iterable[tuple[str, nn.Module]]) -> Walk:
             by_key[key] = target
             params.append(target)
     if tied_readout is None and last_dense is not None:
-        parts = last_dense.target.path.split(".")
+        parts = last_dense.path.split(".")
         name = next((n for n in parts if n in READOUT_NAMES), None)
         if name is not None:
             assert last_dense.role is not None
             last_dense.role = Role("readout", last_dense.role.fans, via=f"named {name!r}, the last dense layer")
-    return Walk(modules, params, norms, by_key)
+    return Walk(modules, params, norms)
 
 
-def _tied_readout(known: Param, alias: Target) -> Param | None:
+def _tied_readout(known: Target, alias: Target) -> Target | None:
     """A weight shared by an input embedding and a dense layer is the readout (drawn by the dense use's fans)."""
     assert known.role is not None
     other = role_of(alias.owner, alias.name)
@@ -257,7 +242,7 @@ def _tied_readout(known: Param, alias: Target) -> Param | None:
     kinds = {known.role.kind, other.kind}
     if kinds != {"embedding", "dense"}:
         return None
-    dense, embedding = (other, known.target.path) if other.kind == "dense" else (known.role, alias.path)
+    dense, embedding = (other, known.path) if other.kind == "dense" else (known.role, alias.path)
     known.role = Role("readout", dense.fans, padding_idx=None, via=f"tied to the input embedding {embedding}")
     return known
 

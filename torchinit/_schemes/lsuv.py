@@ -206,7 +206,7 @@ def _weights(model: nn.Module, report: InitReport | None = None) -> dict[nn.Modu
         for t in param.every:
             if t.owner not in watched:
                 bias = next((n for n, p in t.owner._parameters.items() if p is not None and _is_bias(t.owner, n)), None)
-                watched[t.owner] = _Watched(t.path.rpartition(".")[0], t.name, param.target.key, bias)
+                watched[t.owner] = _Watched(t.path.rpartition(".")[0], t.name, param.key, bias)
     order = {id(m): i for i, (_, m) in enumerate(walked.modules)}
     return dict(sorted(watched.items(), key=lambda item: order.get(id(item[0]), 0)))
 

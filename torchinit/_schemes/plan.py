@@ -283,7 +283,7 @@ def plan_by_role(
     actions: dict[int, tuple[Role, Action]] = {}
     skipped_owners: set[int] = set()
     for param in walked.params:
-        target, role = param.target, param.role
+        target, role = param, param.role
         if param.lazy:
             steps.append(Step(target, _LAZY, role=role))  # refused by Plan.check
             continue

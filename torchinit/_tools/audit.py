@@ -101,7 +101,7 @@ def weight_layers(
         })  # fmt: skip
     raw = []
     for param in walked.params:
-        t = param.target
+        t = param
         if param.role is not None:
             continue
         lazy = param.lazy
