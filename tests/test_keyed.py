@@ -20,6 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import torchinit
 from torchinit import InitError, reinit
 from torchinit._maths import keyed as _keyed
+from torchinit._maths import keyed_jobs as _keyed_jobs
 from torchinit._maths import stream as _stream
 from torchinit._maths import workspace as _workspace
 from torchinit.extend import Action
@@ -213,9 +214,9 @@ def test_blocks_and_shards_compute_only_their_elements() -> None:
         assert torch.equal(block, full[rows, cols]), (shape, offset)
     writer = _keyed.KeyedWriter(2)
     column = torch.empty(301, 25)
-    writer.add(Action("normal", 1.0), column, "emb.weight", _keyed.Region((301, 98), (0, 49)))
+    writer.add(Action("normal", 1.0), column, "emb.weight", _keyed_jobs.Region((301, 98), (0, 49)))
     rows = torch.empty(76, 98)
-    writer.add(Action("normal", 1.0), rows, "emb.weight", _keyed.Region((301, 98), (75, 0)))
+    writer.add(Action("normal", 1.0), rows, "emb.weight", _keyed_jobs.Region((301, 98), (75, 0)))
     writer.run()
     assert writer.drawn <= column.numel() + rows.numel() + 2  # one extra word at each odd end of a run
     assert torch.equal(column, full[:, 49:74]) and torch.equal(rows, full[75:151])

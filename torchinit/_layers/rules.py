@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from torchinit._maths.fans import Fans
-from torchinit._types import InitError, is_lazy
+from torchinit._types import LAZY, InitError, is_lazy
 
 if TYPE_CHECKING:
     from torchinit._maths.draw import Action
@@ -282,7 +282,7 @@ def find_fans(module: nn.Module, name: str, described: Described | None = None) 
     param = module._parameters.get(name)
     if param is None and "parametrizations" in module._modules:
         param = getattr(module, name, None)
-    if is_lazy(param) or (isinstance(param, torch.Tensor) and param.numel() == 0):
+    if isinstance(param, LAZY) or (isinstance(param, torch.Tensor) and param.numel() == 0):
         return None
     for rule in rules:
         fans = rule(module, name)
@@ -329,8 +329,9 @@ def role_of(module: nn.Module, name: str) -> Role | None:
 
 def plain_role_of(module: nn.Module, name: str) -> Role | None:
     """`role_of` for a module without parametrizations (nothing to keep quiet): the walk's common case."""
-    name = _hooked_original(module, name)
-    described = _chain(type(module))
+    if module._forward_pre_hooks and name.endswith("_orig"):
+        name = _hooked_original(module, name)
+    described = _CHAINS.get(type(module)) or _chain(type(module))
     for rule in described.roles:
         role = rule(module, name)
         if role is not None:

@@ -13,30 +13,40 @@ whole matrix) draw the whole tensor's normal values from the same stream and fac
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 import operator
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import torch
 
 from torchinit._maths import stream as _stream
 from torchinit._maths import workspace as _workspace
-from torchinit._maths.distributions import truncated_normal_std
-from torchinit._maths.draw import DRAWN, Action, check_draw, fill, orthogonal_block, put_centre
+from torchinit._maths.draw import DRAWN, Action, check_draw, orthogonal_block, put_centre
+from torchinit._maths.keyed_jobs import (
+    Item,
+    Piece,
+    Region,
+    batch_job,
+    copy_into,
+    fill_post,
+    global_index,
+    in_workspace,
+    place,
+    scale_of,
+    stack_job,
+    unit_values,
+    zero_row_post,
+)
 from torchinit._maths.stream import (
     index_words,
-    mix_,
     range_values,
     range_words,
     signed64,
     stream_key,
     unit_normal,
-    unit_uniform,
 )
-from torchinit._maths.workspace import Workspace, pass_needs, workspace
+from torchinit._maths.workspace import Workspace, pass_needs
 from torchinit._types import InitError, check_int
 
 BLOCK = 1 << 17
@@ -49,34 +59,6 @@ workers, large enough that a job's fixed cost is small; on other devices a range
 depend on it."""
 
 
-@dataclass
-class Region:
-    """Where a local tensor sits in its global (logical) tensor: per-dim offsets and the global shape."""
-
-    global_shape: tuple[int, ...]
-    offset: tuple[int, ...]
-
-    def flat_range(self, local_shape: tuple[int, ...]) -> tuple[int, int]:
-        """First and one-past-last global flat index the local block touches."""
-        strides = _strides(self.global_shape)
-        first = sum(o * s for o, s in zip(self.offset, strides, strict=True))
-        last = sum((o + n - 1) * s for o, n, s in zip(self.offset, local_shape, strides, strict=True))
-        return first, last + 1
-
-    def is_range(self, local_shape: tuple[int, ...]) -> bool:
-        """Whether the local block is one run of consecutive global flat indices."""
-        lo, hi = self.flat_range(local_shape)
-        return hi - lo == math.prod(local_shape)
-
-
-def _strides(shape: Sequence[int]) -> tuple[int, ...]:
-    strides, acc = [], 1
-    for size in reversed(shape):
-        strides.append(acc)
-        acc *= size
-    return tuple(reversed(strides))
-
-
 @functools.lru_cache(maxsize=1 << 16)
 def _key(seed: int, name: str) -> tuple[int, int, int, int]:
     """(start, gamma) of the stream, unsigned and as int64 bit patterns."""
@@ -84,32 +66,9 @@ def _key(seed: int, name: str) -> tuple[int, int, int, int]:
     return start, gamma, signed64(start), signed64(gamma)
 
 
-_Piece = tuple[int, int, int, int, torch.Tensor, float]
-"""(start, gamma, lo, hi, dest, scale): elements lo .. hi-1 of one stream, scaled into ``dest`` (flat)."""
-
-_Item = tuple[int, int, torch.Tensor, float]
-"""(start, gamma, tensor, scale), the key as int64 bit patterns: all of a small tensor's elements (an even
-number), scaled into it."""
-
 STACKED = 1 << 14
 """Whole contiguous tensors of at most this many elements (an even number) are computed stacked with the
 others of their shape (one row each): no per-tensor views, offsets or repeats. Values do not depend on it."""
-
-
-def _scale(action: Action) -> float:
-    if action.kind == "uniform":
-        return action.param * 2.0**-24  # unit_uniform gives odd integers in (-2^24, 2^24)
-    if action.kind == "truncated_normal":
-        return action.param / truncated_normal_std(-action.cut, action.cut)
-    return action.param
-
-
-def _unit(
-    kind: str, cut: float, w: torch.Tensor, out: torch.Tensor | None = None, ws: Workspace | None = None
-) -> torch.Tensor:
-    if kind == "uniform":
-        return unit_uniform(w, out, ws)
-    return unit_normal(w, cut if kind == "truncated_normal" else None, out, ws)
 
 
 class KeyedWriter:
@@ -118,8 +77,8 @@ class KeyedWriter:
     def __init__(self, seed: int, threads: int | None = None) -> None:
         self.seed = seed
         self.threads = threads
-        self.groups: dict[tuple[torch.device, str, float], list[_Piece]] = {}
-        self.stacks: dict[tuple[torch.device, str, float, tuple[int, ...], torch.dtype], list[_Item]] = {}
+        self.groups: dict[tuple[torch.device, str, float], list[Piece]] = {}
+        self.stacks: dict[tuple[torch.device, str, float, tuple[int, ...], torch.dtype], list[Item]] = {}
         self.constants: dict[tuple[float, torch.device, torch.dtype], list[torch.Tensor]] = {}
         self.tasks: list[Callable[[], int]] = []
         self.spans: list[tuple[Callable[[Workspace], int], torch.Tensor, str, int]] = []  # (job, dest, kind, words)
@@ -130,43 +89,47 @@ class KeyedWriter:
     def add(self, action: Action, tensor: torch.Tensor, name: str, region: Region | None = None) -> None:
         """Schedule ``action`` on ``tensor`` (the local block of ``region`` when sharded)."""
         kind = action.kind
-        if kind == "skip" or kind == "keep" or tensor.numel() == 0:
+        n = tensor.numel()
+        if kind == "skip" or kind == "keep" or n == 0:
             return
         if kind == "constant":
             if region is None and action.chunk_values is None and action.zero_row is None:
                 key = (action.param, tensor.device, tensor.dtype)
-                self.constants.setdefault(key, []).append(tensor)
+                same = self.constants.get(key)
+                if same is None:
+                    self.constants[key] = [tensor]
+                else:
+                    same.append(tensor)
             else:
-                self.finish.append(functools.partial(_fill_post, action, tensor, region))
+                self.finish.append(functools.partial(fill_post, action, tensor, region))
             return
         start, gamma, signed_start, signed_gamma = _key(self.seed, name)
         if kind == "orthogonal":
             self.tasks.append(functools.partial(self._orthogonal, action, tensor, start, gamma, region))
             return
         shape = tuple(tensor.shape)
-        n = tensor.numel()
         if region is None and n <= STACKED and not n & 1 and tensor.is_contiguous():
             # a small whole tensor: computed with others of its shape (and dtype), one row each
             if action.zero_row is not None:
-                self.finish.append(functools.partial(_zero_row, tensor, action, region))
+                self.finish.append(functools.partial(zero_row_post, tensor, action, region))
             stack = (tensor.device, kind, action.cut, shape, tensor.dtype)
             items = self.stacks.get(stack)
             if items is None:
                 items = self.stacks[stack] = []
-            items.append((signed_start, signed_gamma, tensor, _scale(action)))
+            items.append((signed_start, signed_gamma, tensor, scale_of(action)))
             return
         if region is not None and not region.is_range(shape):
             self.tasks.append(functools.partial(self._indexed, action, tensor, start, gamma, region))
             return
-        lo, hi = (0, tensor.numel()) if region is None else region.flat_range(shape)
+        lo, hi = (0, n) if region is None else region.flat_range(shape)
         if tensor.is_contiguous():
             dest = tensor.view(-1)
         else:  # channels_last or a strided view: fill in logical order, then copy
             dest = torch.empty(tensor.numel(), dtype=tensor.dtype, device=tensor.device)
-            self.finish.append(functools.partial(_copy_into, tensor, dest))
+            self.finish.append(functools.partial(copy_into, tensor, dest))
         if action.zero_row is not None:
-            self.finish.append(functools.partial(_zero_row, tensor, action, region))
-        scale = _scale(action)
+            self.finish.append(functools.partial(zero_row_post, tensor, action, region))
+        scale = scale_of(action)
         if hi - lo > BLOCK:  # a large range: its own jobs of up to SPAN elements, each a loop of blocks
             length = SPAN if tensor.device.type == "cpu" else hi - lo  # on CUDA one job: launches are the cost
             for a in range(lo, hi, length):
@@ -196,14 +159,14 @@ class KeyedWriter:
             n = 2 * min(words, _stream.block_words(dest.device))
             converting = dest.dtype != torch.float32
             pass_needs("range", n, dest.device, truncated=kind == "truncated_normal", converting=converting, into=needs)
-            jobs.append(functools.partial(_in_workspace, span))
+            jobs.append(functools.partial(in_workspace, span))
         for (device, kind, cut), pieces in self.groups.items():
             for batch in _batches(pieces):
                 n = 2 * sum(((p[3] + 1) >> 1) - (p[2] >> 1) for p in batch)
                 path = "range" if len(batch) == 1 else "batch"
                 converting = batch[0][4].dtype != torch.float32
                 pass_needs(path, n, device, truncated=kind == "truncated_normal", converting=converting, into=needs)
-                jobs.append(_batch_job(kind, cut, batch))
+                jobs.append(batch_job(kind, cut, batch))
         for (device, kind, cut, shape, _), items in self.stacks.items():
             numel = math.prod(shape)
             rows = max(1, BLOCK // numel)
@@ -211,7 +174,7 @@ class KeyedWriter:
                 chunk = items[i : i + rows]
                 n = numel * len(chunk)
                 pass_needs("stack", n, device, truncated=kind == "truncated_normal", converting=True, into=needs)
-                jobs.append(_stack_job(kind, cut, shape, chunk))
+                jobs.append(stack_job(kind, cut, shape, chunk))
         inference = torch.is_inference_mode_enabled()
         if any(device.type == "cpu" for _, _, device in needs):
             _stream.compile_kernels()
@@ -261,7 +224,7 @@ class KeyedWriter:
         if kernel is not None:
             full, centre = torch.empty(kernel, dtype=tensor.dtype, device=tensor.device), full
             put_centre(full, centre)
-        _place(full.reshape(-1), 0, tensor, region, action)
+        place(full.reshape(-1), 0, tensor, region, action)
         return total
 
     def _indexed(self, action: Action, tensor: torch.Tensor, start: int, gamma: int, region: Region) -> int:
@@ -269,22 +232,18 @@ class KeyedWriter:
         # a few rows at a time.
         row = math.prod(tensor.shape[1:])
         rows = max(1, BLOCK // max(row, 1))
-        scale = _scale(action)
+        scale = scale_of(action)
         drawn = 0
         for r0 in range(0, tensor.shape[0], rows):
             part = tensor[r0 : r0 + rows]
             offset = (region.offset[0] + r0, *region.offset[1:])
-            index = _global_index(tuple(part.shape), offset, region.global_shape, tensor.device)
-            values = _unit(action.kind, action.cut, index_words(start, gamma, index.reshape(-1)))
+            index = global_index(tuple(part.shape), offset, region.global_shape, tensor.device)
+            values = unit_values(action.kind, action.cut, index_words(start, gamma, index.reshape(-1)))
             values.mul_(scale)
             part.copy_(values.view(part.shape))
             drawn += index.numel()
-        _zero_row(tensor, action, region)
+        zero_row_post(tensor, action, region)
         return drawn
-
-
-def _in_workspace(span: Callable[[Workspace], int]) -> int:
-    return span(workspace())
 
 
 def _no_grad(job: Callable[[], int], inference: bool = False) -> int:
@@ -295,9 +254,9 @@ def _no_grad(job: Callable[[], int], inference: bool = False) -> int:
         return job()
 
 
-def _batches(pieces: list[_Piece]) -> list[list[_Piece]]:
-    batches: list[list[_Piece]] = []
-    current: list[_Piece] = []
+def _batches(pieces: list[Piece]) -> list[list[Piece]]:
+    batches: list[list[Piece]] = []
+    current: list[Piece] = []
     size = 0
     for piece in pieces:
         n = piece[3] - piece[2]
@@ -309,158 +268,6 @@ def _batches(pieces: list[_Piece]) -> list[list[_Piece]]:
     if current:
         batches.append(current)
     return batches
-
-
-def _batch_job(kind: str, cut: float, batch: list[_Piece]) -> Callable[[], int]:
-    """The job computing a batch of pieces in one pass of kernels, its small per-piece tensors (piece
-    starts, keys, scales) made now, before anything is written."""
-    if len(batch) == 1:  # one range of one tensor: computed into the tensor itself when it is float32
-        return functools.partial(_in_workspace, functools.partial(range_values, kind, cut, *batch[0]))
-    device = batch[0][4].device
-    first = [p[2] >> 1 for p in batch]
-    counts = [((p[3] + 1) >> 1) - f for p, f in zip(batch, first, strict=True)]
-    offsets = list(itertools.accumulate(counts, initial=0))
-    at = offsets.pop()
-    # word k of the batch is word first_i + (k - offset_i) of piece i's stream: start_i + gamma_i (first_i -
-    # offset_i) + gamma_i k, with piece i's words at offsets[i] ..
-    starts = torch.tensor(offsets[1:], dtype=torch.int64, device=device)
-    gammas = torch.tensor([signed64(p[1]) for p in batch], dtype=torch.int64, device=device)
-    bases = [signed64(p[0] + p[1] * (f - o)) for p, f, o in zip(batch, first, offsets, strict=True)]
-    sizes: list[int] = []
-    for p, c in zip(batch, counts, strict=True):
-        lead, n = p[2] & 1, p[3] - p[2]
-        sizes += (lead, n, 2 * c - lead - n)
-    keys = (starts, gammas, torch.tensor(bases, dtype=torch.int64, device=device))
-    scale = _scales([p[5] for p in batch], device)
-    return functools.partial(_compute, kind, cut, at, keys, scale, [p[4] for p in batch], sizes)
-
-
-def _scales(scales: list[float], device: torch.device) -> float | torch.Tensor:
-    """One scalar when the pieces share their scale, else one float32 per piece (a scalar multiply rounds
-    its scale to float32 too: the same values as each piece alone)."""
-    if all(v == scales[0] for v in scales):
-        return scales[0]
-    return torch.tensor(scales, dtype=torch.float32, device=device)
-
-
-def _compute(
-    kind: str,
-    cut: float,
-    at: int,
-    keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    scale: float | torch.Tensor,
-    dests: list[torch.Tensor],
-    sizes: list[int],
-) -> int:
-    """One pass of kernels over a batch of pieces (``at`` words; ``keys``: where each piece's words start,
-    its gamma and base); returns the number of 32-bit words computed. Allocates nothing of its size: every
-    buffer comes from the (reserved) workspace."""
-    starts, gammas, bases = keys
-    device = starts.device
-    ws = workspace()
-    # each word's piece: a 1 where a piece starts, summed up
-    mark = ws.get("mark", torch.int64, at, device).zero_()
-    mark.index_fill_(0, starts, 1)
-    piece = torch.cumsum(mark, 0, out=ws.get("piece", torch.int64, at, device))
-    z = torch.index_select(gammas, 0, piece, out=ws.get("z", torch.int64, at, device))
-    z.mul_(ws.arange(at, device))
-    scratch = ws.get("scratch", torch.int64, at, device)
-    z.add_(torch.index_select(bases, 0, piece, out=scratch))
-    w = mix_(z, scratch).view(torch.int32)
-    units = _unit(kind, cut, w, ws.get("out", torch.float32, w.numel(), device), ws)
-    if isinstance(scale, torch.Tensor):
-        units.view(at, 2).mul_(
-            torch.index_select(scale, 0, piece, out=ws.get("pair_scale", torch.float32, at, device))[:, None]
-        )
-    else:
-        units.mul_(scale)
-    torch._foreach_copy_(dests, list(torch.split_with_sizes(units, sizes)[1::3]))
-    return 2 * at
-
-
-def _stack_job(kind: str, cut: float, shape: tuple[int, ...], items: list[_Item]) -> Callable[[], int]:
-    """The job computing whole tensors of one shape as rows of one matrix, its small key and scale
-    tensors made now, before anything is written."""
-    device = items[0][2].device
-    keys = torch.tensor([it[:2] for it in items], dtype=torch.int64, device=device)
-    scale = _scales([it[3] for it in items], device)
-    if isinstance(scale, torch.Tensor):
-        scale = scale[:, None]  # one per row
-    return functools.partial(_compute_stack, kind, cut, shape, keys, scale, [it[2] for it in items])
-
-
-def _compute_stack(
-    kind: str,
-    cut: float,
-    shape: tuple[int, ...],
-    keys: torch.Tensor,
-    scale: float | torch.Tensor,
-    tensors: list[torch.Tensor],
-) -> int:
-    """Row i, word k is mix64(start_i + gamma_i k), ``keys`` row i = (start_i, gamma_i)."""
-    device = keys.device
-    ws = workspace()
-    m, n = len(tensors), math.prod(shape)
-    pairs = n >> 1
-    z = ws.get("z", torch.int64, m * pairs, device).view(m, pairs)
-    torch.mul(ws.arange(pairs, device)[None, :], keys[:, 1:], out=z)
-    z.add_(keys[:, :1])
-    w = mix_(z.view(-1), ws.get("scratch", torch.int64, m * pairs, device)).view(torch.int32)
-    units = _unit(kind, cut, w, ws.get("out", torch.float32, m * n, device), ws).view(m, n)
-    units.mul_(scale)
-    if tensors[0].dtype == torch.float32:  # a stack has one dtype: rows copied without Python views
-        torch.unbind_copy(units.view(m, *shape), 0, out=tensors)
-    else:
-        torch._foreach_copy_(tensors, list(units.view(m, *shape).unbind(0)))
-    return m * n
-
-
-def _global_index(
-    shape: tuple[int, ...], offset: tuple[int, ...], global_shape: tuple[int, ...], device: torch.device
-) -> torch.Tensor:
-    index = torch.zeros((), dtype=torch.int64, device=device)
-    for dim, (o, n, s) in enumerate(zip(offset, shape, _strides(global_shape), strict=True)):
-        view = [1] * len(shape)
-        view[dim] = n
-        index = index + ((torch.arange(n, device=device) + o) * s).view(view)
-    return index.expand(shape)
-
-
-def _copy_into(tensor: torch.Tensor, flat: torch.Tensor) -> None:
-    tensor.copy_(flat.view(tensor.shape))
-
-
-def _zero_row(t: torch.Tensor, action: Action, region: Region | None) -> None:
-    if action.zero_row is None:
-        return
-    row = action.zero_row - (region.offset[0] if region is not None else 0)
-    if 0 <= row < t.shape[0]:
-        t[row].fill_(0)
-
-
-def local_block(full_flat: torch.Tensor, base: int, tensor: torch.Tensor, region: Region) -> torch.Tensor:
-    """The elements of ``region``'s local block, taken from a flat global range starting at ``base``."""
-    if region.is_range(tuple(tensor.shape)):
-        first, last = region.flat_range(tuple(tensor.shape))
-        return full_flat[first - base : last - base].view(tensor.shape)
-    index = _global_index(tuple(tensor.shape), region.offset, region.global_shape, tensor.device)
-    return full_flat[index - base]
-
-
-def _place(flat: torch.Tensor, base: int, tensor: torch.Tensor, region: Region | None, action: Action) -> None:
-    """Copy drawn values (a flat global range starting at ``base``) into the tensor or its local block."""
-    tensor.copy_(flat.view(tensor.shape) if region is None else local_block(flat, base, tensor, region))
-    _zero_row(tensor, action, region)
-
-
-def _fill_post(action: Action, tensor: torch.Tensor, region: Region | None) -> None:
-    if action.chunk_values is not None and region is not None:
-        # per-chunk constants along dim 0 of the global tensor
-        rows = region.global_shape[0] // len(action.chunk_values)
-        for i in range(tensor.shape[0]):
-            tensor[i].fill_(action.chunk_values[(region.offset[0] + i) // rows])
-        return
-    fill(action, tensor, None)
 
 
 def _ints(what: str, values: object) -> tuple[int, ...]:

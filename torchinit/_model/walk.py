@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from torchinit._layers.rules import Role, plain_role_of, quiet_parametrizations, role_of
-from torchinit._types import is_lazy
+from torchinit._types import LAZY
 
 WRAPPER_NAMES = ("_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
 """Attribute names under which torch's wrappers (torch.compile, FSDP1, activation checkpointing) hold the
@@ -216,7 +216,7 @@ def walk_modules(pairs: Iterable[tuple[str, nn.Module]]) -> Walk:
                 if tied_readout is None and known.role is not None and not again:
                     tied_readout = _tied_readout(known, target)
                 continue
-            if is_lazy(target.tensor):
+            if isinstance(target.tensor, LAZY):
                 target.lazy = True
             else:
                 role = target.role = role_of(module, target.name) if plists else plain_role_of(module, target.name)

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from torchinit._layers.rules import Role
-from torchinit._maths.distributions import check_cutoffs
-from torchinit._maths.draw import DRAWN, Action, check_draw
+from torchinit._maths.draw import Action
+from torchinit._model.proof import refusals
 from torchinit._model.transaction import Undo
 from torchinit._model.walk import Target, Walk, walk, walk_modules
-from torchinit._model.write import Step, is_sharded, local_of, refusals, write_steps
+from torchinit._model.write import Step, is_sharded, write_steps
 from torchinit._schemes.report import InitReport, ReportEntry
 from torchinit._types import InitError, ShardedWithoutSeedWarning, UncoveredParameterWarning
 
@@ -48,57 +48,6 @@ class Selector(Protocol):
     def action(self, role: Role | None, target: Target, base: Callable[[Role], Action]) -> Action | None:
         """The write for ``target`` (``base``: the scheme's own rule), or None to pass it on."""
         ...
-
-
-def draw_problem(step: Step) -> str | None:
-    """Why this step's draw cannot give finite values of its tensor's dtype (a negative or non-finite std,
-    bound, gain, value or chunk value; a truncation without mass), or None: `check_draw`, before any write."""
-    a, t = step.action, step.target.tensor
-    try:
-        if a.chunk_values is not None:
-            for value in a.chunk_values:
-                check_draw(t, "constant", value)
-        else:
-            check_draw(t, a.kind, a.param, a=-a.cut, b=a.cut)  # type: ignore[arg-type]
-        if a.kind == "truncated_normal":
-            check_cutoffs(-a.cut, a.cut)
-    except (InitError, ValueError) as error:
-        return str(error)
-    return None
-
-
-def action_problem(step: Step, generator: torch.Generator | None) -> str | None:
-    """Why this step's action cannot be carried out on its target (index ranges, chunks, generator), or None."""
-    a = step.action
-    if a.chunks == 1 and a.chunk_values is None and a.zero_row is None and generator is None and not a.delta:
-        return None  # the common case: nothing to check
-    t, path = step.target.tensor, step.target.path
-    if a.kind in ("skip", "keep") or step.copy_from is not None or t.numel() == 0:
-        return None
-    where = f"{path} ({type(step.target.owner).__name__}, shape {tuple(t.shape)})"
-    chunks = len(a.chunk_values) if a.chunk_values is not None else a.chunks
-    if chunks < 1 or (chunks > 1 and (t.dim() == 0 or t.shape[0] % chunks)):
-        return (
-            f"{where}: the rule splits it into {chunks} chunks along dim 0, which do not divide "
-            f"{t.shape[0] if t.dim() else 'a 0-d tensor'}; fix the rule's chunk count."
-        )
-    if a.delta and t.dim() > 2 and t.shape[0] // chunks < t.shape[1]:
-        return (
-            f"{where}: a delta-orthogonal kernel needs at least as many output as input channels (an orthogonal "
-            f"{t.shape[0] // chunks} x {t.shape[1]} centre tap cannot have orthonormal columns); use "
-            "Scheme(distribution='orthogonal') without delta for this layer (an Override), or widen it."
-        )
-    if a.zero_row is not None and not (t.dim() >= 1 and -t.shape[0] <= a.zero_row < t.shape[0]):
-        rows = t.shape[0] if t.dim() else 0
-        return f"{where}: the rule zeroes row {a.zero_row}, outside its {rows} rows (a padding_idx out of range?)."
-    if generator is not None and a.draws:
-        device = local_of(t).device
-        if generator.device.type != device.type:
-            return (
-                f"{where} is on {device} but generator= draws on {generator.device}; pass a "
-                f"torch.Generator(device={device.type!r})."
-            )
-    return None
 
 
 def uncovered_message(uncovered: Sequence[Target], groups: int = 12) -> str:
@@ -182,29 +131,14 @@ class Plan:
     ) -> None:
         """Raise one InitError listing every problem, before anything is written.
 
-        Checked here: each action's index ranges, chunk counts and values against its tensor's dtype, the
-        generator's device, uncovered parameters under ``strict``, unmatched overrides, and ``extra``; and by
-        the writer (`torchinit._model.write.refusals`): every tensor writable, no two parameters sharing memory, every
-        parametrization's ``right_inverse``, and each distinct kind of write (keyed when ``seed`` is given).
+        Checked here: uncovered parameters under ``strict``, unmatched overrides, and ``extra``; and by the
+        writer's proof (`torchinit._model.proof.refusals`): each action's index ranges, chunk counts and values
+        against its tensor's dtype, the generator's device, every tensor writable, no two parameters sharing
+        memory, every parametrization's ``right_inverse``, and each distinct kind of write (keyed when ``seed``
+        is given).
         """
-        problems = []
-        checked: dict[int, tuple[torch.dtype, str | None]] = {}  # rules share Action instances: check each once
-        for step in self.steps:
-            a = step.action
-            kind = a.kind
-            found = None
-            if a.chunks != 1 or a.chunk_values is not None or a.zero_row is not None or generator or a.delta:
-                found = action_problem(step, generator)
-            if found is None and (kind in DRAWN or (kind == "constant" and (a.param != 0.0 or a.chunk_values))):
-                dtype = step.target.tensor.dtype
-                known = checked.get(id(a))
-                if known is None or known[0] is not dtype:
-                    known = checked[id(a)] = (dtype, draw_problem(step))
-                if known[1] is not None and step.copy_from is None:
-                    found = f"{step.target.path} ({type(step.target.owner).__name__}): {known[1]}"
-            if found is not None:
-                problems.append(found)
-        refused, self.fallible = refusals(self.steps, keyed=seed is not None)
+        problems: list[str] = []
+        refused, self.fallible = refusals(self.steps, keyed=seed is not None, generator=generator)
         problems += refused
         if overrides_must_match:
             problems += self.unmatched
@@ -287,8 +221,6 @@ def plan_by_role(
         if param.lazy:
             steps.append(Step(target, _LAZY, role=role))  # refused by Plan.check
             continue
-        step = Step(target, _UNDECIDED, role=role, aliases=tuple(u.path for u in param.uses) if param.uses else ())
-        steps.append(step)
         chosen = None
         if chosen_from:
             frozen = not target.tensor.requires_grad
@@ -299,19 +231,19 @@ def plan_by_role(
                     if chosen is None:
                         chosen = o.action(role, target, action_of)
         if chosen is not None:
-            step.action = chosen
             if chosen.kind == "skip":
                 skipped_owners.update(id(t.owner) for t in param.every)
         elif target.tensor.numel() == 0:
-            step.action = Action("skip", reason="zero elements: nothing to write")
+            chosen = Action("skip", reason="zero elements: nothing to write")
         elif role is not None:
             known_action = actions.get(id(role))
             if known_action is None:
                 known_action = actions[id(role)] = (role, action_of(role))
-            step.action = known_action[1]
+            chosen = known_action[1]
         else:
             uncovered.append(target)
-            step.action = Action("skip", reason="no rule covers it")
+            chosen = Action("skip", reason="no rule covers it")
+        steps.append(Step(target, chosen, role, aliases=tuple(u.path for u in param.uses) if param.uses else ()))
     norms = walked.norms
     if chosen_from:
         kept = []
@@ -350,5 +282,4 @@ def _unmatched(override: Selector, steps: list[Step]) -> str:
     return f"{override!r} selects nothing: {hint}. Fix the override or remove it."
 
 
-_UNDECIDED = Action("skip", reason="undecided")
 _LAZY = Action("normal", formula="lazy")  # an uninitialized lazy parameter: Plan.check refuses it
