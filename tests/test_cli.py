@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -165,6 +166,40 @@ def test_errors_exit_2_with_one_line(args: list[str], message: str) -> None:
             "integer input x needs a value range (--input-range, e.g. 0,1000)",
         ),
         (["demo", "--plot", "missing/dir/demo.png"], "--plot missing/dir/demo.png: folder missing/dir does not exist"),
+        (
+            ["audit", f"{MODELS}:small_cnn", "--seed", "100000000000000000000"],
+            "--seed must be an integer from -2**63 to 2**64 - 1 (torch's seed range); got 100000000000000000000",
+        ),
+        (["demo", "--seed", "-100000000000000000000"], "--seed must be an integer from -2**63 to 2**64 - 1"),
+        (
+            ["audit", f"{MODELS}:small_cnn", "--input-shape", "8,1000000,1000000"],
+            "--input-shape 8,1000000,1000000: 8,000,000,000,000 elements of float32 need 32.0 TB, more than the ",
+        ),
+        (
+            ["audit", f"{MODELS}:small_cnn", "--input-shape", "4000000,1000000,1000000,1000000"],
+            "elements of float32 need 16000000000.0 PB",
+        ),
+        (
+            [
+                "audit",
+                f"{FACTORIES}:token_mlp",
+                "--input-shape",
+                "2,8",
+                "--input-dtype",
+                "long",
+                "--input-range",
+                "0,1e30",
+            ],
+            "--input-range 0,1e+30: int64 integers need whole numbers LOW,HIGH with -9223372036854775808 <= LOW < ",
+        ),
+        (
+            ["audit", f"{FACTORIES}:token_mlp", "--input", "ids=2,8:uint8:0,1000"],
+            "--input ids's LOW,HIGH 0,1000: uint8 integers need whole numbers LOW,HIGH with 0 <= LOW < HIGH <= 256",
+        ),
+        (
+            ["audit", f"{MODELS}:small_cnn", "--input-shape", "2,3,8,8", "--input-range", "0,1e300"],
+            "--input-range 0,1e+300: a float32 input needs finite bounds within +-3.40282e+38",
+        ),
     ],
 )
 def test_more_errors_exit_2_with_one_line_in_process(
@@ -247,3 +282,25 @@ def test_the_first_run_prints_no_numpy_warning() -> None:
 
 def test_console_script_is_declared() -> None:
     assert 'torchinit = "torchinit._tools.cli:main"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_plot_and_html_of_a_model_with_an_inf_weight(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    png, page = tmp_path / "a.png", tmp_path / "a.html"
+    args = ["audit", f"{FACTORIES}:inf_weight", "--plot", str(png), "--html", str(page)]
+    assert main(args) == 0, capsys.readouterr().err  # the weights alone: an inf ratio
+    assert main([*args, "--input-shape", "2,16"]) == 0, capsys.readouterr().err  # NaN and inf activations too
+    assert capsys.readouterr().err == ""
+    assert png.read_bytes()[:4] == b"\x89PNG" and "<img alt='audit figure'" in page.read_text()
+
+
+def test_json_is_strict_with_inf_and_nan_as_strings(capsys: pytest.CaptureFixture[str]) -> None:
+    def refuse(token: str) -> None:
+        raise AssertionError(f"not strict JSON: {token}")
+
+    assert main(["audit", f"{FACTORIES}:inf_weight", "--input-shape", "2,16", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    first = result["layers"][0]
+    assert first["std"] == first["ratio"] == "Infinity" and float(first["std"]) == math.inf
+    assert result["activations"][0]["std"] == "NaN"
+    assert isinstance(result["layers"][1]["std"], float)  # finite numbers stay numbers

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -72,6 +71,7 @@ def _audit_command(args: argparse.Namespace) -> None:
         inputs.insert(0, _audit_inputs.InputSpec(_audit_inputs.parse_shape(args.input_shape), dtype, bounds))
     elif args.input_dtype or args.input_range:
         raise _audit_inputs.AuditError("--input-dtype and --input-range describe --input-shape's tensor: give it too")
+    _audit_inputs.check_seed(args.seed)
     band = _audit_inputs.parse_pair(args.band, "--band")
     if band[0] <= 0:
         raise _audit_inputs.AuditError(f"--band must be two positive numbers LOW,HIGH; got {args.band!r}")
@@ -80,7 +80,7 @@ def _audit_command(args: argparse.Namespace) -> None:
         model, args.target, args.scheme, inputs, args.backward, band=band, seed=args.seed, compare=args.compare,
         progress=args.progress,
     )  # fmt: skip
-    print(json.dumps(report, indent=1) if args.json else _audit_format.format_audit(report))
+    print(_audit_format.to_json(report) if args.json else _audit_format.format_audit(report))
     figure: bytes | None = None
     note = ""
     if args.plot or args.html:
@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("--scheme", default="kaiming_relu", help="scheme to compare with (default kaiming_relu)")
     audit.add_argument("--seed", type=int, default=0, help="seeds the factory, the inputs and the scheme's copy")
     audit.add_argument("--band", default="0.8,1.25", metavar="LOW,HIGH", help="flag weight std ratios outside it")
-    audit.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    audit.add_argument(
+        "--json", action="store_true", help='print the numbers as strict JSON (inf and NaN as "Infinity", "NaN")'
+    )
     audit.add_argument("--plot", metavar="FILE.png", help="draw weight std ratio and activation std by depth")
     audit.add_argument("--plot-all", action="store_true", help="plot every module's output, not only layers'")
     audit.add_argument("--html", metavar="FILE.html", help="write a self-contained HTML report (tables, figure)")
@@ -148,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.depth < 1:
                 parser.error(f"--depth must be at least 1; got --depth={args.depth}")
             from torchinit._tools import demo as _demo
+            from torchinit._tools.audit_format import to_json
+            from torchinit._tools.audit_inputs import check_seed
+
+            check_seed(args.seed)
 
             if args.plot:
                 from torchinit._tools.plot import require_matplotlib
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 _writable(args.plot, "--plot")
                 require_matplotlib()
             result = _demo.run(depth=args.depth, seed=args.seed)
-            print(json.dumps(result, indent=1) if args.json else _demo.format_table(result))
+            print(to_json(result) if args.json else _demo.format_table(result))
             if args.plot:
                 from torchinit._tools.plot import plot_demo
 
