@@ -304,3 +304,81 @@ def test_json_is_strict_with_inf_and_nan_as_strings(capsys: pytest.CaptureFixtur
     assert first["std"] == first["ratio"] == "Infinity" and float(first["std"]) == math.inf
     assert result["activations"][0]["std"] == "NaN"
     assert isinstance(result["layers"][1]["std"], float)  # finite numbers stay numbers
+
+
+def _factory_file(folder: Path, name: str = "model.py") -> Path:
+    source = folder / name
+    source.write_text("from torch import nn\n\ndef make():\n    return nn.Linear(4, 4)\n")
+    return source
+
+
+def test_an_output_naming_the_target_s_source_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _factory_file(tmp_path)
+    code = source.read_text()
+    assert main(["audit", f"{source}:make", "--html", str(source)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--html {source}: is TARGET's source file {source.resolve()}" in err
+    monkeypatch.syspath_prepend(str(tmp_path))  # a module TARGET (pkg.mod:fn) too, its file found without running it
+    monkeypatch.chdir(tmp_path)
+    _factory_file(tmp_path, "torchinit_audit_target_mod.py")
+    assert main(["audit", "torchinit_audit_target_mod:make", "--plot", "torchinit_audit_target_mod.py"]) == 2
+    assert "--plot torchinit_audit_target_mod.py: is TARGET's source file" in capsys.readouterr().err
+    assert source.read_text() == code
+
+
+def test_two_outputs_naming_one_file_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    page, link = tmp_path / "a.html", tmp_path / "link.html"
+    link.symlink_to(page)
+    for plot in (page, link):  # the same spelling, or one through a symlink
+        assert main(["audit", f"{MODELS}:small_cnn", "--plot", str(plot), "--html", str(page)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--plot {plot} and --html {page} name the same file ({page})" in err
+    assert not page.exists()
+
+
+def test_a_dangling_symlink_output_is_followed_and_the_probe_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "out").mkdir()
+    real, link = tmp_path / "out" / "real.html", tmp_path / "link.html"
+    link.symlink_to(real)  # dangling until the report is written
+    assert main(["audit", f"{MODELS}:nothing", "--html", str(link)]) == 2  # fails after the probe
+    assert "has no callable 'nothing'" in capsys.readouterr().err
+    assert not real.exists() and link.is_symlink()  # no stray file at the target, the link left as it was
+    assert main(["audit", f"{MODELS}:small_cnn", "--html", str(link)]) == 0
+    assert link.is_symlink() and real.read_text().startswith("<!doctype html>")
+
+
+def test_a_factory_file_with_future_annotations_and_a_dataclass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "configured.py"
+    source.write_text(
+        "from __future__ import annotations\n"
+        "from dataclasses import dataclass\n"
+        "from torch import nn\n\n"
+        "@dataclass\n"
+        "class Config:\n"
+        "    width: int = 8\n\n"
+        "def make() -> nn.Module:\n"
+        "    return nn.Linear(Config().width, 4)\n"
+    )
+    assert main(["audit", f"{source}:make"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "configured.py:make (Linear)" in out and " 4x8 " in out
+
+
+def test_the_console_script_imports_a_module_target_from_the_current_folder(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "torchinit"
+    if not script.is_file():
+        pytest.skip("the torchinit console script is not installed next to this Python")
+    package = tmp_path / "my_models"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    _factory_file(package, "nets.py")
+    out = subprocess.run([str(script), "audit", "my_models.nets:make"], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "audit of my_models.nets:make (Linear)" in out.stdout

@@ -26,26 +26,63 @@ class AuditError(Exception):
     """A problem with the audit's inputs; the CLI prints it on one line and exits with status 2."""
 
 
-def load_factory(target: str) -> Callable[..., Any]:
-    """``package.module:factory`` or ``path/to/file.py:factory`` -> the factory callable."""
+def _split(target: str) -> tuple[str, str]:
     source, sep, name = target.rpartition(":")
     if not sep or not source or not name.isidentifier():
         raise AuditError(f"TARGET must be 'package.module:factory' or 'path/to/file.py:factory'; got {target!r}")
+    return source, name
+
+
+def cwd_on_path() -> None:
+    """The current folder on ``sys.path``, first, as ``python -m`` puts it: so ``pkg.mod:make`` imports from it
+    under the ``torchinit`` console script too, whose ``sys.path`` starts with the script's own folder."""
+    cwd = os.getcwd()
+    if not any(entry in ("", os.curdir, cwd) for entry in sys.path):
+        sys.path.insert(0, cwd)
+
+
+def source_file(target: str) -> Path | None:
+    """The file TARGET's module is read from (resolved), without running it; None where it cannot be found
+    (`load_factory` then says why)."""
+    source, _ = _split(target)
+    if source.endswith(".py"):
+        return Path(source).resolve()
+    cwd_on_path()
+    try:
+        spec = importlib.util.find_spec(source)  # runs the parent packages' __init__, as the import would
+    except Exception:
+        return None
+    origin = spec.origin if spec is not None and spec.has_location else None
+    return Path(origin).resolve() if origin else None
+
+
+def load_factory(target: str) -> Callable[..., Any]:
+    """``package.module:factory`` or ``path/to/file.py:factory`` -> the factory callable.
+
+    A file is imported as a module registered in ``sys.modules`` while it runs (``dataclasses`` and
+    ``typing.get_type_hints`` look their module up there), with its folder on ``sys.path``; a module name is
+    imported with the current folder on ``sys.path``, as under ``python -m``.
+    """
+    source, name = _split(target)
     if source.endswith(".py"):
         path = Path(source)
         if not path.is_file():
             raise AuditError(f"no such file: {source} (from TARGET {target!r})")
-        spec = importlib.util.spec_from_file_location(f"_torchinit_audit_{path.stem}", path)
+        module_name = f"_torchinit_audit_{path.stem}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
         sys.path.insert(0, str(path.parent.resolve()))
         try:
             spec.loader.exec_module(module)
         except Exception as error:
+            sys.modules.pop(module_name, None)
             raise AuditError(f"importing {source} failed: {type(error).__name__}: {error}") from error
         finally:
             sys.path.pop(0)
     else:
+        cwd_on_path()
         try:
             module = importlib.import_module(source)
         except Exception as error:

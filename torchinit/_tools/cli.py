@@ -18,36 +18,64 @@ def _schemes_text() -> str:
     return "\n".join(lines)
 
 
-def _writable(path: str, option: str) -> None:
-    """Fail before any work when ``path`` cannot be written."""
+def _writable(path: str, option: str) -> Path:
+    """The file ``path`` names, symlinks followed (a dangling one too), after checking it can be written: fail
+    before any work when it cannot. The probe leaves nothing behind, at the link or at its target."""
     from torchinit._tools.audit_inputs import AuditError
 
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
+    target = Path(path).resolve()
+    linked = target != Path(path).absolute()
+    shown = f"{path} (-> {target})" if linked else path
+    folder = target.parent
     if target.is_dir():
-        raise AuditError(f"{option} {path}: is a folder; give a file name")
+        raise AuditError(f"{option} {shown}: is a folder; give a file name")
     if not folder.is_dir():
-        raise AuditError(f"{option} {path}: folder {folder} does not exist; create it first")
+        named = folder if linked else Path(path).parent
+        raise AuditError(f"{option} {shown}: folder {named} does not exist; create it first")
     if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise AuditError(f"{option} {path}: not writable")
+        raise AuditError(f"{option} {shown}: not writable")
     existed = target.exists()
     try:  # the permission bits do not tell everything (root, read-only mounts, /proc): try it
         with open(target, "ab"):
             pass
     except OSError as error:
         raise AuditError(
-            f"{option} {path}: cannot be written ({error.strerror or error}); choose another path"
+            f"{option} {shown}: cannot be written ({error.strerror or error}); choose another path"
         ) from error
     if not existed:
         target.unlink()  # nothing left behind if the run fails before writing it
+    return target
 
 
-def _write(path: str, option: str, data: bytes) -> None:
+def _outputs(named: list[tuple[str | None, str]], target: str | None = None) -> dict[str, Path]:
+    """Each output option given to the file it will write (resolved, checked writable): refused, before any
+    work, when two name one file or one names TARGET's own source file."""
+    from torchinit._tools.audit_inputs import AuditError, source_file
+
+    given = [(option, path, Path(path).resolve()) for path, option in named if path]
+    source = source_file(target) if target is not None and given else None
+    seen: dict[Path, tuple[str, str]] = {}
+    for option, path, resolved in given:
+        if resolved == source:
+            raise AuditError(
+                f"{option} {path}: is TARGET's source file {resolved}; writing there would destroy the model's code: "
+                "choose another path"
+            )
+        if resolved in seen:
+            other, other_path = seen[resolved]
+            raise AuditError(
+                f"{other} {other_path} and {option} {path} name the same file ({resolved}); give each its own path"
+            )
+        seen[resolved] = (option, path)
+    return {option: _writable(path, option) for option, path, _ in given}
+
+
+def _write(path: Path, option: str, data: bytes) -> None:
     """Write an output file; an OS error (disk full, the folder removed meanwhile) is a one-line error."""
     from torchinit._tools.audit_inputs import AuditError
 
     try:
-        Path(path).write_bytes(data)
+        path.write_bytes(data)
     except OSError as error:
         raise AuditError(f"{option} {path}: writing it failed ({error.strerror or error})") from error
 
@@ -57,9 +85,7 @@ def _audit_command(args: argparse.Namespace) -> None:
     from torchinit._tools import audit_format as _audit_format
     from torchinit._tools import audit_inputs as _audit_inputs
 
-    for path, option in ((args.plot, "--plot"), (args.html, "--html")):
-        if path:
-            _writable(path, option)
+    outputs = _outputs([(args.plot, "--plot"), (args.html, "--html")], args.target)
     if args.plot:
         from torchinit._tools.plot import require_matplotlib
 
@@ -93,9 +119,9 @@ def _audit_command(args: argparse.Namespace) -> None:
                 raise
             note = f"No figure: {error}."
     if args.plot and figure is not None:
-        _write(args.plot, "--plot", figure)
+        _write(outputs["--plot"], "--plot", figure)
     if args.html:
-        _write(args.html, "--html", _audit_format.html_report(report, figure, note).encode())
+        _write(outputs["--html"], "--html", _audit_format.html_report(report, figure, note).encode())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,14 +184,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.plot:
                 from torchinit._tools.plot import require_matplotlib
 
-                _writable(args.plot, "--plot")
+                plot = _writable(args.plot, "--plot")
                 require_matplotlib()
             result = _demo.run(depth=args.depth, seed=args.seed)
             print(to_json(result) if args.json else _demo.format_table(result))
             if args.plot:
                 from torchinit._tools.plot import plot_demo
 
-                plot_demo(result, args.plot)
+                plot_demo(result, str(plot))
         elif args.command == "audit":
             _audit_command(args)
         else:
