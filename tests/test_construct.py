@@ -6,8 +6,11 @@ import copy
 import io
 import math
 import pickle
+import subprocess
+import sys
 import threading
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,6 +88,25 @@ def test_pickle_deepcopy_and_weights_only_load(layer: nn.Module) -> None:
     fresh = type(layer)(3, 4, 3)
     fresh.load_state_dict(torch.load(buffer, weights_only=True))
     assert same_state(fresh, layer)
+
+
+def test_a_with_scheme_layer_of_a_recipe_pickles_and_unpickles_in_a_fresh_process(tmp_path: Path) -> None:
+    gpt2_linear = with_scheme(nn.Linear, "gpt2")  # the gpt2 recipe holds local functions: pickled by its name
+    layer = gpt2_linear(4, 4)
+    model = nn.Sequential(layer, nn.ReLU())
+    for clone in (pickle.loads(pickle.dumps(layer)), pickle.loads(pickle.dumps(model))[0]):
+        assert type(clone) is gpt2_linear and same_state(clone, layer)
+    saved = tmp_path / "model.pt"
+    torch.save(model, saved)
+    code = (
+        "import torch, torchinit\n"
+        f"model = torch.load({str(saved)!r}, weights_only=False)\n"
+        "assert type(model[0]) is torchinit.with_scheme(torch.nn.Linear, 'gpt2'), type(model[0])\n"
+        "print(model[0].weight.sum().item())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) == pytest.approx(layer.weight.sum().item())
 
 
 def test_torch_compile() -> None:

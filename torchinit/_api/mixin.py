@@ -10,7 +10,7 @@ from torch import nn
 from torchinit._api.context import Context, current
 from torchinit._api.patches import apply_own
 from torchinit._api.reinit import refuse_data_schemes
-from torchinit._schemes.registry import BaseScheme, SchemeLike, resolve_scheme
+from torchinit._schemes.registry import BaseScheme, SchemeLike, get_scheme, list_schemes, resolve_scheme
 from torchinit._types import InitError
 
 M = TypeVar("M", bound=nn.Module)
@@ -49,10 +49,16 @@ _CACHE: dict[tuple[type[nn.Module], BaseScheme], type[nn.Module]] = {}
 _LOCK = threading.Lock()
 
 
-def _rebuild(base: type[nn.Module], scheme: BaseScheme) -> nn.Module:
+def _rebuild(base: type[nn.Module], scheme: SchemeLike) -> nn.Module:
     # pickle then restores the instance's state through nn.Module.__setstate__
     cls = with_scheme(base, scheme)
     return cls.__new__(cls)
+
+
+def _pickled(scheme: BaseScheme) -> SchemeLike:
+    """How a pickle names ``scheme``: its registered name when it is a registered scheme (a recipe such as
+    ``gpt2`` holds local functions that cannot be pickled; its name can), else the scheme object itself."""
+    return next((name for name in list_schemes() if get_scheme(name) is scheme), scheme)
 
 
 def with_scheme(cls: type[M], scheme: SchemeLike) -> type[M]:
@@ -60,7 +66,9 @@ def with_scheme(cls: type[M], scheme: SchemeLike) -> type[M]:
 
     ``KConv2d = with_scheme(nn.Conv2d, "kaiming_relu")`` is a true subclass (``isinstance`` holds,
     ``state_dict`` keys unchanged). The same (class, scheme) pair always gives the same class, and its
-    instances pickle and deepcopy (they are rebuilt through this function).
+    instances pickle and deepcopy (they are rebuilt through this function), alone or inside a model: a
+    registered scheme (``"gpt2"``, even given as the object) travels by its name, another scheme object
+    by pickling it.
 
     Raises:
         InitError: ``cls`` is not an nn.Module subclass with ``reset_parameters``, or an unknown scheme.
@@ -74,7 +82,7 @@ def with_scheme(cls: type[M], scheme: SchemeLike) -> type[M]:
         if made is None:
 
             def __reduce_ex__(self: nn.Module, protocol: Any) -> Any:  # noqa: N807
-                return (_rebuild, (cls, resolved), self.__getstate__())  # type: ignore[no-untyped-call]
+                return (_rebuild, (cls, _pickled(resolved)), self.__getstate__())  # type: ignore[no-untyped-call]
 
             name = f"{cls.__name__}"
             made = type(
