@@ -71,6 +71,38 @@ def test_mixin_subclass_with_its_own_scheme() -> None:
     assert_std(layer.weight, torchinit.exact_gain("gelu") / math.sqrt(1024), kurtosis="uniform")
 
 
+class Gated(torchinit.SchemeMixin, nn.Linear):
+    """A layer of one's own: a raw parameter, registered after the scheme ran, that no rule covers."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n, n)
+        self.gate = nn.Parameter(torch.ones(n))
+
+
+class Wide(torchinit.SchemeMixin, nn.Linear):
+    """A constructor of one's own registering nothing uncovered."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n, 2 * n)
+
+
+def test_a_scheme_mixin_layer_warns_of_a_raw_parameter_no_rule_covers() -> None:
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        line = sys._getframe().f_lineno + 1
+        layer = Gated(16)
+        Wide(16)  # covered: silent
+        uncovered = [w for w in record if issubclass(w.category, torchinit.UncoveredParameterWarning)]
+        assert len(uncovered) == 1 and "Gated.gate x 1: gate (16,)" in str(uncovered[0].message)
+        assert (uncovered[0].filename, uncovered[0].lineno) == (__file__, line)  # the line that made it
+        layer.reset_parameters()  # as before: a later reset warns too
+        assert len([w for w in record if issubclass(w.category, torchinit.UncoveredParameterWarning)]) == 2
+        record.clear()
+        build(lambda: nn.Sequential(Gated(8)))  # build warns once, for the whole model
+        assert [str(w.message).count("gate (8,)") for w in record] == [1]
+    assert_std(layer.weight, math.sqrt(2 / 16))  # the scheme still drew the covered weight
+
+
 def test_legacy_subclass_equals_torch() -> None:
     torch.manual_seed(4)
     ref = nn.Linear(5, 7)
