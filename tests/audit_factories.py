@@ -90,3 +90,11 @@ def token_mlp() -> nn.Module:
 def unseeded() -> nn.Module:
     """Its init draws from torch's global RNG: the audit's --seed makes it repeat."""
     return nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 8))
+
+
+def inf_weight() -> nn.Module:
+    """A first layer with one infinite weight: its std, the pass's activations and their stds are not finite."""
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+    with torch.no_grad():
+        model[0].weight[0, 0] = math.inf
+    return model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -165,6 +166,40 @@ def test_errors_exit_2_with_one_line(args: list[str], message: str) -> None:
             "integer input x needs a value range (--input-range, e.g. 0,1000)",
         ),
         (["demo", "--plot", "missing/dir/demo.png"], "--plot missing/dir/demo.png: folder missing/dir does not exist"),
+        (
+            ["audit", f"{MODELS}:small_cnn", "--seed", "100000000000000000000"],
+            "--seed must be an integer from -2**63 to 2**64 - 1 (torch's seed range); got 100000000000000000000",
+        ),
+        (["demo", "--seed", "-100000000000000000000"], "--seed must be an integer from -2**63 to 2**64 - 1"),
+        (
+            ["audit", f"{MODELS}:small_cnn", "--input-shape", "8,1000000,1000000"],
+            "--input-shape 8,1000000,1000000: 8,000,000,000,000 elements of float32 need 32.0 TB, more than the ",
+        ),
+        (
+            ["audit", f"{MODELS}:small_cnn", "--input-shape", "4000000,1000000,1000000,1000000"],
+            "elements of float32 need 16000000000.0 PB",
+        ),
+        (
+            [
+                "audit",
+                f"{FACTORIES}:token_mlp",
+                "--input-shape",
+                "2,8",
+                "--input-dtype",
+                "long",
+                "--input-range",
+                "0,1e30",
+            ],
+            "--input-range 0,1e+30: int64 integers need whole numbers LOW,HIGH with -9223372036854775808 <= LOW < ",
+        ),
+        (
+            ["audit", f"{FACTORIES}:token_mlp", "--input", "ids=2,8:uint8:0,1000"],
+            "--input ids's LOW,HIGH 0,1000: uint8 integers need whole numbers LOW,HIGH with 0 <= LOW < HIGH <= 256",
+        ),
+        (
+            ["audit", f"{MODELS}:small_cnn", "--input-shape", "2,3,8,8", "--input-range", "0,1e300"],
+            "--input-range 0,1e+300: a float32 input needs finite bounds within +-3.40282e+38",
+        ),
     ],
 )
 def test_more_errors_exit_2_with_one_line_in_process(
@@ -247,3 +282,103 @@ def test_the_first_run_prints_no_numpy_warning() -> None:
 
 def test_console_script_is_declared() -> None:
     assert 'torchinit = "torchinit._tools.cli:main"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_plot_and_html_of_a_model_with_an_inf_weight(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    png, page = tmp_path / "a.png", tmp_path / "a.html"
+    args = ["audit", f"{FACTORIES}:inf_weight", "--plot", str(png), "--html", str(page)]
+    assert main(args) == 0, capsys.readouterr().err  # the weights alone: an inf ratio
+    assert main([*args, "--input-shape", "2,16"]) == 0, capsys.readouterr().err  # NaN and inf activations too
+    assert capsys.readouterr().err == ""
+    assert png.read_bytes()[:4] == b"\x89PNG" and "<img alt='audit figure'" in page.read_text()
+
+
+def test_json_is_strict_with_inf_and_nan_as_strings(capsys: pytest.CaptureFixture[str]) -> None:
+    def refuse(token: str) -> None:
+        raise AssertionError(f"not strict JSON: {token}")
+
+    assert main(["audit", f"{FACTORIES}:inf_weight", "--input-shape", "2,16", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    first = result["layers"][0]
+    assert first["std"] == first["ratio"] == "Infinity" and float(first["std"]) == math.inf
+    assert result["activations"][0]["std"] == "NaN"
+    assert isinstance(result["layers"][1]["std"], float)  # finite numbers stay numbers
+
+
+def _factory_file(folder: Path, name: str = "model.py") -> Path:
+    source = folder / name
+    source.write_text("from torch import nn\n\ndef make():\n    return nn.Linear(4, 4)\n")
+    return source
+
+
+def test_an_output_naming_the_target_s_source_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _factory_file(tmp_path)
+    code = source.read_text()
+    assert main(["audit", f"{source}:make", "--html", str(source)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--html {source}: is TARGET's source file {source.resolve()}" in err
+    monkeypatch.syspath_prepend(str(tmp_path))  # a module TARGET (pkg.mod:fn) too, its file found without running it
+    monkeypatch.chdir(tmp_path)
+    _factory_file(tmp_path, "torchinit_audit_target_mod.py")
+    assert main(["audit", "torchinit_audit_target_mod:make", "--plot", "torchinit_audit_target_mod.py"]) == 2
+    assert "--plot torchinit_audit_target_mod.py: is TARGET's source file" in capsys.readouterr().err
+    assert source.read_text() == code
+
+
+def test_two_outputs_naming_one_file_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    page, link = tmp_path / "a.html", tmp_path / "link.html"
+    link.symlink_to(page)
+    for plot in (page, link):  # the same spelling, or one through a symlink
+        assert main(["audit", f"{MODELS}:small_cnn", "--plot", str(plot), "--html", str(page)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--plot {plot} and --html {page} name the same file ({page})" in err
+    assert not page.exists()
+
+
+def test_a_dangling_symlink_output_is_followed_and_the_probe_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "out").mkdir()
+    real, link = tmp_path / "out" / "real.html", tmp_path / "link.html"
+    link.symlink_to(real)  # dangling until the report is written
+    assert main(["audit", f"{MODELS}:nothing", "--html", str(link)]) == 2  # fails after the probe
+    assert "has no callable 'nothing'" in capsys.readouterr().err
+    assert not real.exists() and link.is_symlink()  # no stray file at the target, the link left as it was
+    assert main(["audit", f"{MODELS}:small_cnn", "--html", str(link)]) == 0
+    assert link.is_symlink() and real.read_text().startswith("<!doctype html>")
+
+
+def test_a_factory_file_with_future_annotations_and_a_dataclass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "configured.py"
+    source.write_text(
+        "from __future__ import annotations\n"
+        "from dataclasses import dataclass\n"
+        "from torch import nn\n\n"
+        "@dataclass\n"
+        "class Config:\n"
+        "    width: int = 8\n\n"
+        "def make() -> nn.Module:\n"
+        "    return nn.Linear(Config().width, 4)\n"
+    )
+    assert main(["audit", f"{source}:make"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "configured.py:make (Linear)" in out and " 4x8 " in out
+
+
+def test_the_console_script_imports_a_module_target_from_the_current_folder(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "torchinit"
+    if not script.is_file():
+        pytest.skip("the torchinit console script is not installed next to this Python")
+    package = tmp_path / "my_models"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    _factory_file(package, "nets.py")
+    out = subprocess.run([str(script), "audit", "my_models.nets:make"], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "audit of my_models.nets:make (Linear)" in out.stdout

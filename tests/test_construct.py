@@ -6,8 +6,11 @@ import copy
 import io
 import math
 import pickle
+import subprocess
+import sys
 import threading
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,6 +71,38 @@ def test_mixin_subclass_with_its_own_scheme() -> None:
     assert_std(layer.weight, torchinit.exact_gain("gelu") / math.sqrt(1024), kurtosis="uniform")
 
 
+class Gated(torchinit.SchemeMixin, nn.Linear):
+    """A layer of one's own: a raw parameter, registered after the scheme ran, that no rule covers."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n, n)
+        self.gate = nn.Parameter(torch.ones(n))
+
+
+class Wide(torchinit.SchemeMixin, nn.Linear):
+    """A constructor of one's own registering nothing uncovered."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n, 2 * n)
+
+
+def test_a_scheme_mixin_layer_warns_of_a_raw_parameter_no_rule_covers() -> None:
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        line = sys._getframe().f_lineno + 1
+        layer = Gated(16)
+        Wide(16)  # covered: silent
+        uncovered = [w for w in record if issubclass(w.category, torchinit.UncoveredParameterWarning)]
+        assert len(uncovered) == 1 and "Gated.gate x 1: gate (16,)" in str(uncovered[0].message)
+        assert (uncovered[0].filename, uncovered[0].lineno) == (__file__, line)  # the line that made it
+        layer.reset_parameters()  # as before: a later reset warns too
+        assert len([w for w in record if issubclass(w.category, torchinit.UncoveredParameterWarning)]) == 2
+        record.clear()
+        build(lambda: nn.Sequential(Gated(8)))  # build warns once, for the whole model
+        assert [str(w.message).count("gate (8,)") for w in record] == [1]
+    assert_std(layer.weight, math.sqrt(2 / 16))  # the scheme still drew the covered weight
+
+
 def test_legacy_subclass_equals_torch() -> None:
     torch.manual_seed(4)
     ref = nn.Linear(5, 7)
@@ -85,6 +120,25 @@ def test_pickle_deepcopy_and_weights_only_load(layer: nn.Module) -> None:
     fresh = type(layer)(3, 4, 3)
     fresh.load_state_dict(torch.load(buffer, weights_only=True))
     assert same_state(fresh, layer)
+
+
+def test_a_with_scheme_layer_of_a_recipe_pickles_and_unpickles_in_a_fresh_process(tmp_path: Path) -> None:
+    gpt2_linear = with_scheme(nn.Linear, "gpt2")  # the gpt2 recipe holds local functions: pickled by its name
+    layer = gpt2_linear(4, 4)
+    model = nn.Sequential(layer, nn.ReLU())
+    for clone in (pickle.loads(pickle.dumps(layer)), pickle.loads(pickle.dumps(model))[0]):
+        assert type(clone) is gpt2_linear and same_state(clone, layer)
+    saved = tmp_path / "model.pt"
+    torch.save(model, saved)
+    code = (
+        "import torch, torchinit\n"
+        f"model = torch.load({str(saved)!r}, weights_only=False)\n"
+        "assert type(model[0]) is torchinit.with_scheme(torch.nn.Linear, 'gpt2'), type(model[0])\n"
+        "print(model[0].weight.sum().item())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) == pytest.approx(layer.weight.sum().item())
 
 
 def test_torch_compile() -> None:

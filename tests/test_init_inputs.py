@@ -310,8 +310,14 @@ def test_generator_device_mismatch_on_cuda() -> None:  # pragma: no cover - run 
 @pytest.mark.parametrize(
     ("activation", "match"),
     [
-        (nn.Linear(2, 2), r"elementwise .*; calling it raised RuntimeError: mat1 and mat2 shapes cannot be multiplied"),
-        (nn.Linear(256, 256), "calling it raised RuntimeError"),
+        (
+            nn.Linear(2, 2),
+            r"activation=Linear\(in_features=2, out_features=2, bias=True\) is a layer with weights \(weight of "
+            r"shape \(2, 2\)\), not an activation\. Pass the nonlinearity that follows the Linear: a name "
+            r"\(exact_gain\('relu'\)",
+        ),
+        (nn.Sequential(nn.Linear(256, 256), nn.ReLU()), r"is a layer with weights \(0\.weight of shape \(256, 256\)\)"),
+        (nn.Bilinear(2, 2, 2), r"\(weight of shape \(2, 2, 2\)\), not an activation"),
         (nn.Softmax(dim=0), "its outputs depend on the other elements or change between calls"),
         (nn.Dropout(0.5), "its outputs depend on the other elements or change between calls"),
         (lambda x: x.sum(), r"got Tensor of shape \(\)\."),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -450,3 +451,41 @@ def test_sharded_init_equals_unsharded(world: int, tmp_path: Path, small_blocks:
         assert got["warned"] == (world > 1)  # a one-rank mesh splits nothing
         for name, value in unkeyed.items():  # torch's RNG, shared state: each rank keeps its block of one draw
             assert torch.equal(got["unkeyed"][name], value), ("unkeyed", name, rank)
+
+
+def _keyed_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(64, 256), nn.Conv1d(4, 8, 3), nn.Embedding(100, 16), nn.LSTM(8, 8),  # the LSTM: orthogonal draws
+        nn.utils.parametrizations.spectral_norm(nn.Linear(8, 8)),
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+@pytest.mark.parametrize(
+    "around",
+    [lambda: _default_dtype(torch.float64), lambda: _default_dtype(torch.float16), lambda: torch.device("meta")],
+    ids=["float64 default", "float16 default", "meta default device"],
+)
+@pytest.mark.parametrize("scheme", ["kaiming_relu", "orthogonal", "xavier_uniform"])
+def test_keyed_values_ignore_the_default_dtype_and_device(
+    around: Callable[[], contextlib.AbstractContextManager[None]], scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = _keyed_model()
+    reinit(expected, scheme, seed=0)
+    model = _keyed_model()
+    monkeypatch.setattr(_stream, "_tables", {})  # the normal law's lookup table is built afresh inside the block
+    with around():  # the draws' own scratch and tables must not follow the caller's defaults
+        reinit(model, scheme, seed=0)
+    assert torch.get_default_dtype() == torch.float32
+    for (key, a), b in zip(expected.state_dict().items(), model.state_dict().values(), strict=True):
+        assert b.dtype == a.dtype and b.device == a.device and torch.equal(a, b), key

@@ -20,6 +20,7 @@ from torch.nn.utils import parametrizations, parametrize
 
 import torchinit
 from torchinit import Fans, InitError, Override, reinit
+from torchinit._api.reinit import unwrap
 from torchinit.extend import Action, Role, register_layer
 from torchinit.testing import assert_std
 
@@ -349,6 +350,25 @@ def test_wrapper_prefixes_do_not_change_keyed_values_or_override_paths() -> None
         inner = torchinit._api.reinit.unwrap(model)  # type: ignore[attr-defined]
         for (key, a), b in zip(plain.state_dict().items(), [p for p in _params(inner)], strict=True):
             assert torch.equal(a, b), key
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's imports on this CPU build
+def test_an_override_may_use_the_wrapped_model_s_state_dict_names() -> None:
+    def make() -> nn.Module:
+        return nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+
+    model = nn.DataParallel(make())
+    assert "module.0.weight" in model.state_dict()  # the name a user copies
+    scheme = torchinit.get_scheme("kaiming_relu").with_overrides(Override(path="module.2.bias", constant=0.25))  # type: ignore[attr-defined]
+    report = reinit(model, scheme, overrides=[Override(path="module.0.weight", constant=0.5)])
+    assert report["0.weight"].source == "override constant 0.5" and bool((model.module[0].weight == 0.5).all())
+    assert bool((model.module[2].bias == 0.25).all())
+    compiled = nn.DataParallel(torch.compile(make()))  # `module._orig_mod.0.weight`, either spelling
+    for path in ("module._orig_mod.0.weight", "module.0.weight", "0.weight"):
+        reinit(compiled, overrides=[Override(path=path, constant=0.75)])
+        assert bool((unwrap(compiled)[0].weight == 0.75).all()), path
+    with pytest.raises(InitError, match=r"Override\(path='module.0.weight', constant=0.5\) selects nothing"):
+        reinit(make(), overrides=[Override(path="module.0.weight", constant=0.5)])  # no wrapper, no prefix
 
 
 def _nested_compile(m: nn.Module) -> nn.Module:

@@ -258,3 +258,9 @@ def test_generators_are_seeded(g: torch.Generator, data: st.DataObject) -> None:
 def test_strategy_argument_errors(make: Callable[[], object], match: str) -> None:
     with pytest.raises(errors.InvalidArgument, match=match):
         make()
+
+
+@pytest.mark.parametrize("n", [0, -5, math.nan, math.inf])
+def test_std_tolerance_refuses_a_sample_size_that_is_not_positive(n: float) -> None:
+    with pytest.raises(InitError, match=r"n must be a positive number of elements \(the sample size\); got n="):
+        std_tolerance(n)  # type: ignore[arg-type]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import numbers
 import operator
+import os
+import sys
+import warnings
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -50,6 +54,26 @@ class SchemeOverwrittenWarning(UserWarning):
 
 class ShardedWithoutSeedWarning(UserWarning):
     """Sharded (DTensor / FSDP2) parameters drawn from torch's RNG: every rank draws whole tensors."""
+
+
+_OWN = (os.path.dirname(os.path.abspath(__file__)) + os.sep, os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
+"""torchinit's folder and torch's: the frames `warn_at_caller` walks past."""
+
+
+def _internal(filename: str) -> bool:
+    return filename.startswith(_OWN) or filename == contextlib.__file__
+
+
+def warn_at_caller(warning: Warning) -> None:
+    """Issue ``warning`` at the first frame outside torchinit, torch and ``contextlib``: the user's line that
+    called ``reinit``/``build``, closed a ``default_scheme`` block or constructed the layer, however many
+    frames of ours (and of torch's constructors) lie between, so ``-W error`` and filters by module see it."""
+    frame = sys._getframe(1)
+    level = 2  # warnings.warn's frame count from here: 1 is this function, 2 its caller
+    while frame is not None and _internal(frame.f_code.co_filename):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    warnings.warn(warning, stacklevel=level)
 
 
 def choice_error(subject: str, name: str, value: object, options: Iterable[str]) -> InitError:

@@ -10,7 +10,6 @@ later). When the last block closes, torch's own methods are back in place.
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -24,7 +23,7 @@ from torchinit._api.reinit import check_threads, prepare, refuse_data_schemes
 from torchinit._model.write import Step
 from torchinit._schemes.registry import SchemeLike, resolve_scheme, scheme_name
 from torchinit._schemes.report import InitReport
-from torchinit._types import InitError, SchemeOverwrittenWarning, check_generator
+from torchinit._types import InitError, SchemeOverwrittenWarning, check_generator, warn_at_caller
 
 if TYPE_CHECKING:
     from torchinit._schemes.overrides import Override
@@ -67,14 +66,13 @@ def default_scheme(scheme: SchemeLike, *, generator: torch.Generator | None = No
         yield
     overwritten = sum(1 for param, version in ctx.written if param._version != version)
     if overwritten:
-        warnings.warn(
+        warn_at_caller(
             SchemeOverwrittenWarning(
                 f"{overwritten} of the {len(ctx.written)} parameters that default_scheme({scheme!r}) wrote were "
                 "overwritten afterwards by the model's own init code (torchvision's and timm's init loops and Hugging "
                 "Face's post_init re-initialize their models), so the scheme did not take effect there. Use "
                 "torchinit.build(lambda: Model(...), scheme) or torchinit.reinit(model, scheme) after construction."
-            ),
-            stacklevel=3,
+            )
         )
 
 

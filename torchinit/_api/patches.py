@@ -40,9 +40,9 @@ UNDISPATCHED_FILLS = (
 its draws to reject some): wrapped while build may defer them whole."""
 
 
-def apply_own(module: nn.Module, ctx: Context) -> None:
+def apply_own(module: nn.Module, ctx: Context, *, warn: bool = True) -> None:
     """What a replaced default-draw method does under a context: skip (and remember), or apply the scheme
-    to the module's own parameters."""
+    to the module's own parameters (warning about those no rule covers unless ``warn`` is False)."""
     if ctx.scheme is None:
         ctx.mark(module)
         return
@@ -50,7 +50,7 @@ def apply_own(module: nn.Module, ctx: Context) -> None:
         return  # as torch's own reset on the meta device: there is nothing to draw into
     plan = ctx.scheme.plan(module, Call(own_only=True, generator=ctx.generator))
     plan.check()
-    plan.run(repr(ctx.scheme), ctx.generator, warn=bool(plan.uncovered))  # a raw parameter the scheme cannot set
+    plan.run(repr(ctx.scheme), ctx.generator, warn=warn)  # warns of a raw parameter the scheme cannot set
     for step in plan.steps:  # remembered so default_scheme can tell when model code overwrites them
         if step.action.kind not in ("skip", "keep") and not step.scratch and not step.target.parametrized:
             ctx.written.append((step.target.tensor, step.target.tensor._version))

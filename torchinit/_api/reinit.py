@@ -25,14 +25,21 @@ def unwrap(module: nn.Module) -> nn.Module:
     """The model a wrapper stands for (``torch.compile``'s ``OptimizedModule``, ``nn.DataParallel``,
     ``DistributedDataParallel``, nested): its parameters are shared, and paths and keyed streams then use
     the model's own names."""
+    return unwrapped(module)[0]
+
+
+def unwrapped(module: nn.Module) -> tuple[nn.Module, str]:
+    """`unwrap`'s model, and the prefix the wrappers put before its paths in ``state_dict`` names
+    (``"module."`` for ``nn.DataParallel``, ``"module._orig_mod."`` for one around a compiled model)."""
+    prefix = ""
     while True:
         inner = getattr(module, "_orig_mod", None) if type(module).__name__ == "OptimizedModule" else None
         if isinstance(inner, nn.Module):
-            module = inner
+            module, prefix = inner, prefix + "_orig_mod."
         elif isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            module = module.module
+            module, prefix = module.module, prefix + "module."
         else:
-            return module
+            return module, prefix
 
 
 def check_threads(threads: object) -> None:
@@ -71,8 +78,8 @@ def prepare(
     check_generator(generator)
     if data is not None and not resolved.uses_data:
         raise InitError(f"data= is only used by the lsuv scheme; got scheme={scheme!r}.")
-    call = Call(overrides=tuple(overrides), seed=seed, data=data, generator=generator)
-    root = unwrap(module)
+    root, wrapper = unwrapped(module)
+    call = Call(overrides=tuple(overrides), seed=seed, data=data, generator=generator, wrapper=wrapper)
     plan = resolved.plan(root, call)
     plan.check(strict=strict, extra=check, generator=generator, overrides_must_match=True, seed=seed)
     resolved.validate(root, call)

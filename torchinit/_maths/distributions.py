@@ -34,7 +34,7 @@ def normal_quantile(p: float) -> float:
     """Inverse of `normal_cdf`, in float64."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must lie in (0, 1); got p={p!r}.")
-    return float(torch.special.ndtri(torch.tensor(p, dtype=torch.float64)))
+    return float(torch.special.ndtri(torch.tensor(p, dtype=torch.float64, device="cpu")))
 
 
 def two_sided_z(alpha: float) -> float:
@@ -178,7 +178,7 @@ KURTOSIS = {"normal": 3.0, "uniform": 1.8}
 
 
 def _f64(value: float) -> torch.Tensor:
-    return torch.tensor(value, dtype=torch.float64)
+    return torch.tensor(value, dtype=torch.float64, device="cpu")
 
 
 def chi2_tail(x: float, df: float, *, upper: bool) -> float:

@@ -181,6 +181,17 @@ def _evaluate(f: Callable[[torch.Tensor], torch.Tensor], nodes: torch.Tensor) ->
     return fz
 
 
+def _refuse_layers(module: nn.Module) -> None:
+    """A module holding a weight matrix (nn.Linear, a conv, a Sequential with one) is a layer, not an activation."""
+    for path, param in module.named_parameters():
+        if param.dim() >= 2:
+            raise InitError(
+                f"activation={shown(module)} is a layer with weights ({path} of shape {tuple(param.shape)}), not an "
+                f"activation. Pass the nonlinearity that follows the {type(module).__name__}: a name (exact_gain("
+                "'relu'), 'gelu', 'tanh', ...), an activation module such as nn.GELU(), or an elementwise callable."
+            )
+
+
 def exact_gain(
     activation: str | nn.Module | Callable[[torch.Tensor], torch.Tensor],
     param: float | None = None,
@@ -222,6 +233,7 @@ def exact_gain(
             "Configure the module or callable itself."
         )
     elif isinstance(activation, nn.Module):
+        _refuse_layers(activation)
         f = activation
         if next(activation.parameters(), None) is not None or next(activation.buffers(), None) is not None:
             try:  # a module with weights (nn.PReLU) evaluated in float64 on a copy; the user's stays as it is

@@ -127,7 +127,9 @@ def range_words(
 
     With a workspace the result is a view of its buffer, valid until the workspace is used again."""
     p0, p1 = lo >> 1, (hi + 1) >> 1
-    first = torch.tensor(signed64(start + gamma * p0))  # start + gamma (p0 + k): a CPU scalar on any device
+    first = torch.tensor(
+        signed64(start + gamma * p0), device="cpu"
+    )  # start + gamma (p0 + k): a CPU scalar on any device
     if ws is None:
         z = torch.add(first, torch.arange(p1 - p0, dtype=torch.int64, device=device), alpha=signed64(gamma))
         scratch = torch.empty_like(z)
@@ -160,14 +162,14 @@ def _build_table() -> torch.Tensor:
     # Row r = (float32 bits of f) >> S covers f = 2^e (1 + (j 2^S + x) / 2^23), x in [0, 2^S), for
     # r = (e + 127) 2^J + j; t = f / 2^32 and |z| = -ndtri(t), interpolated linearly between the
     # sub-interval's ends (so |z| is continuous and monotone in V): c0 + c1 x, x = f - (left end).
-    used = torch.arange(_FIRST << _J, _ROWS, dtype=torch.float64)
+    used = torch.arange(_FIRST << _J, _ROWS, dtype=torch.float64, device="cpu")
     exponent = torch.floor(used / (1 << _J)) - 127
     j = used - torch.floor(used / (1 << _J)) * (1 << _J)
     ends = torch.exp2(exponent)[:, None] * (
-        1 + (j[:, None] + torch.tensor([0.0, 1.0], dtype=torch.float64)) / (1 << _J)
+        1 + (j[:, None] + torch.tensor([0.0, 1.0], dtype=torch.float64, device="cpu")) / (1 << _J)
     )
     values = -torch.special.ndtri(ends * 2.0**-32) + 0.0  # + 0.0: |z| at t = 1/2 is +0, not -0
-    table = torch.zeros((2, _ROWS), dtype=torch.float32)
+    table = torch.zeros((2, _ROWS), dtype=torch.float32, device="cpu")
     table[0, _FIRST << _J :] = values[:, 0].to(torch.float32)
     table[1, _FIRST << _J :] = ((values[:, 1] - values[:, 0]) / (torch.exp2(exponent) * 2.0**-_J)).to(torch.float32)
     return table
@@ -199,7 +201,7 @@ def unit_uniform(w: torch.Tensor, out: torch.Tensor | None = None, ws: Workspace
     r"""$(2k+1)$ as float32 for the top 24 bits $k$ of each signed word: uniform on $(-2^{24}, 2^{24})$."""
     n, device = w.numel(), w.device
     k = torch.empty(n, dtype=torch.int32, device=device) if ws is None else ws.get("row", torch.int32, n, device)
-    out = out if out is not None else torch.empty(n, device=device)
+    out = out if out is not None else torch.empty(n, dtype=torch.float32, device=device)
     kernel(_uniform_into, w)(w, k, out)
     return out
 
@@ -263,7 +265,7 @@ def unit_normal(
         low = _low_word(cut)
         wide = ws.get("wide", torch.int64, n, device)
     f = ws.get("f", torch.float32, n, device)
-    out = out if out is not None else torch.empty(n, device=device)
+    out = out if out is not None else torch.empty(n, dtype=torch.float32, device=device)
     c0, c1 = _table(device)
     row = ws.get("row", torch.int32, n, device)
     kernel(_normal_into, w)(
@@ -414,7 +416,7 @@ _compile_lock = threading.Lock()
 def compile_kernels() -> None:
     """Compile the kernel chains now (once per process), in the calling thread: before worker threads start,
     so no worker compiles (``warnings.catch_warnings``, around the deprecation notice, is process-wide)."""
-    cpu = torch.empty(0)
+    cpu = torch.empty(0, device="cpu")
     for fn in KERNELS:
         kernel(fn, cpu)
 

@@ -51,7 +51,9 @@ def _converge(iterate: Callable[[], object], u: torch.Tensor, rounds: int = 100)
 
 def _redraw_unit(vector: torch.Tensor, eps: float, generator: torch.Generator | None) -> None:
     if generator is not None and generator.device.type != vector.device.type:
-        vector.copy_(torch.empty(vector.shape, dtype=vector.dtype).normal_(0, 1, generator=generator))
+        vector.copy_(
+            torch.empty(vector.shape, dtype=vector.dtype, device=generator.device).normal_(0, 1, generator=generator)
+        )
     else:
         vector.normal_(0, 1, generator=generator)
     vector.div_(vector.norm().clamp_min(eps))

@@ -7,6 +7,7 @@ selects a parameter and what that parameter gets.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields, replace
@@ -104,7 +105,7 @@ class Override:
             )
         for flag in ("skip", "frozen", "keep"):
             check_bool(flag, getattr(self, flag), optional=flag == "frozen")
-        object.__setattr__(self, "_glob", canonical(self.path))
+        object.__setattr__(self, "_globs", (canonical(self.path),))
         types = self.module if isinstance(self.module, tuple) else (self.module,) if self.module else ()
         if not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
             raise InitError(f"module must be an nn.Module type or a tuple of them; got module={self.module!r}.")
@@ -154,9 +155,21 @@ class Override:
 
     __repr__ = spelled
 
+    def seen_through(self, wrapper: str) -> Override:
+        """This override for a model reached through wrappers whose ``state_dict`` names start with ``wrapper``
+        (``"module."``, see `torchinit.reinit`): a path spelled with that prefix also selects the model's own
+        path (``module.0.weight`` selects ``0.weight``); itself when its path does not start with it."""
+        prefix = canonical(wrapper)
+        glob = canonical(self.path)
+        if not prefix or not glob.startswith(prefix) or glob == prefix:
+            return self
+        seen = copy.copy(self)
+        object.__setattr__(seen, "_globs", (glob, glob[len(prefix) :]))
+        return seen
+
     def selects(self, path: str, owner: nn.Module, role: Role | None, frozen: bool) -> bool:
         """Whether this override applies to the parameter at ``path``."""
-        if not fnmatch.fnmatchcase(path, self._glob):  # type: ignore[attr-defined]
+        if not any(fnmatch.fnmatchcase(path, glob) for glob in self._globs):  # type: ignore[attr-defined]
             return False
         if self.module is not None and not isinstance(owner, self.module):
             return False

@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -24,7 +23,7 @@ from torchinit._model.transaction import Undo
 from torchinit._model.walk import Target, Walk, walk, walk_modules
 from torchinit._model.write import Step, is_sharded, write_steps
 from torchinit._schemes.report import InitReport, ReportEntry
-from torchinit._types import InitError, ShardedWithoutSeedWarning, UncoveredParameterWarning
+from torchinit._types import InitError, ShardedWithoutSeedWarning, UncoveredParameterWarning, warn_at_caller
 
 
 class Selector(Protocol):
@@ -170,17 +169,16 @@ class Plan:
         caller restores on failure (see `guarded`).
         """
         if warn and self.uncovered:
-            warnings.warn(UncoveredParameterWarning(uncovered_message(self.uncovered)), stacklevel=4)
+            warn_at_caller(UncoveredParameterWarning(uncovered_message(self.uncovered)))
         if seed is None:
             sharded = [s.target.path for s in self.steps if is_sharded(s.target.tensor) and s.action.draws]
             if warn and sharded:
-                warnings.warn(
+                warn_at_caller(
                     ShardedWithoutSeedWarning(
                         f"{len(sharded)} sharded parameter(s) (first: {sharded[0]}) drawn from torch's RNG: each "
                         "rank draws the whole tensor and keeps its shard, which is right only if all ranks share "
                         "the RNG state. Pass seed= to draw just the shard, from keyed, shard-invariant streams."
-                    ),
-                    stacklevel=4,
+                    )
                 )
         drawn = write_steps(self.steps, generator, seed=seed, threads=threads, undo=undo)
         buffers = []

@@ -35,6 +35,8 @@ class Call:
         seed: keyed generation was asked for.
         data: the batch a data-driven scheme calibrates on.
         generator: the RNG of the call's draws (None: torch's default generator).
+        wrapper: the prefix of the wrappers reinit looked through (``"module."`` for ``nn.DataParallel``):
+            an override spelled with it, as a ``state_dict`` name of the wrapped model is, selects too.
     """
 
     overrides: Sequence[Selector] = ()
@@ -42,6 +44,7 @@ class Call:
     seed: int | None = None
     data: object = None
     generator: torch.Generator | None = None
+    wrapper: str = ""
 
 
 class BaseScheme:

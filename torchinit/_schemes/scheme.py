@@ -223,7 +223,9 @@ class Scheme(BaseScheme):
         """Every parameter by its role (`action`), the scheme's and the call's overrides layered on top."""
         if not all(isinstance(o, Override) for o in call.overrides):
             raise InitError(f"overrides must be a sequence of Override; got overrides={tuple(call.overrides)!r}.")
-        overrides = (*self.overrides, *call.overrides)
+        overrides = tuple(
+            o.seen_through(call.wrapper) if isinstance(o, Override) else o for o in (*self.overrides, *call.overrides)
+        )
         return plan_by_role(walk(module, own_only=call.own_only), self.action, overrides)
 
     def dense_std(self, module: nn.Module, role: Role) -> float | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import html
+import json
+import math
 from typing import Any
 
 REASONS = {
@@ -11,6 +13,27 @@ REASONS = {
     "too small": "too small",
     "too large": "too large",
 }
+
+
+NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+"""How `to_json` spells the numbers strict JSON has no token for (NaN is ``"NaN"``)."""
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return NON_FINITE.get(value, "NaN")
+    if isinstance(value, dict):
+        return {key: _finite(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def to_json(result: dict[str, Any]) -> str:
+    """``result`` as strict JSON (RFC 8259): an infinite or NaN number (an inf weight's std) becomes the string
+    ``"Infinity"``, ``"-Infinity"`` or ``"NaN"``, which Python's ``float()`` and JavaScript's ``Number()``
+    read back; Python's own ``Infinity``/``NaN`` tokens would make the output unreadable to strict parsers."""
+    return json.dumps(_finite(result), indent=1, allow_nan=False)
 
 
 def _num(value: float | None, spec: str = ".4g") -> str:

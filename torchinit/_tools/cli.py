@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,36 +18,64 @@ def _schemes_text() -> str:
     return "\n".join(lines)
 
 
-def _writable(path: str, option: str) -> None:
-    """Fail before any work when ``path`` cannot be written."""
+def _writable(path: str, option: str) -> Path:
+    """The file ``path`` names, symlinks followed (a dangling one too), after checking it can be written: fail
+    before any work when it cannot. The probe leaves nothing behind, at the link or at its target."""
     from torchinit._tools.audit_inputs import AuditError
 
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
+    target = Path(path).resolve()
+    linked = target != Path(path).absolute()
+    shown = f"{path} (-> {target})" if linked else path
+    folder = target.parent
     if target.is_dir():
-        raise AuditError(f"{option} {path}: is a folder; give a file name")
+        raise AuditError(f"{option} {shown}: is a folder; give a file name")
     if not folder.is_dir():
-        raise AuditError(f"{option} {path}: folder {folder} does not exist; create it first")
+        named = folder if linked else Path(path).parent
+        raise AuditError(f"{option} {shown}: folder {named} does not exist; create it first")
     if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise AuditError(f"{option} {path}: not writable")
+        raise AuditError(f"{option} {shown}: not writable")
     existed = target.exists()
     try:  # the permission bits do not tell everything (root, read-only mounts, /proc): try it
         with open(target, "ab"):
             pass
     except OSError as error:
         raise AuditError(
-            f"{option} {path}: cannot be written ({error.strerror or error}); choose another path"
+            f"{option} {shown}: cannot be written ({error.strerror or error}); choose another path"
         ) from error
     if not existed:
         target.unlink()  # nothing left behind if the run fails before writing it
+    return target
 
 
-def _write(path: str, option: str, data: bytes) -> None:
+def _outputs(named: list[tuple[str | None, str]], target: str | None = None) -> dict[str, Path]:
+    """Each output option given to the file it will write (resolved, checked writable): refused, before any
+    work, when two name one file or one names TARGET's own source file."""
+    from torchinit._tools.audit_inputs import AuditError, source_file
+
+    given = [(option, path, Path(path).resolve()) for path, option in named if path]
+    source = source_file(target) if target is not None and given else None
+    seen: dict[Path, tuple[str, str]] = {}
+    for option, path, resolved in given:
+        if resolved == source:
+            raise AuditError(
+                f"{option} {path}: is TARGET's source file {resolved}; writing there would destroy the model's code: "
+                "choose another path"
+            )
+        if resolved in seen:
+            other, other_path = seen[resolved]
+            raise AuditError(
+                f"{other} {other_path} and {option} {path} name the same file ({resolved}); give each its own path"
+            )
+        seen[resolved] = (option, path)
+    return {option: _writable(path, option) for option, path, _ in given}
+
+
+def _write(path: Path, option: str, data: bytes) -> None:
     """Write an output file; an OS error (disk full, the folder removed meanwhile) is a one-line error."""
     from torchinit._tools.audit_inputs import AuditError
 
     try:
-        Path(path).write_bytes(data)
+        path.write_bytes(data)
     except OSError as error:
         raise AuditError(f"{option} {path}: writing it failed ({error.strerror or error})") from error
 
@@ -58,9 +85,7 @@ def _audit_command(args: argparse.Namespace) -> None:
     from torchinit._tools import audit_format as _audit_format
     from torchinit._tools import audit_inputs as _audit_inputs
 
-    for path, option in ((args.plot, "--plot"), (args.html, "--html")):
-        if path:
-            _writable(path, option)
+    outputs = _outputs([(args.plot, "--plot"), (args.html, "--html")], args.target)
     if args.plot:
         from torchinit._tools.plot import require_matplotlib
 
@@ -72,6 +97,7 @@ def _audit_command(args: argparse.Namespace) -> None:
         inputs.insert(0, _audit_inputs.InputSpec(_audit_inputs.parse_shape(args.input_shape), dtype, bounds))
     elif args.input_dtype or args.input_range:
         raise _audit_inputs.AuditError("--input-dtype and --input-range describe --input-shape's tensor: give it too")
+    _audit_inputs.check_seed(args.seed)
     band = _audit_inputs.parse_pair(args.band, "--band")
     if band[0] <= 0:
         raise _audit_inputs.AuditError(f"--band must be two positive numbers LOW,HIGH; got {args.band!r}")
@@ -80,7 +106,7 @@ def _audit_command(args: argparse.Namespace) -> None:
         model, args.target, args.scheme, inputs, args.backward, band=band, seed=args.seed, compare=args.compare,
         progress=args.progress,
     )  # fmt: skip
-    print(json.dumps(report, indent=1) if args.json else _audit_format.format_audit(report))
+    print(_audit_format.to_json(report) if args.json else _audit_format.format_audit(report))
     figure: bytes | None = None
     note = ""
     if args.plot or args.html:
@@ -93,9 +119,9 @@ def _audit_command(args: argparse.Namespace) -> None:
                 raise
             note = f"No figure: {error}."
     if args.plot and figure is not None:
-        _write(args.plot, "--plot", figure)
+        _write(outputs["--plot"], "--plot", figure)
     if args.html:
-        _write(args.html, "--html", _audit_format.html_report(report, figure, note).encode())
+        _write(outputs["--html"], "--html", _audit_format.html_report(report, figure, note).encode())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("--scheme", default="kaiming_relu", help="scheme to compare with (default kaiming_relu)")
     audit.add_argument("--seed", type=int, default=0, help="seeds the factory, the inputs and the scheme's copy")
     audit.add_argument("--band", default="0.8,1.25", metavar="LOW,HIGH", help="flag weight std ratios outside it")
-    audit.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    audit.add_argument(
+        "--json", action="store_true", help='print the numbers as strict JSON (inf and NaN as "Infinity", "NaN")'
+    )
     audit.add_argument("--plot", metavar="FILE.png", help="draw weight std ratio and activation std by depth")
     audit.add_argument("--plot-all", action="store_true", help="plot every module's output, not only layers'")
     audit.add_argument("--html", metavar="FILE.html", help="write a self-contained HTML report (tables, figure)")
@@ -148,18 +176,22 @@ def main(argv: list[str] | None = None) -> int:
             if args.depth < 1:
                 parser.error(f"--depth must be at least 1; got --depth={args.depth}")
             from torchinit._tools import demo as _demo
+            from torchinit._tools.audit_format import to_json
+            from torchinit._tools.audit_inputs import check_seed
+
+            check_seed(args.seed)
 
             if args.plot:
                 from torchinit._tools.plot import require_matplotlib
 
-                _writable(args.plot, "--plot")
+                plot = _writable(args.plot, "--plot")
                 require_matplotlib()
             result = _demo.run(depth=args.depth, seed=args.seed)
-            print(json.dumps(result, indent=1) if args.json else _demo.format_table(result))
+            print(to_json(result) if args.json else _demo.format_table(result))
             if args.plot:
                 from torchinit._tools.plot import plot_demo
 
-                plot_demo(result, args.plot)
+                plot_demo(result, str(plot))
         elif args.command == "audit":
             _audit_command(args)
         else:

@@ -186,7 +186,7 @@ def audit_figure(result: dict[str, Any], *, everything: bool = False) -> bytes:
                 label=f"flagged: {reason} ({len(hit)})",
             )  # fmt: skip
     ax.set_yscale("log")
-    known = [r for r in ratios if r is not None and r > 0]
+    known = [r for r in ratios if r is not None and 0 < r < math.inf]  # an inf or NaN weight is not drawn
     ax.set_ylim(min([low / 1.6, *(r / 1.3 for r in known)]), max([high * 1.6, *(r * 1.3 for r in known)]))
     ax.set_ylabel("weight std / scheme std")
     flagged = sum(bool(layer["flag"]) for layer in layers.values())

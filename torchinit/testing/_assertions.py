@@ -128,11 +128,15 @@ def std_tolerance(n: int, kurtosis: float | str = "normal", alpha: float = DEFAU
     uses it only for a kurtosis number, from n = 10,000; for the named shapes it uses exact or
     guaranteed bands (see `assert_std`).
 
+    Raises:
+        InitError: ``n`` not a positive number, ``alpha`` outside (0, 1), an unknown ``kurtosis`` name.
+
     Example:
         >>> round(std_tolerance(4096, "normal", 1e-6), 4)  # 4.89 * 0.01105
         0.054
     """
-    return two_sided_z(_check_alpha(alpha)) * 0.5 * math.sqrt((_kurtosis(kurtosis) - 1.0) / n)
+    size = _number("n", n, lambda v: math.isfinite(v) and v > 0, "a positive number of elements (the sample size)")
+    return two_sided_z(_check_alpha(alpha)) * 0.5 * math.sqrt((_kurtosis(kurtosis) - 1.0) / size)
 
 
 def _bennett_deviation(n: int, variance: float, reach: float, log_odds: float) -> float:
