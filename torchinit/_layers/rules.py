@@ -56,7 +56,7 @@ class Role:
         forget_chunk: which of those blocks is an LSTM's forget gate.
         input_side: for RNN biases, True on ``bias_ih`` (where a forget-gate bias goes).
         padding_idx: the embedding row kept at zero.
-        value: the constant a ``prelu`` starts from.
+        value: the constant a ``prelu`` starts from; a ``norm_weight``'s neutral value when it is not 1.
         width: ``attention_kv`` embedding width (torch draws N(0, 1/width)).
         via: for a ``readout``, how it was found (tied to an input embedding, or its name).
     """

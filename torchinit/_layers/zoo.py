@@ -6,7 +6,9 @@ more specific registration always wins. It recognizes:
 - Hugging Face ``Conv1D`` (GPT-2's ``c_attn``/``c_proj``/``c_fc``): ``y = x @ W + b`` with W stored
   (in, out), so ``fan_in = W.size(0)``; its constructor draws ``normal_(std=0.02)`` (replayed by legacy).
 - Norms from any library (``LlamaRMSNorm``, ``T5LayerNorm``, ``LayerNorm2d``, ...): a class whose name
-  contains ``Norm`` with 1-D ``weight``/``bias``: ``norm_weight`` 1, ``norm_bias`` 0.
+  contains ``Norm`` with 1-D ``weight``/``bias``: ``norm_weight`` at its neutral value, ``norm_bias`` 0. The
+  neutral value is measured by running the layer (`torchinit._layers.measure`): 1 for ``x_hat * w``, 0 for
+  Gemma's ``x_hat * (1 + w)``.
 - Learned tokens and position tables (``cls_token``, ``class_token``, ``dist_token``, ``register_tokens``,
   ``mask_token``, ``pos_embed``, ``pos_embedding``, ``absolute_pos_embed``, ``relative_position_bias_table``):
   role ``token``.
@@ -24,6 +26,7 @@ from typing import Any
 
 from torch import nn
 
+from torchinit._layers.measure import neutral_norm_weight
 from torchinit._layers.rules import BIAS, NORM, LegacyDraws, Role, register_layer
 from torchinit._maths.draw import Action
 from torchinit._maths.fans import Fans, cached_fans
@@ -64,9 +67,23 @@ def _by_name(name: str) -> Role | None:
     return _LAYER_SCALE_ROLE if _LAYER_SCALE.fullmatch(name) else None
 
 
+_CENTRED: dict[tuple[float, str], Role] = {}  # one shared role per measured neutral value
+
+
+def _norm_role(m: Any, name: str) -> Role:
+    """A norm's role; its weight's neutral value measured (`neutral_norm_weight`) when it is not 1."""
+    measured = neutral_norm_weight(m, name) if name == "weight" else None
+    if measured is None:
+        return NORM[name]
+    role = _CENTRED.get(measured)
+    if role is None:
+        role = _CENTRED[measured] = Role("norm_weight", value=measured[0], via=measured[1])
+    return role
+
+
 def _roles(m: Any, name: str) -> Role | None:
     if name in ("weight", "bias") and _is_norm(m, name):
-        return NORM[name]
+        return _norm_role(m, name)
     if name == "bias" and (_is_conv1d(m) or m._parameters["bias"].dim() == 1):
         return BIAS  # a 1-D parameter named bias is one, whatever module holds it (BERT's LM head)
     role = _by_name(name)
@@ -85,9 +102,8 @@ def _legacy(d: LegacyDraws, m: Any, prefix: str) -> None:
         elif role is BIAS:
             d.draw(m, prefix, name, Action("constant", 0.0, formula="Conv1D: zeros"))
         elif role is not None and role.kind in ("norm_weight", "norm_bias"):
-            d.draw(
-                m, prefix, name, Action("constant", 1.0 if role.kind == "norm_weight" else 0.0, formula="ones/zeros")
-            )
+            value = (1.0 if role.value is None else role.value) if role.kind == "norm_weight" else 0.0
+            d.draw(m, prefix, name, Action("constant", value, formula="ones/zeros" if value in (0.0, 1.0) else "norm"))
         elif role is not None:
             d.draw(m, prefix, name, Action("keep", formula="set by the model's own code: kept"))
 

@@ -40,8 +40,9 @@ class Scheme(BaseScheme):
     $\sqrt{\mathrm{scale}}$ when ``distribution="orthogonal"``; packed weights are treated chunk by
     chunk. Recurrent weights are orthogonal per gate block (``recurrent="orthogonal"``) or dense.
     Biases get ``bias`` (an LSTM's input-side forget-gate block gets ``forget_bias``); norm layers
-    weight 1, bias 0 and fresh running statistics; embeddings N(0, 1) with the padding row zero;
-    PReLU its ``init``; attention ``bias_k``/``bias_v`` N(0, 1/E), as torch does.
+    weight 1 (the value that passes the normalized input unscaled, measured: 0 for a norm computing
+    ``x_hat * (1 + w)`` such as Gemma's), bias 0 and fresh running statistics; embeddings N(0, 1) with the
+    padding row zero; PReLU its ``init``; attention ``bias_k``/``bias_v`` N(0, 1/E), as torch does.
 
     The readout (the layer producing the model's output: an LM head, a classifier) feeds a loss, not
     the activation the scheme is named for: by default it gets the linear rule, gain 1
@@ -190,6 +191,8 @@ class Scheme(BaseScheme):
                 return Action("constant", self.bias, chunk_values=tuple(values), formula="forget-gate bias")
             return Action("constant", self.bias, formula="bias")
         if kind == "norm_weight":
+            if role.value is not None and role.value != 1.0:  # a norm computing x_hat * (1 + w): neutral 0
+                return Action("constant", role.value, formula=f"norm weight {role.value:g} ({role.via})")
             return Action("constant", 1.0, formula="norm weight")
         if kind == "norm_bias":
             return Action("constant", 0.0, formula="norm bias")
