@@ -277,7 +277,11 @@ def test_skip_overrides_leave_norm_statistics_alone() -> None:
     assert all(float(bn.running_mean[0]) == 0.5 for bn in m[1:])
     m = model()
     reinit(m, "kaiming_relu")
-    assert all(float(bn.running_mean[0]) == 0 and int(bn.num_batches_tracked) == 0 for bn in m[1:])  # reset
+    assert float(m[1].running_mean[0]) == 0.5 and int(m[1].num_batches_tracked) == 7  # frozen by default: kept
+    assert float(m[2].running_mean[0]) == 0 and int(m[2].num_batches_tracked) == 0  # reset
+    m = model()
+    reinit(m, "kaiming_relu", overrides=[Override(frozen=True)])  # frozen ones written by the scheme: reset
+    assert all(float(bn.running_mean[0]) == 0 and int(bn.num_batches_tracked) == 0 for bn in m[1:])
 
 
 @pytest.mark.parametrize("training", [True, False])

@@ -234,7 +234,7 @@ def test_integer_parameter_cannot_take_draws() -> None:
     model = Custom()
     model.count = nn.Parameter(torch.zeros(3, dtype=torch.int64), requires_grad=False)
     with unchanged(model), pytest.raises(InitError, match=r"count \(Custom, shape \(3,\)\) has dtype torch.int64"):
-        reinit(model, overrides=[Override(path="count", std=1.0), Override(path="gamma", constant=1.0)])
+        reinit(model, overrides=[Override(path="count", frozen=True, std=1.0), Override(path="gamma", constant=1.0)])
 
 
 def test_argument_errors_leave_the_model_unchanged() -> None:

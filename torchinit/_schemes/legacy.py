@@ -13,10 +13,10 @@ from typing import ClassVar
 from torch import nn
 
 from torchinit._layers.rules import Role, describe, role_of
-from torchinit._maths.draw import Action, torch_fan_in
+from torchinit._maths.draw import UNWRITTEN, Action, torch_fan_in
 from torchinit._model.walk import Target, own_targets, target_named, walk
 from torchinit._model.write import Step
-from torchinit._schemes.plan import Plan
+from torchinit._schemes.plan import FROZEN, Plan
 from torchinit._schemes.registry import BaseScheme, Call, register_scheme
 from torchinit._types import InitError
 
@@ -35,16 +35,21 @@ class LegacyPlanner:
         """Record one draw; a tied parameter's second draw goes to scratch, as torch drew before tying."""
         target = target_named(module, prefix, name)
         self._drawn.add((id(module), name))
+        frozen = not target.tensor.requires_grad and action.kind not in UNWRITTEN
+        if frozen and action.draws:  # kept, yet torch's RNG advances as its constructor's draw did
+            self.steps.append(Step(target, action, scratch=True))
         if rewrite:
-            self.steps.append(Step(target, action, role=role_of(module, name)))
+            if not frozen:
+                self.steps.append(Step(target, action, role=role_of(module, name)))
             return
         first = self._done.get(target.key)
         if first is not None:
             if target.path not in first.aliases and target.path != first.target.path:
                 first.aliases += (target.path,)
-            self.steps.append(Step(target, action, scratch=True))
+            if not frozen:
+                self.steps.append(Step(target, action, scratch=True))
             return
-        step = Step(target, action, role=role_of(module, name))
+        step = Step(target, FROZEN if frozen else action, role=role_of(module, name))
         self._done[target.key] = step
         self.steps.append(step)
 
@@ -78,8 +83,10 @@ class LegacyPlanner:
             self._visited.update(id(m) for m in layers[i].modules())
             for name, param in layers[i].named_parameters():
                 source = Target(f"{base}0.{name}", layers[0], name, first[name])
-                step = Step(Target(f"{base}{i}.{name}", layers[i], name, param), Action("copy", formula="copy"),
-                            copy_from=source)  # fmt: skip
+                frozen = not param.requires_grad
+                step = Step(Target(f"{base}{i}.{name}", layers[i], name, param),
+                            FROZEN if frozen else Action("copy", formula="copy"),
+                            copy_from=None if frozen else source)  # fmt: skip
                 self.steps.append(step)
                 self._done[id(param)] = step
         self._visited.add(id(layers))

@@ -63,6 +63,10 @@ class Override:
     (``"*.c_proj.weight"``); ``module``, the owning module's type(s); ``role``; ``frozen``
     (True selects parameters with ``requires_grad=False``).
 
+    Frozen parameters are kept unless an override with ``frozen=True`` selects them: ``Override(frozen=True)``
+    alone writes them by the scheme's own rule, ``Override(path="pos.weight", frozen=True, std=0.02)`` by its
+    action. Any other override that selects a frozen parameter leaves it kept.
+
     Action (at most one): ``skip`` leaves the parameter untouched (listed in the report);
     ``keep`` keeps the value its constructor gave it; ``constant`` fills a value; ``std`` draws
     zero-mean with that std in ``distribution``; ``scheme`` applies another scheme's rule for the
@@ -114,7 +118,7 @@ class Override:
         actions = [self.skip, self.keep, self.constant is not None, self.std is not None, self.scheme is not None,
                    self.rule is not None]  # fmt: skip
         modifiers = [self.scale is not None, self.fans != "true", self.chunks is not None]
-        if sum(actions) > 1 or (sum(actions) == 0 and not any(modifiers)):
+        if sum(actions) > 1 or (sum(actions) == 0 and not any(modifiers) and self.frozen is not True):
             raise InitError(
                 "an Override needs exactly one action among skip=True, keep=True, constant=, std=, scheme= and rule=, "
                 f"or only modifiers of the scheme's rule (scale=, fans='torch', chunks=); got {self!r}."

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from torchinit._layers.rules import Role
-from torchinit._maths.draw import Action
+from torchinit._maths.draw import UNWRITTEN, Action
 from torchinit._model.proof import refusals
 from torchinit._model.transaction import Undo
 from torchinit._model.walk import Target, Walk, walk, walk_modules
@@ -38,6 +38,11 @@ class Selector(Protocol):
     @property
     def skip(self) -> bool:
         """Whether it leaves what it selects untouched."""
+        ...
+
+    @property
+    def frozen(self) -> bool | None:
+        """True: it selects only frozen parameters, and may write them (they are kept otherwise)."""
         ...
 
     def selects(self, path: str, owner: nn.Module, role: Role | None, frozen: bool) -> bool:
@@ -193,6 +198,14 @@ class Plan:
         return InitReport(name, lambda: _entries(steps), buffers, drawn=drawn)
 
 
+FROZEN = Action(
+    "keep",
+    formula="frozen (requires_grad=False): kept as it is; Override(frozen=True) writes frozen parameters by the scheme",
+)
+"""What a frozen parameter gets unless an override with ``frozen=True`` selects it: pretrained, sinusoidal or
+rotary tables are never redrawn silently."""
+
+
 def plan_by_role(
     model: nn.Module | Walk | Iterable[tuple[str, nn.Module]],
     action_of: Callable[[Role], Action],
@@ -204,6 +217,8 @@ def plan_by_role(
     override wins; an override selects a tied parameter through any of its paths and owners. Tied
     parameters are written once, under their first path; the readout is the walk's (see `torchinit._model.walk`).
     A norm whose parameters an override skips keeps its running statistics (skipped means untouched).
+    A frozen parameter (``requires_grad=False``) is kept, and its norm's statistics with it, unless an
+    override with ``frozen=True`` selects it (`FROZEN`).
     """
     walked = model if isinstance(model, Walk) else walk(model) if isinstance(model, nn.Module) else walk_modules(model)
     steps: list[Step] = []
@@ -220,16 +235,20 @@ def plan_by_role(
             steps.append(Step(target, _LAZY, role=role))  # refused by Plan.check
             continue
         chosen = None
+        frozen = not target.tensor.requires_grad
         if chosen_from:
-            frozen = not target.tensor.requires_grad
             every = param.every
             for o in chosen_from:  # the last matching override wins (a rule returning None passes it on)
                 if any(o.selects(t.path, t.owner, role, frozen) for t in every):
                     matched.add(id(o))
                     if chosen is None:
                         chosen = o.action(role, target, action_of)
+                        if frozen and chosen is not None and o.frozen is not True and chosen.kind not in UNWRITTEN:
+                            chosen = FROZEN  # only an override that says frozen=True writes a frozen parameter
+        if chosen is None and frozen:
+            chosen = FROZEN
         if chosen is not None:
-            if chosen.kind == "skip":
+            if chosen.kind == "skip" or chosen is FROZEN:
                 skipped_owners.update(id(t.owner) for t in param.every)
         elif target.tensor.numel() == 0:
             chosen = Action("skip", reason="zero elements: nothing to write")
@@ -243,11 +262,11 @@ def plan_by_role(
             chosen = Action("skip", reason="no rule covers it")
         steps.append(Step(target, chosen, role, aliases=tuple(u.path for u in param.uses) if param.uses else ()))
     norms = walked.norms
-    if chosen_from:
+    if chosen_from or skipped_owners:
         kept = []
         for prefix, norm in norms:
             if id(norm) in skipped_owners:
-                continue  # its parameters are skipped: so are its statistics
+                continue  # its parameters are skipped or frozen: its statistics are left alone too
             if not any(p is not None for p in norm._parameters.values()):  # affine=False: select by its buffers
                 skips = [o for o in chosen_from if o.skip and o.selects(prefix + "running_mean", norm, None, True)]
                 matched.update(id(o) for o in skips)
