@@ -29,6 +29,7 @@ from torchinit.testing import assert_distribution, assert_std
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dist_models import BLOCK, BLOCK_WORDS, SPAN, make
+from toys import any_model
 
 
 @pytest.fixture
@@ -277,6 +278,7 @@ class _FreshTensors(TorchDispatchMode):
         return out
 
 
+@pytest.mark.filterwarnings("ignore::torchinit.RecipeMismatchWarning")
 @pytest.mark.parametrize("scheme", ["kaiming_relu", "xavier_uniform", "llama_depth"])
 def test_keyed_writes_allocate_nothing_once_the_workspaces_are_reserved(
     scheme: str, small_blocks: int, monkeypatch: pytest.MonkeyPatch
@@ -293,12 +295,12 @@ def test_keyed_writes_allocate_nothing_once_the_workspaces_are_reserved(
 
     monkeypatch.setattr(_keyed, "_no_grad", watched)
     monkeypatch.setattr(_workspace, "_spare", [])  # fresh workspaces: the first run must reserve everything
-    reinit(_mixed_model(), scheme, seed=3, threads=1)  # one worker: the main thread, where the mode is
+    reinit(_mixed_model(), any_model(scheme), seed=3, threads=1)  # one worker: the main thread, where the mode is
     assert mode.fresh == []
     assert len(_workspace._spare) == 1 and _workspace._spare[0].allocations > 0
     grown = _workspace._spare[0].allocations
     monkeypatch.setattr(_keyed, "_no_grad", real)
-    reinit(_mixed_model(), scheme, seed=3, threads=2)  # two workers: one reused, one fresh, both reserved
+    reinit(_mixed_model(), any_model(scheme), seed=3, threads=2)  # two workers: one reused, one fresh, both reserved
     counts = sorted(ws.allocations for ws in _workspace._spare)
     assert counts == [grown, grown]
 
@@ -317,6 +319,7 @@ def test_a_failing_scratch_allocation_leaves_the_model_unchanged(monkeypatch: py
     assert equal(state(model), before)
 
 
+@pytest.mark.filterwarnings("ignore::torchinit.RecipeMismatchWarning")
 @pytest.mark.parametrize("scheme", ["llama_depth", "bert", "orthogonal", "xavier_uniform", "gpt2", "kaiming_relu"])
 def test_report_entries_rebuild_every_value(scheme: str) -> None:
     # Each entry holds the draw (distribution, param, cut, chunks, chunk_values, zero_row): keyed_ with
@@ -326,7 +329,7 @@ def test_report_entries_rebuild_every_value(scheme: str) -> None:
         "emb": nn.Embedding(50, 16, padding_idx=3), "rnn": nn.LSTM(16, 8), "lm_head": nn.Linear(16, 50),
         "fc": nn.Linear(16, 16), "norm": nn.LayerNorm(16),
     })  # fmt: skip
-    report = reinit(model, scheme, seed=11)
+    report = reinit(model, any_model(scheme), seed=11)
     seen = set()
     for e in report:
         p = model.get_parameter(e.path).detach()

@@ -38,6 +38,7 @@ def test_public_api() -> None:
         "SchemeMixin", "build", "default_scheme", "with_scheme",
         # types, errors and warnings
         "Distribution", "FanMode", "SchemeLike", "InitError", "UncoveredParameterWarning", "ShardedWithoutSeedWarning",
+        "RecipeMismatchWarning", "TiedTableWarning",
         "SchemeOverwrittenWarning",
     }  # fmt: skip
     assert set(torchinit.extend.__all__) == {

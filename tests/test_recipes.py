@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from toys import any_model
 
 import torchinit
 from torchinit import InitError, Override, reinit
@@ -93,36 +94,40 @@ def test_recipes_are_listed_with_their_sources() -> None:
         torchinit.recipes.vit("moco_v2")
 
 
+@pytest.mark.filterwarnings("ignore::torchinit.RecipeMismatchWarning")  # toy models
 def test_depth_scaled_recipes_without_a_layer_count_say_so_and_write_nothing() -> None:
     # A c_proj with no config.n_layer and no repeated blocks used to divide by zero.
     model = nn.ModuleDict({"c_proj": nn.Linear(8, 8), "fc": nn.Linear(8, 8)})
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(InitError, match=r"gpt2 scales c_proj.weight by the number of layers, and this model has no"):
-        reinit(model, "gpt2", seed=0)
+        reinit(model, any_model("gpt2"), seed=0)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     for bad in (0, -1, 2.5, "12", True):
         with pytest.raises(InitError, match=f"n_layer={bad!r} is not a positive int: pass the count"):
-            reinit(model, torchinit.recipes.gpt2(n_layer=bad))  # type: ignore[arg-type]
-    report = reinit(model, torchinit.recipes.gpt2(n_layer=4))
+            reinit(model, torchinit.recipes.gpt2(n_layer=bad).anywhere())  # type: ignore[arg-type]
+    report = reinit(model, torchinit.recipes.gpt2(n_layer=4).anywhere())
     assert report["c_proj.weight"].std == pytest.approx(0.02 / math.sqrt(8))
-    assert reinit(nn.Linear(8, 8), "gpt2")["weight"].std == pytest.approx(0.02)  # no c_proj: nothing to count
+    assert reinit(nn.Linear(8, 8), any_model("gpt2"))["weight"].std == pytest.approx(
+        0.02
+    )  # no c_proj: nothing to count
     blocks = nn.ModuleDict({"layers": nn.ModuleList([nn.Linear(8, 8)]), "o_proj": nn.Linear(8, 8)})
     blocks["layers"][0].o_proj = nn.Linear(8, 8)  # type: ignore[index]
-    assert reinit(blocks, torchinit.recipes.llama_depth(depth_init=False))["layers.0.o_proj.weight"].std > 0
+    assert reinit(blocks, torchinit.recipes.llama_depth(depth_init=False).anywhere())["layers.0.o_proj.weight"].std > 0
 
 
+@pytest.mark.filterwarnings("ignore::torchinit.RecipeMismatchWarning")  # toy models
 def test_a_recipe_takes_its_setting_as_given_even_zero_and_refuses_a_bool() -> None:
     from types import SimpleNamespace
 
     model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2))
     model.config = SimpleNamespace(initializer_range=0.0)  # type: ignore[assignment]
-    report = reinit(model, "bert")
+    report = reinit(model, any_model("bert"))
     assert report["0.weight"].std == 0.0  # the config's 0.0, not the 0.02 default
     with pytest.raises(InitError, match="initializer_range must be a finite number >= 0; got initializer_range=True"):
-        reinit(model, torchinit.recipes.gpt2(initializer_range=True, n_layer=1))  # type: ignore[arg-type]
+        reinit(model, torchinit.recipes.gpt2(initializer_range=True, n_layer=1).anywhere())  # type: ignore[arg-type]
     model.config = SimpleNamespace(initializer_range="0.02")  # type: ignore[assignment]
     with pytest.raises(InitError, match=r"config.initializer_range must be a finite number"):
-        reinit(model, "bert")
+        reinit(model, any_model("bert"))
 
 
 def test_an_override_s_chunks_must_divide_the_rows() -> None:

@@ -48,6 +48,14 @@ class UncoveredParameterWarning(UserWarning):
     """Some parameters have no rule and were left untouched (listed in the report)."""
 
 
+class RecipeMismatchWarning(UserWarning):
+    """A recipe was applied (``.anywhere()``) to a model of another family than the one it was written for."""
+
+
+class TiedTableWarning(UserWarning):
+    """An input embedding tied to the output layer is drawn by a rule that makes the logits far too large."""
+
+
 class SchemeOverwrittenWarning(UserWarning):
     """Parameters a construction-time scheme wrote were overwritten afterwards by the model's own init code."""
 

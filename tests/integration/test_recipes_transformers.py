@@ -98,5 +98,8 @@ def test_llama_depth_reproduces_torchtitans_init() -> None:
 
 def test_the_comparison_rejects_a_wrong_recipe() -> None:
     torch.manual_seed(0)
-    with pytest.raises(AssertionError, match=r"c_proj.weight \(reference\)"):
-        assert_recipe_matches(_gpt2(), "bert")  # no depth-scaled residual projections
+    with (
+        pytest.raises(AssertionError, match=r"c_proj.weight \(reference\)"),
+        pytest.warns(torchinit.RecipeMismatchWarning, match="the 'bert' recipe is for a BERT-family model"),
+    ):
+        assert_recipe_matches(_gpt2(), torchinit.get_scheme("bert").anywhere())  # no depth-scaled projections

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -37,6 +38,12 @@ READOUT_NAMES = frozenset(
     {"lm_head", "head", "heads", "fc", "classifier", "logits", "score", "readout", "output_layer"}
 )
 """Module names that mark the model's output layer when it is also the last dense layer registered."""
+
+ADDED_TABLES = re.compile(
+    r"wpe|w?pos(ition)?(al)?_?emb(ed|edding|eddings|s)?|embed_positions|position_embeddings?|"
+    r"(token_)?type_embeddings?|segment_embeddings?|embed_(token_)?types?"
+)
+"""Names of the tables a transformer adds to its token embedding (positions, token types, segments)."""
 
 
 def canonical(path: str) -> str:
@@ -224,6 +231,8 @@ def walk_modules(pairs: Iterable[tuple[str, nn.Module]]) -> Walk:
                     last_dense = target
             by_key[key] = target
             params.append(target)
+    if tied_readout is not None:
+        _added_tables(params, tied_readout)
     if tied_readout is None and last_dense is not None:
         parts = last_dense.path.split(".")
         name = next((n for n in parts if n in READOUT_NAMES), None)
@@ -231,6 +240,26 @@ def walk_modules(pairs: Iterable[tuple[str, nn.Module]]) -> Walk:
             assert last_dense.role is not None
             last_dense.role = Role("readout", last_dense.role.fans, via=f"named {name!r}, the last dense layer")
     return Walk(modules, params, norms)
+
+
+def _added_tables(params: list[Target], token: Target) -> None:
+    """Tables added to a tied token embedding (positions, token types) get its std: role ``embedding`` with
+    the token table's fans, so that a scheme draws them as it draws the token table (not N(0, 1), which is
+    sqrt(d) times larger). Recognized by name (`ADDED_TABLES`) and width (the token table's)."""
+    assert token.role is not None
+    width = token.tensor.shape[-1]
+    for param in params:
+        role = param.role
+        if role is None or role.kind != "embedding" or param is token or param.tensor.shape[-1] != width:
+            continue
+        owner = param.path.rsplit(".", 2)[-2] if param.path.count(".") else ""
+        if ADDED_TABLES.fullmatch(owner):
+            param.role = Role(
+                "embedding",
+                token.role.fans,
+                padding_idx=role.padding_idx,
+                via=f"added to the token table: {token.role.via}",
+            )
 
 
 def _tied_readout(known: Target, alias: Target) -> Target | None:

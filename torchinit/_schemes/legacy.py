@@ -7,6 +7,7 @@ draws into scratch, and copies deep-cloned stacks from their prototype.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -18,7 +19,7 @@ from torchinit._model.walk import Target, own_targets, target_named, walk
 from torchinit._model.write import Step
 from torchinit._schemes.plan import FROZEN, Plan
 from torchinit._schemes.registry import BaseScheme, Call, register_scheme
-from torchinit._types import InitError
+from torchinit._types import InitError, TiedTableWarning, warn_at_caller
 
 
 class LegacyPlanner:
@@ -106,7 +107,28 @@ class LegacyPlanner:
         self.visit(root, "")
         skip = Action("skip", reason="no rule covers it")
         self.steps += [Step(t, skip, role=role_of(t.owner, t.name)) for t in self.uncovered]
+        _warn_tied_tables(walked.params, self._done)
         return Plan(self.steps, self.uncovered, self.norms)
+
+
+def _warn_tied_tables(params: list[Target], done: dict[int, Step]) -> None:
+    """Warn when torch's default draw of an input embedding tied to the output layer (nn.Embedding's N(0, 1))
+    makes the logits ~sqrt(d) times larger than a unit-variance readout would."""
+    for param in params:
+        role, step = param.role, done.get(param.key)
+        if role is None or role.kind != "readout" or not (role.via or "").startswith("tied") or step is None:
+            continue
+        assert role.fans is not None
+        std, fan = step.action.std, role.fans.fan_in
+        if std is not None and std * math.sqrt(fan) > 3.0:
+            warn_at_caller(
+                TiedTableWarning(
+                    f"legacy draws {param.path} as torch's constructor does ({step.action.describe()}), and it is "
+                    f"also the output layer ({role.via}): the logits' std is about {std * math.sqrt(fan):.3g} "
+                    f"(std x sqrt({fan})), so the initial loss lies far above ln(vocab). Use the model's recipe or "
+                    "a generic scheme, which draw a tied table by the readout's rule."
+                )
+            )
 
 
 @dataclass(frozen=True, repr=False)

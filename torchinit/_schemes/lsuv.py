@@ -37,9 +37,12 @@ class LSUVScheme(BaseScheme):
     final, so the layer alone is re-run on that call's input while it is rescaled, and the pass goes on
     with its new output: about 5 forward passes' worth in all on ResNet-18 and ViT-S/16, with the data check
     and a last measuring pass, where 0.2 ran one pass up to each layer per rescaling (29x and 61x). A module
-    called several times is solved on its first call. A weight tied between modules (an input embedding and
-    an LM head) is solved once, at its first use in forward order, and the report says which modules share
-    it. The report's entries give each weight its final std and scale.
+    called several times is solved on its first call. A weight tied between modules is solved once, at its
+    first use in forward order, and the report says which modules share it; a table tied between an input
+    embedding and the output layer is solved at the output layer (unit-std logits: as an embedding, unit-std
+    outputs would make the logits ~sqrt(d) times larger). The layers between are solved before the head sets
+    the table's scale: behind a norm (every transformer) that changes nothing; without one their std moves,
+    and the report, measured on the final model, says so. The report's entries give each weight its final std and scale.
 
     Args:
         tol: allowed deviation of each layer's output std from 1.
@@ -138,14 +141,15 @@ class LSUVLayer:
     """What LSUV did to one layer (one weight), in the order the forward pass first finished each.
 
     Attributes:
-        path: the module where the weight was solved: its first use in forward order.
+        path: the module where the weight was solved: its first use in forward order (the output layer for a
+            table tied between it and an input embedding).
         std: the layer's output std on the batch at that first call, measured again on the final model.
         iterations: rescalings used.
         converged: ``std`` is within the scheme's tolerance of 1.
         scale: the factor the weight was multiplied by, all rescalings together.
         calls: how many times the forward pass called the module (it is solved on its first call).
-        shared_with: the other modules that use this same (tied) weight, later in forward order; it was
-            not rescaled again for them (a tied input embedding and LM head are solved once, at the embedding).
+        shared_with: the other modules that use this same (tied) weight; it was not rescaled for them (a tied
+            input embedding and LM head are solved once, at the head).
     """
 
     path: str
@@ -189,6 +193,7 @@ class _Watched:
     weight: str  # the local name of its dense weight (whatever the layer calls it)
     key: int  # the weight's identity, shared by every module that holds it (a tied LM head and embedding)
     bias: str | None
+    also: tuple[str, ...] = ()  # modules sharing the weight that are not watched (a tied input embedding)
 
 
 def _weights(model: nn.Module, report: InitReport | None = None) -> dict[nn.Module, _Watched]:
@@ -203,10 +208,19 @@ def _weights(model: nn.Module, report: InitReport | None = None) -> dict[nn.Modu
         entry = report.get(param.path) if report is not None else None
         if entry is not None and (entry.skipped is not None or entry.distribution == "keep"):
             continue  # skipped means untouched, by every pass
-        for t in param.every:
+        uses = param.every
+        also: tuple[str, ...] = ()
+        if param.role.kind == "readout" and (param.role.via or "").startswith("tied"):
+            # a table tied to the output layer is calibrated there (unit-std logits), not as an embedding,
+            # whose unit-std output would make the logits sqrt(d) times too large
+            dense = [t for t in uses if (own := role_of(t.owner, t.name)) is not None and own.kind == "dense"]
+            if dense:
+                also = tuple(t.path.rpartition(".")[0] for t in uses if t not in dense)
+                uses = dense
+        for t in uses:
             if t.owner not in watched:
                 bias = next((n for n, p in t.owner._parameters.items() if p is not None and _is_bias(t.owner, n)), None)
-                watched[t.owner] = _Watched(t.path.rpartition(".")[0], t.name, param.key, bias)
+                watched[t.owner] = _Watched(t.path.rpartition(".")[0], t.name, param.key, bias, also)
     order = {id(m): i for i, (_, m) in enumerate(walked.modules)}
     return dict(sorted(watched.items(), key=lambda item: order.get(id(item[0]), 0)))
 
@@ -277,6 +291,7 @@ class _Solver:
             self.solved[key].shared_with.append(path)
             return None
         out, result = self._solve(module, layer, first_args, first_kwargs, output)
+        result.shared_with.extend(layer.also)
         self.solved[key] = result
         self.progress.step(path)
         return out
@@ -384,7 +399,7 @@ def _annotate(report: InitReport, solved: list[tuple[LSUVLayer, _Solved]], schem
         state = f"output std {layer.std:.3f}" + ("" if layer.converged else f", NOT within {scheme.tol:g} of 1")
         where = f"lsuv at {layer.path or 'the root'}: {state}"
         if layer.shared_with:
-            where += f"; tied, solved at its first use in forward order (shared with {', '.join(layer.shared_with)})"
+            where += f"; tied, solved once here (shared with {', '.join(layer.shared_with)})"
         if (prefix + watched.weight) in report:
             weight = report[prefix + watched.weight]
             std = rms(getattr(module, watched.weight))

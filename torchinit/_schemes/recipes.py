@@ -40,11 +40,13 @@ from torchinit._layers.rules import Role, role_of
 from torchinit._maths.distributions import truncated_normal_std
 from torchinit._maths.draw import Action
 from torchinit._model.walk import one_walk, walk
+from torchinit._schemes import fits
+from torchinit._schemes.fits import Fit
 from torchinit._schemes.overrides import Override
 from torchinit._schemes.plan import Plan
-from torchinit._schemes.registry import BaseScheme, Call, register_scheme
+from torchinit._schemes.registry import BaseScheme, Call, get_scheme, list_schemes, register_scheme
 from torchinit._schemes.scheme import Scheme
-from torchinit._types import InitError, check_finite
+from torchinit._types import InitError, RecipeMismatchWarning, check_finite, warn_at_caller
 
 Rules = dict[str, Action]
 """What a recipe says: an `Action` per canonical parameter path; unlisted parameters get the base scheme."""
@@ -102,6 +104,10 @@ class Recipe(BaseScheme):
         text: one line stating the rules (``torchinit schemes`` prints it with the source).
         base: the scheme for everything else (biases 0, norms 1/0, tokens 0.02, layer scales kept).
         spelled: how to make it again (its repr; equal spellings are equal recipes).
+        fits: the model -> None when the recipe is for it, else what it expected (`torchinit._schemes.fits`);
+            None: any model.
+        strict: refuse a model ``fits`` rejects (InitError naming the recipes that fit it); `anywhere` turns
+            it off (a warning instead).
     """
 
     name: str
@@ -110,6 +116,8 @@ class Recipe(BaseScheme):
     text: str
     base: Scheme = field(default_factory=Scheme)
     spelled: str = ""
+    fits: Fit | None = None
+    strict: bool = True
 
     def __repr__(self) -> str:
         return self.spelled or f"get_scheme({self.name!r})"
@@ -120,8 +128,33 @@ class Recipe(BaseScheme):
     def __hash__(self) -> int:
         return hash(repr(self))
 
+    def anywhere(self) -> Recipe:
+        """This recipe on any model: one it was not written for gets it with a `RecipeMismatchWarning`."""
+        return replace(self, strict=False, spelled=f"{self!r}.anywhere()")
+
+    def check_fits(self, module: nn.Module) -> None:
+        """Refuse (``strict``) or warn about a model this recipe was not written for."""
+        expected = self.fits(module) if self.fits is not None else None
+        if expected is None:
+            return
+        fitting = [
+            name for name in list_schemes()
+            if isinstance(r := get_scheme(name), Recipe) and r.fits is not None and r.fits(module) is None
+        ]  # fmt: skip
+        instead = (
+            f"recipes for this model: {', '.join(fitting)}" if fitting else "no recipe fits it: use a generic scheme"
+        )
+        message = f"the {self.name!r} recipe is for {expected}; {instead}."
+        if self.strict:
+            raise InitError(
+                f"{message} To apply it anyway, pass torchinit.get_scheme({self.name!r}).anywhere() (it warns)."
+            )
+        warn_at_caller(RecipeMismatchWarning(message))
+
     def plan(self, module: nn.Module, call: Call) -> Plan:
         """The base scheme's plan with the recipe's per-path rules layered first (call overrides win)."""
+        if not call.own_only:  # a layer being constructed (with_scheme) is a part of some model: no family
+            self.check_fits(module)
         with one_walk(module):  # the rules and the base scheme read the same walk
             table = self.rules(module)
             rule = Override(rule=lambda path, owner, param: table.get(path))
@@ -224,28 +257,34 @@ def gpt2(initializer_range: float | None = None, n_layer: int | None = None) -> 
         rules,
         "dense/embeddings N(0, r^2), c_proj N(0, (r/sqrt(2 n_layer))^2)",
         spelled=spelled_recipe("gpt2", initializer_range=initializer_range, n_layer=n_layer),
+        fits=fits.gpt2,
     )
 
 
-def _hf_generic(name: str, model_class: str, text: str, initializer_range: float | None) -> Recipe:
+def _hf_generic(name: str, model_class: str, text: str, initializer_range: float | None, fit: Fit) -> Recipe:
     return Recipe(
         name,
         f"HF transformers {model_class}._init_weights",
         lambda m: hf_rules(m, _range(m, initializer_range)),
         text,
         spelled=spelled_recipe(name, initializer_range=initializer_range),
+        fits=fit,
     )
 
 
 def bert(initializer_range: float | None = None) -> Recipe:
     """Hugging Face's BERT init (``BertPreTrainedModel._init_weights``): `hf_rules` with $r$ =
     ``initializer_range``; the LM head's bias 0."""
-    return _hf_generic("bert", "BertPreTrainedModel", "dense/embeddings N(0, r^2), padding row 0", initializer_range)
+    return _hf_generic(
+        "bert", "BertPreTrainedModel", "dense/embeddings N(0, r^2), padding row 0", initializer_range, fits.bert
+    )
 
 
 def llama(initializer_range: float | None = None) -> Recipe:
     """Hugging Face's Llama init: `hf_rules` with $r$ = ``initializer_range`` (RMSNorm weights 1)."""
-    return _hf_generic("llama", "LlamaPreTrainedModel", "dense/embeddings N(0, r^2), RMSNorm 1", initializer_range)
+    return _hf_generic(
+        "llama", "LlamaPreTrainedModel", "dense/embeddings N(0, r^2), RMSNorm 1", initializer_range, fits.llama
+    )
 
 
 def t5(initializer_factor: float | None = None) -> Recipe:
@@ -291,6 +330,7 @@ def t5(initializer_factor: float | None = None) -> Recipe:
         rules,
         "q N(0, f^2/(d d_kv)), k/v/wi N(0, f^2/d), o N(0, f^2/(h d_kv)), wo N(0, f^2/d_ff), embeddings N(0, f^2)",
         spelled=spelled_recipe("t5", initializer_factor=initializer_factor),
+        fits=fits.t5,
     )
 
 
@@ -337,6 +377,7 @@ def llama_depth(init_std: float = 0.02, depth_init: bool = True) -> Recipe:
         spelled=spelled_recipe(
             "llama_depth", init_std=None if init_std == 0.02 else init_std, depth_init=None if depth_init else False
         ),
+        fits=fits.llama_depth,
     )
 
 

@@ -11,6 +11,7 @@ from torchinit._layers.rules import default_actions
 from torchinit._maths.draw import Action, xavier_std
 from torchinit._maths.fans import torch_fans
 from torchinit._model.walk import walk
+from torchinit._schemes import fits
 from torchinit._schemes.recipes import Recipe, Rules, normal, params, spelled_recipe
 from torchinit._schemes.registry import register_scheme
 from torchinit._types import InitError
@@ -87,7 +88,7 @@ def vit(mode: str = "") -> Recipe:
         "moco": "Linear xavier_uniform (qkv per block), patch conv torch default",
     }[mode]
     return Recipe(label, f"timm VisionTransformer.init_weights(mode={mode!r})", rules, text,
-                  spelled=spelled_recipe("vit", mode=mode or None))  # fmt: skip
+                  spelled=spelled_recipe("vit", mode=mode or None), fits=fits.timm_vit)  # fmt: skip
 
 
 # --- torchvision ResNet ---------------------------------------------------------------------------------
@@ -122,6 +123,7 @@ def resnet(zero_init_residual: bool = False) -> Recipe:
         rules,
         "conv kaimingnormal(fan_out, relu) with torch fans, norms 1/0, fc torch default",
         spelled=spelled_recipe("resnet", zero_init_residual=zero_init_residual or None),
+        fits=fits.torchvision_resnet,
     )
 
 

@@ -197,6 +197,9 @@ class Scheme(BaseScheme):
         if kind == "norm_bias":
             return Action("constant", 0.0, formula="norm bias")
         if kind == "embedding":
+            if role.fans is not None:  # a position or token-type table added to a tied token table: its rule
+                token = self._readout(Role("readout", role.fans, via="tied"))
+                return replace(token, zero_row=role.padding_idx, formula=f"the token table's rule ({role.via})")
             return Action("normal", 1.0, zero_row=role.padding_idx, formula="N(0, 1) as torch")
         if kind == "prelu":
             return Action("constant", float(role.value if role.value is not None else 0.25), formula="PReLU init")
