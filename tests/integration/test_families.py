@@ -125,3 +125,34 @@ def test_tied_lms_under_legacy_warn_and_under_lsuv_have_a_sane_loss(make: object
         warnings.simplefilter("error", torchinit.TiedTableWarning)
         torchinit.reinit(model, "lsuv", data={"input_ids": IDS})
     assert abs(_loss(model) - math.log(VOCAB)) <= 1.0  # solved at the head: unit-std logits (was ln V + 23)
+
+
+def _vision_and_multimodal() -> dict[str, nn.Module]:
+    small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+    image = {**small, "image_size": 16, "patch_size": 8}
+    text = {**small, "vocab_size": 100, "max_position_embeddings": 16}
+    torch.manual_seed(0)
+    return {
+        "vit": transformers.ViTForImageClassification(transformers.ViTConfig(**image, num_labels=3)),
+        "deit": transformers.DeiTForImageClassificationWithTeacher(transformers.DeiTConfig(**image, num_labels=3)),
+        "dinov2": transformers.Dinov2Model(transformers.Dinov2Config(**image)),
+        "clip": transformers.CLIPModel(
+            transformers.CLIPConfig(text_config=text, vision_config=image, projection_dim=16)
+        ),
+        "siglip": transformers.SiglipModel(transformers.SiglipConfig(text_config=text, vision_config=image)),
+    }
+
+
+@pytest.mark.parametrize("scheme", [*GENERIC, "legacy"])
+def test_hf_vision_and_multimodal_parameters_are_covered_and_temperatures_kept(scheme: str) -> None:
+    for name, model in _vision_and_multimodal().items():
+        temperatures = {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith("logit_")}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", torchinit.UncoveredParameterWarning)
+            report = torchinit.reinit(model, scheme, seed=None if scheme == "legacy" else 0)
+        assert not report.skipped, (name, [e.path for e in report.skipped])
+        for path, value in temperatures.items():  # a learned temperature's constructed value is the model's
+            assert torch.equal(dict(model.named_parameters())[path], value), (name, path)
+            assert report[path].role == "temperature" and report[path].distribution == "keep"
+        tokens = [e for e in report if e.role == "token"]
+        assert tokens and all(e.distribution in ("truncated_normal", "keep") for e in tokens), name

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 RoleName = Literal[
     "dense", "readout", "recurrent", "bias", "norm_weight", "norm_bias", "embedding", "prelu", "attention_kv",
-    "token", "layer_scale",
+    "token", "layer_scale", "temperature",
 ]  # fmt: skip
 """What a parameter is for.
 
@@ -36,12 +36,14 @@ the model's output (an LM head, a classifier), not followed by the activation a 
 ``recurrent``: an RNN's hidden-to-hidden weight; ``bias``; ``norm_weight`` and ``norm_bias`` of
 normalization layers; ``embedding`` tables; ``prelu`` slopes; ``attention_kv``: MultiheadAttention's
 learned ``bias_k``/``bias_v``; ``token``: learned tokens and position tables (``cls_token``,
-``pos_embed``, ``relative_position_bias_table``, ...); ``layer_scale``: per-channel residual scales.
+``pos_embed``, ``relative_position_bias_table``, ...); ``layer_scale``: per-channel residual scales;
+``temperature``: a learned logit scale or bias (CLIP's and SigLIP's ``logit_scale``, ``logit_bias``), whose
+constructed value is the model's choice.
 """
 
 ROLES: tuple[RoleName, ...] = (
     "dense", "readout", "recurrent", "bias", "norm_weight", "norm_bias", "embedding", "prelu", "attention_kv",
-    "token", "layer_scale",
+    "token", "layer_scale", "temperature",
 )  # fmt: skip
 
 

@@ -9,13 +9,15 @@ more specific registration always wins. It recognizes:
   contains ``Norm`` with 1-D ``weight``/``bias``: ``norm_weight`` at its neutral value, ``norm_bias`` 0. The
   neutral value is measured by running the layer (`torchinit._layers.measure`): 1 for ``x_hat * w``, 0 for
   Gemma's ``x_hat * (1 + w)``.
-- Learned tokens and position tables (``cls_token``, ``class_token``, ``dist_token``, ``register_tokens``,
-  ``mask_token``, ``pos_embed``, ``pos_embedding``, ``absolute_pos_embed``, ``relative_position_bias_table``):
-  role ``token``.
+- Learned tokens and position tables (``cls_token``, ``class_token``, ``dist_token``, ``distillation_token``,
+  ``register_tokens``, ``mask_token``, ``pos_embed``, ``pos_embedding``, ``absolute_pos_embed``,
+  ``relative_position_bias_table``, HF's raw ``position_embeddings`` and CLIP's ``class_embedding``, SigLIP's
+  pooling ``probe``): role ``token``.
+- Learned temperatures (CLIP's and SigLIP's ``logit_scale``, ``logit_bias``): role ``temperature``, kept.
 - A 1-D parameter named ``bias`` on any module (BERT's ``BertLMPredictionHead.bias``): role ``bias``.
 - Layer-scale vectors (``gamma`` of a ``*Scale`` or ``*Block`` module, as timm's ``LayerScale`` and
   ``ConvNeXtBlock``; ``gamma_1``/``gamma_2``, ``layer_scale``,
-  ``layer_scale_parameter``): role ``layer_scale``, kept at the constructed value.
+  ``layer_scale_parameter``, Dinov2's ``lambda1``): role ``layer_scale``, kept at the constructed value.
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ from torchinit._maths.draw import Action
 from torchinit._maths.fans import Fans, cached_fans
 
 _TOKEN = re.compile(
-    r"(cls|class|dist|reg|register|mask)_tokens?|pos_embed(ding)?s?|absolute_pos_embed|relative_position_bias_table"
+    r"(cls|class|dist|distillation|reg|register|mask)_tokens?|pos_embed(ding)?s?|absolute_pos_embed|"
+    r"relative_position_bias_table|position_embeddings?|class_embedding|probe"
 )
-_LAYER_SCALE = re.compile(r"gamma_\d|layer_scale(_parameter)?")
+_LAYER_SCALE = re.compile(r"gamma_\d|layer_scale(_parameter)?|lambda\d")
+_TEMPERATURE = re.compile(r"logit_(scale|bias)")
 _TOKEN_ROLE = Role("token")
 _LAYER_SCALE_ROLE = Role("layer_scale")
+_TEMPERATURE_ROLE = Role("temperature")
 
 
 def _is_conv1d(m: Any) -> bool:
@@ -64,6 +69,8 @@ def _by_name(name: str) -> Role | None:
     """The role a parameter name alone gives (tokens, layer scales), matched once per distinct name."""
     if _TOKEN.fullmatch(name):
         return _TOKEN_ROLE
+    if _TEMPERATURE.fullmatch(name):
+        return _TEMPERATURE_ROLE
     return _LAYER_SCALE_ROLE if _LAYER_SCALE.fullmatch(name) else None
 
 
