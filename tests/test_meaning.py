@@ -157,3 +157,17 @@ def test_a_frozen_norm_keeps_its_statistics() -> None:
     reinit(m, "kaiming_relu")
     assert float(m[1].running_mean[0]) == 0.5
     assert torchinit.__version__
+
+
+def test_inside_parametrize_cached_the_layer_and_the_report_see_the_value_written() -> None:
+    from torch.nn.utils import parametrizations, parametrize
+
+    for seed in (None, 0):
+        model = nn.Sequential(parametrizations.weight_norm(nn.Linear(64, 64)))
+        with parametrize.cached():
+            stale = model[0].weight.detach().clone()  # cached by torch under (module id, "weight")
+            report = reinit(model, "kaiming_relu", seed=seed)
+            inside = model[0].weight.detach().clone()
+        assert not torch.equal(inside, stale)  # the layer no longer computes with the value before reinit
+        assert torch.equal(inside, model[0].weight.detach())
+        assert report["0.weight"].std == pytest.approx(float(inside.std()), rel=1e-6)  # not the stale 0.07

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from torchinit._model.walk import spectral_buffers
 
@@ -43,6 +44,7 @@ class Undo:
         self.tensors: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.buffers: list[tuple[nn.Module, str, torch.Tensor | None]] = []
         self.seen: set[int] = set()
+        self.cached: list[tuple[int, str]] = []  # parametrized weights whose parametrize.cached() value goes stale
 
     def save(self, tensor: torch.Tensor) -> None:
         """Back up ``tensor`` (once) if backups are on."""
@@ -55,6 +57,7 @@ class Undo:
         if not self.backup:
             return
         if target.parametrized:
+            self.cached.append((id(target.owner), target.name))
             plist: nn.Module = target.owner.parametrizations[target.name]  # type: ignore[index, assignment]
             for param in plist.parameters():
                 self.save(param)
@@ -75,6 +78,8 @@ class Undo:
 
     def restore(self) -> None:
         """Put every backed-up tensor and the RNG states back, newest first."""
+        for key in self.cached:
+            parametrize._cache.pop(key, None)  # inside parametrize.cached(): the restored value is read afresh
         with torch.no_grad():
             for module, name, value in reversed(self.buffers):
                 module._buffers[name] = value

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from torchinit._layers.rules import Role
 from torchinit._maths.draw import DRAWN, UNWRITTEN, Action, write
@@ -83,7 +84,15 @@ def _assign(target: Target, value: torch.Tensor, generator: torch.Generator | No
         if generator is not None:
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)))
         setattr(target.owner, target.name, value)
+    forget_cached(target)
     target.tensor = getattr(target.owner, target.name)
+
+
+def forget_cached(target: Target) -> None:
+    """Drop a parametrized weight's value from ``parametrize.cached()``'s cache (torch keeps it by (module id,
+    name) and does not drop it on assignment): inside that context the layer and the report then see the value
+    just written, not the one read before."""
+    parametrize._cache.pop((id(target.owner), target.name), None)
 
 
 def _effective_std(target: Target) -> float:
