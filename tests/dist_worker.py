@@ -98,6 +98,11 @@ def main() -> None:
         results["dtensor2d_own"] = own(model, report)
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     dist.destroy_process_group()
+    # Leave without interpreter teardown: on this 2-core VM gloo's background threads were sometimes still
+    # joinable at exit ("terminate called without an active exception", exit code -6) after everything above
+    # had succeeded and been saved. A failure before this line still exits non-zero or leaves no file.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
