@@ -179,8 +179,7 @@ def refusals(steps: Sequence[Step], *, keyed: bool, generator: torch.Generator |
     proven_here: set[tuple[Any, ...]] = set()  # (action id, type, dtype, device): plans share Action instances
     # action id -> (writes, draws, needs a wider temporary, fits only some shapes, has values to check)
     kinds: dict[int, tuple[bool, bool, bool, bool, bool]] = {}
-    facts: tuple[bool, bool, bool, bool, bool] = (False, False, False, False, False)
-    writes = draws = shaped = False
+    writes = draws = temporary = shaped = has_values = False
     valued: dict[tuple[int, torch.dtype], str | None] = {}  # (action id, dtype) -> draw_problem's answer
     plain_types = (torch.Tensor, nn.Parameter)  # hoisted: the loop runs per parameter
     last_action: Action | None = None
@@ -207,8 +206,7 @@ def refusals(steps: Sequence[Step], *, keyed: bool, generator: torch.Generator |
                     or (generator is not None and kind in DRAWN),
                     kind in DRAWN or (kind == "constant" and (action.param != 0.0 or bool(action.chunk_values))),
                 )
-            facts = known
-            writes, draws, shaped = known[0], known[1], known[3]
+            writes, draws, temporary, shaped, has_values = known
         target = step.target
         t = target.tensor
         kind_of_t = type(t)
@@ -228,34 +226,29 @@ def refusals(steps: Sequence[Step], *, keyed: bool, generator: torch.Generator |
             if base:
                 seen = seen_on_cpu.get(id(action))
                 if seen is None or seen[0] is not dtype or seen[1] is not kind_of_t or not t.is_cpu:
-                    if facts[4] and (message := _value_problem(valued, step, dtype)) is not None:
+                    if has_values and (message := _value_problem(valued, step, dtype)) is not None:
                         found.append(message)
                         continue
                     device = t.device
-                    here = (id(action), kind_of_t, dtype, device)
-                    if here not in proven_here:
-                        how = (kind_of_t, kind_of_t, dtype, device, action.kind, action.chunk_values is None)
-                        message = _probe(step, t, (how, setting)) if (how, setting) not in _PROVEN else None
-                        if message is not None:
-                            found.append(message)
-                            continue
-                        proven_here.add(here)
+                    if (message := _prove_kind(step, kind_of_t, t, proven_here, setting)) is not None:
+                        found.append(message)
+                        continue
                     if device.type == "cpu":
                         seen_on_cpu[id(action)] = (dtype, kind_of_t)
-                    if facts[2] and (action.kind == "orthogonal" or dtype not in (torch.float32, torch.float64)):
+                    if temporary and (action.kind == "orthogonal" or dtype not in (torch.float32, torch.float64)):
                         fallible = True  # QR temporaries, or a truncated normal drawn in a wider dtype
                 bases.append(base)
                 plain_steps.append(step)
                 continue
-        message = problem(target, facts[1])
-        if message is None and facts[4]:
+        message = problem(target, draws)
+        if message is None and has_values:
             message = _value_problem(valued, step, t.dtype)
         if message is not None:
             found.append(message)
             continue
         if step.scratch or not t.numel():
             continue
-        if not facts[0]:  # kept or skipped: a write elsewhere must not reach its memory either
+        if not writes:  # kept or skipped: a write elsewhere must not reach its memory either
             _file(by_storage, shared, t, step, False)
             continue
         if target.parametrized:
@@ -268,17 +261,12 @@ def refusals(steps: Sequence[Step], *, keyed: bool, generator: torch.Generator |
         if kind_of_t not in plain_types:
             local = local_of(t)
             fallible = fallible or type(local) not in plain_types  # a subclass's own ops: no probe speaks for them
-        if facts[2] or local is not t:  # QR or truncation temporaries, a DTensor write
+        if temporary or local is not t:  # QR or truncation temporaries, a DTensor write
             wide = local.dtype in (torch.float32, torch.float64)
             fallible = fallible or local is not t or action.kind == "orthogonal" or not wide
-        here = (id(action), kind_of_t, local.dtype, local.device)
-        if here not in proven_here:
-            how = (kind_of_t, type(local), local.dtype, local.device, action.kind, action.chunk_values is None)
-            message = _probe(step, local, (how, setting)) if (how, setting) not in _PROVEN else None
-            if message is not None:
-                found.append(message)
-                continue
-            proven_here.add(here)
+        if (message := _prove_kind(step, kind_of_t, local, proven_here, setting)) is not None:
+            found.append(message)
+            continue
         strided = strided or not local.is_contiguous()
         _file(by_storage, shared, local, step, True)
     distinct = set(bases)
@@ -286,6 +274,23 @@ def refusals(steps: Sequence[Step], *, keyed: bool, generator: torch.Generator |
         for step in plain_steps:
             _file(by_storage, shared, step.target.tensor, step, True)
     return found + _overlaps([by_storage[base] for base in shared]), fallible or strided
+
+
+def _prove_kind(
+    step: Step, kind_of_t: type, local: torch.Tensor, proven: set[tuple[Any, ...]], setting: tuple[Any, ...]
+) -> str | None:
+    """Why this step's kind of write (action, tensor type, the local tensor's type, dtype and device; ``setting``:
+    keyed, default dtype, inference mode) fails on a small tensor like ``local``, or None; each kind is probed
+    once per call (``proven``) and once per process once it went through (``_PROVEN``)."""
+    action = step.action
+    here = (id(action), kind_of_t, local.dtype, local.device)
+    if here in proven:
+        return None
+    how = (kind_of_t, type(local), local.dtype, local.device, action.kind, action.chunk_values is None)
+    message = _probe(step, local, (how, setting)) if (how, setting) not in _PROVEN else None
+    if message is None:
+        proven.add(here)
+    return message
 
 
 def _file(by_storage: Filed, shared: set[int], t: torch.Tensor, step: Step, writes: bool) -> None:
