@@ -175,11 +175,27 @@ def walk(root: nn.Module, *, own_only: bool = False) -> Walk:
         return reused[2]
     if own_only:
         return walk_modules([("", root)])
-    pairs = list(root.named_modules(remove_duplicate=False))
+    pairs: list[tuple[str, nn.Module]] = []
+    _tree(root, "", pairs)
     return walk_modules(pairs)
 
 
-_STATS: dict[type, bool] = {}  # module type -> has reset_running_stats (a fact of the class)
+def _tree(module: nn.Module, path: str, out: list[tuple[str, nn.Module]]) -> None:
+    """``module.named_modules(remove_duplicate=False)`` into ``out``, in its order (each node, then its children),
+    without a generator per level: on 5,000 small modules this was a fifth of the walk."""
+    out.append((path, module))
+    for name, child in module._modules.items():
+        if child is not None:
+            _tree(child, f"{path}.{name}" if path else name, out)
+
+
+_FACTS: dict[type, tuple[bool, bool]] = {}
+"""Module type -> (is a ParametrizationList, has ``reset_running_stats``): facts of the class, looked up once."""
+
+
+def _facts(kind: type) -> tuple[bool, bool]:
+    found = _FACTS[kind] = (issubclass(kind, parametrize.ParametrizationList), hasattr(kind, "reset_running_stats"))
+    return found
 
 
 def walk_modules(pairs: Iterable[tuple[str, nn.Module]]) -> Walk:
@@ -194,7 +210,8 @@ def walk_modules(pairs: Iterable[tuple[str, nn.Module]]) -> Walk:
     for path, module in pairs:
         again = id(module) in seen
         own = module._parameters
-        plists = "parametrizations" in module._modules or isinstance(module, parametrize.ParametrizationList)
+        facts = _FACTS.get(type(module)) or _facts(type(module))
+        plists = facts[0] or "parametrizations" in module._modules
         if again and not own and not plists:
             continue
         if "_orig_mod" in path or "_wrapped_module" in path:
@@ -203,10 +220,7 @@ def walk_modules(pairs: Iterable[tuple[str, nn.Module]]) -> Walk:
         if not again:
             seen.add(id(module))
             modules.append((prefix, module))
-            stats = _STATS.get(type(module))
-            if stats is None:
-                stats = _STATS[type(module)] = hasattr(type(module), "reset_running_stats")
-            if stats and getattr(module, "track_running_stats", False):
+            if facts[1] and getattr(module, "track_running_stats", False):
                 norms.append((prefix, module))
         if not own and not plists:
             continue  # a container
