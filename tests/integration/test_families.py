@@ -156,3 +156,20 @@ def test_hf_vision_and_multimodal_parameters_are_covered_and_temperatures_kept(s
             assert report[path].role == "temperature" and report[path].distribution == "keep"
         tokens = [e for e in report if e.role == "token"]
         assert tokens and all(e.distribution in ("truncated_normal", "keep") for e in tokens), name
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied-llama", "tied-gpt2"])
+def test_a_new_lm_head_reinit_alone_is_the_whole_models_readout(tied: bool) -> None:
+    model = _gpt2() if tied else _decoder("llama", tie_word_embeddings=False)
+    whole = _gpt2() if tied else _decoder("llama", tie_word_embeddings=False)
+    whole.load_state_dict(model.state_dict())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    everything = torchinit.reinit(whole, "kaiming_silu", seed=5)
+    report = torchinit.reinit(model, "kaiming_silu", seed=5, only="lm_head")
+    (entry,) = list(report)
+    assert entry.role == "readout" and entry.std == everything[entry.path].std
+    assert torch.equal(model.lm_head.weight, whole.lm_head.weight)  # the whole-model keyed values
+    table = "transformer.wte.weight" if tied else "lm_head.weight"
+    assert entry.path == table and model.lm_head.weight is model.get_output_embeddings().weight
+    untouched = [k for k in before if k not in (table, "lm_head.weight")]
+    assert all(torch.equal(before[k], model.state_dict()[k]) for k in untouched)

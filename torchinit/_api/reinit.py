@@ -12,7 +12,7 @@ from torch import nn
 
 from torchinit._model.transaction import Undo, guarded, hold_interrupts
 from torchinit._model.write import Step
-from torchinit._schemes.plan import Plan
+from torchinit._schemes.plan import Plan, only_part
 from torchinit._schemes.registry import BaseScheme, Call, SchemeLike, resolve_scheme, scheme_name
 from torchinit._schemes.report import InitReport
 from torchinit._types import InitError, check_bool, check_generator, check_int
@@ -57,6 +57,7 @@ def prepare(
     seed: int | None = None,
     data: object = None,
     check: Callable[[list[Step]], list[str]] | None = None,
+    only: str | Sequence[str] | None = None,
 ) -> tuple[BaseScheme, Call, nn.Module, Plan]:
     """Check the arguments, resolve the scheme (once), plan and validate; nothing is written.
 
@@ -81,6 +82,8 @@ def prepare(
     root, wrapper = unwrapped(module)
     call = Call(overrides=tuple(overrides), seed=seed, data=data, generator=generator, wrapper=wrapper)
     plan = resolved.plan(root, call)
+    if only is not None:
+        plan = only_part(plan, only, wrapper)
     plan.check(strict=strict, extra=check, generator=generator, overrides_must_match=True, seed=seed)
     resolved.validate(root, call)
     return resolved, call, root, plan
@@ -97,6 +100,7 @@ def reinit(
     threads: int | None = None,
     data: object = None,
     atomic: bool = True,
+    only: str | Sequence[str] | None = None,
 ) -> InitReport:
     r"""Initialize every parameter of ``module`` in place by ``scheme``, with the true fans of each layer.
 
@@ -134,6 +138,13 @@ def reinit(
             allocated before the first write. A Ctrl-C during plain draws is held until they are
             written (in the main thread, under Python's default SIGINT handler; a handler of your own
             is left to run).
+        only: a module or parameter path (``"lm_head"``, ``"classifier.weight"``), or a list of them:
+            write only the parameters under it, and reset only the norms under it; everything else is
+            untouched. The plan is made on the whole model, so a new head gets the role it has there
+            (the readout, not a hidden layer, as ``reinit(model.lm_head)`` would see it), its
+            whole-model path in the report, and with ``seed`` the very values a whole-model call writes.
+            A tied parameter is written if any of its paths is under ``only``. With torch's RNG the
+            values differ from a whole-model call's (fewer draws come first).
 
     Returns:
         An `InitReport`: per parameter its path, shape, role, rule, fans and target std.
@@ -155,7 +166,7 @@ def reinit(
     check_bool("atomic", atomic)
     with gc_paused():
         resolved, call, root, plan = prepare(
-            module, scheme, generator=generator, strict=strict, overrides=overrides, seed=seed, data=data
+            module, scheme, generator=generator, strict=strict, overrides=overrides, seed=seed, data=data, only=only
         )
     passes = type(resolved).finish is not BaseScheme.finish  # a pass after the writes (LSUV's) can fail too
     undo = Undo(generator, backup=atomic and (resolved.uses_data or passes or plan.fallible))

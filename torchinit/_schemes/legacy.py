@@ -19,7 +19,7 @@ from torchinit._model.walk import Target, own_targets, target_named, walk
 from torchinit._model.write import Step
 from torchinit._schemes.plan import FROZEN, Plan
 from torchinit._schemes.registry import BaseScheme, Call, register_scheme
-from torchinit._types import InitError, TiedTableWarning, warn_at_caller
+from torchinit._types import InitError, TiedTableWarning
 
 
 class LegacyPlanner:
@@ -107,13 +107,13 @@ class LegacyPlanner:
         self.visit(root, "")
         skip = Action("skip", reason="no rule covers it")
         self.steps += [Step(t, skip, role=role_of(t.owner, t.name)) for t in self.uncovered]
-        _warn_tied_tables(walked.params, self._done)
-        return Plan(self.steps, self.uncovered, self.norms)
+        return Plan(self.steps, self.uncovered, self.norms, notes=_tied_tables(walked.params, self._done))
 
 
-def _warn_tied_tables(params: list[Target], done: dict[int, Step]) -> None:
-    """Warn when torch's default draw of an input embedding tied to the output layer (nn.Embedding's N(0, 1))
-    makes the logits ~sqrt(d) times larger than a unit-variance readout would."""
+def _tied_tables(params: list[Target], done: dict[int, Step]) -> list[tuple[str, Warning]]:
+    """A warning (given when the plan runs) where torch's default draw of an input embedding tied to the output
+    layer (nn.Embedding's N(0, 1)) makes the logits ~sqrt(d) times larger than a unit-variance readout would."""
+    notes: list[tuple[str, Warning]] = []
     for param in params:
         role, step = param.role, done.get(param.key)
         if role is None or role.kind != "readout" or not (role.via or "").startswith("tied") or step is None:
@@ -121,14 +121,16 @@ def _warn_tied_tables(params: list[Target], done: dict[int, Step]) -> None:
         assert role.fans is not None
         std, fan = step.action.std, role.fans.fan_in
         if std is not None and std * math.sqrt(fan) > 3.0:
-            warn_at_caller(
+            notes.append((
+                param.path,
                 TiedTableWarning(
                     f"legacy draws {param.path} as torch's constructor does ({step.action.describe()}), and it is "
                     f"also the output layer ({role.via}): the logits' std is about {std * math.sqrt(fan):.3g} "
                     f"(std x sqrt({fan})), so the initial loss lies far above ln(vocab). Use the model's recipe or "
                     "a generic scheme, which draw a tied table by the readout's rule."
-                )
-            )
+                ),
+            ))  # fmt: skip
+    return notes
 
 
 @dataclass(frozen=True, repr=False)

@@ -206,8 +206,8 @@ def _weights(model: nn.Module, report: InitReport | None = None) -> dict[nn.Modu
         if param.role is None or param.role.kind not in ("dense", "readout"):
             continue
         entry = report.get(param.path) if report is not None else None
-        if entry is not None and (entry.skipped is not None or entry.distribution == "keep"):
-            continue  # skipped means untouched, by every pass
+        if report is not None and (entry is None or entry.skipped is not None or entry.distribution == "keep"):
+            continue  # skipped means untouched, by every pass; no entry: outside the call's only=
         uses = param.every
         also: tuple[str, ...] = ()
         if param.role.kind == "readout" and (param.role.via or "").startswith("tied"):

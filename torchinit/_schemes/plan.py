@@ -20,7 +20,7 @@ from torchinit._layers.rules import Role
 from torchinit._maths.draw import UNWRITTEN, Action
 from torchinit._model.proof import refusals
 from torchinit._model.transaction import Undo
-from torchinit._model.walk import Target, Walk, walk, walk_modules
+from torchinit._model.walk import Target, Walk, canonical, walk, walk_modules
 from torchinit._model.write import Step, is_sharded, write_steps
 from torchinit._schemes.report import InitReport, ReportEntry
 from torchinit._types import InitError, ShardedWithoutSeedWarning, UncoveredParameterWarning, warn_at_caller
@@ -123,6 +123,9 @@ class Plan:
     """Why each override that selected nothing did not (checked when the call says overrides must match)."""
     fallible: bool = True
     """Whether a write can still fail once `check` has passed (it says): backups are then taken."""
+    notes: list[tuple[str, Warning]] = field(default_factory=list)
+    """Warnings about the writes to parameters (by path), given when the plan runs (and only if a cut-down plan
+    still writes the parameter)."""
 
     def check(
         self,
@@ -175,6 +178,8 @@ class Plan:
         """
         if warn and self.uncovered:
             warn_at_caller(UncoveredParameterWarning(uncovered_message(self.uncovered)))
+        for _, note in self.notes if warn else ():
+            warn_at_caller(note)
         if seed is None:
             sharded = [s.target.path for s in self.steps if is_sharded(s.target.tensor) and s.action.draws]
             if warn and sharded:
@@ -196,6 +201,49 @@ class Plan:
             buffers += [prefix + b for b in ("running_mean", "running_var", "num_batches_tracked")]
         steps = self.steps
         return InitReport(name, lambda: _entries(steps), buffers, drawn=drawn)
+
+
+def only_part(plan: Plan, only: str | Sequence[str], wrapper: str = "") -> Plan:
+    """``plan`` cut down to the parameters (any path of a tied one) and norms under the module or parameter paths
+    ``only``: everything else untouched. The plan was made on the whole model, so what is kept has the
+    whole model's roles (a head is the readout), paths and keyed values. A path may carry the ``wrapper`` prefix
+    (``module.`` under DataParallel), as a ``state_dict`` name does.
+
+    Raises:
+        InitError: ``only`` is not a path or a list of paths, or a path selects nothing (the nearest is named).
+    """
+    given = [only] if isinstance(only, str) else only
+    if not isinstance(given, (list, tuple)) or not given or not all(isinstance(p, str) and p for p in given):
+        raise InitError(
+            f"only= takes a module or parameter path (e.g. only='lm_head') or a list of them; got only={only!r}. "
+            "Omit it to reinitialize the whole model."
+        )
+    prefix = canonical(wrapper)
+    paths = [canonical(p) for p in given]
+    paths = [p[len(prefix) :] if prefix and p.startswith(prefix) and p != prefix else p for p in paths]
+
+    def under(path: str, part: str) -> bool:
+        return path == part or path.startswith(part + ".")
+
+    def inside(path: str) -> bool:
+        return any(under(path, p) for p in paths)
+
+    steps = [s for s in plan.steps if inside(s.target.path) or any(inside(a) for a in s.aliases)]
+    norms = [(at, norm) for at, norm in plan.norms if at and inside(at[:-1])]
+    known = {p for s in plan.steps for p in (s.target.path, *s.aliases)} | {at[:-1] for at, _ in plan.norms if at}
+    modules = {q.rpartition(".")[0] for q in known} - {""}
+    for part in paths:
+        if not any(under(q, part) for q in known):
+            near = difflib.get_close_matches(part, sorted(known | modules), n=1, cutoff=0.0)
+            raise InitError(
+                f"only={part!r} selects no parameter of {len(known)}"
+                + (f" (nearest path: {near[0]!r})" if near else "")
+                + "; pass a module or parameter path of the model (its named_parameters names)."
+            )
+    uncovered = [t for t in plan.uncovered if any(inside(u.path) for u in t.every)]
+    written = {p for s in steps for p in (s.target.path, *s.aliases)}
+    notes = [(path, note) for path, note in plan.notes if path in written]
+    return Plan(steps, uncovered, norms, plan.unmatched, plan.fallible, notes)
 
 
 FROZEN = Action(
