@@ -255,3 +255,46 @@ def test_build_leaves_no_reference_cycle_holding_the_model() -> None:
         assert [ref() for ref in refs] == [None, None]
     finally:
         gc.enable()
+
+
+class TopKRouter(nn.Module):  # Mixtral's router: F.linear(x, weight), weight (experts, d)
+    def __init__(self, experts: int, d: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(experts, d))
+
+
+class MoeExperts(nn.Module):  # Mixtral stores (E, out, in) for F.linear; GPT-OSS (E, in, out) for x @ W, with biases
+    def __init__(self, experts: int, d: int, inner: int, matmul: bool) -> None:
+        super().__init__()
+        self.hidden_dim = d
+        up, down = ((d, 2 * inner), (inner, d)) if matmul else ((2 * inner, d), (d, inner))
+        self.gate_up_proj = nn.Parameter(torch.empty(experts, *up))
+        self.down_proj = nn.Parameter(torch.empty(experts, *down))
+        self.gate_up_proj_bias = nn.Parameter(torch.empty(experts, 2 * inner))
+
+
+@pytest.mark.parametrize("matmul", [False, True], ids=["mixtral-layout", "gpt-oss-layout"])
+def test_mixture_of_experts_weights_get_one_experts_fans(matmul: bool) -> None:
+    model = nn.ModuleDict({"router": TopKRouter(4, 48), "experts": MoeExperts(4, 48, 80, matmul)})
+    report = reinit(model, "kaiming_silu", seed=0)
+    assert report["router.weight"].fans == Fans(48, 4)
+    assert report["experts.gate_up_proj"].fans == Fans(48, 80, chunks=2)  # d -> intermediate, gate and up
+    assert report["experts.down_proj"].fans == Fans(80, 48)
+    assert report["experts.gate_up_proj_bias"].role == "bias" and not model["experts"].gate_up_proj_bias.any()
+    gain = torchinit.get_scheme("kaiming_silu").gain  # type: ignore[union-attr]
+    assert report["experts.down_proj"].std == pytest.approx(gain / math.sqrt(80))
+    assert_std(model["experts"].down_proj, gain / math.sqrt(80), kurtosis="normal")
+    with pytest.raises(AssertionError):  # the test rejects the fans of the whole stacked tensor
+        assert_std(model["experts"].down_proj, gain / math.sqrt(4 * 80), kurtosis="normal")
+    report = reinit(model, "orthogonal", seed=0)  # no batched QR: each expert at an orthogonal matrix's std
+    assert report["experts.down_proj"].std == pytest.approx(1 / math.sqrt(80))
+    assert "MoE experts" in report["experts.down_proj"].source
+
+
+def test_legacy_keeps_what_moe_code_sets_and_an_unknown_layout_is_uncovered() -> None:
+    model = nn.ModuleDict({"router": TopKRouter(4, 48), "experts": MoeExperts(4, 48, 80, False)})
+    report = reinit(model, "legacy")
+    assert not report.skipped and {e.distribution for e in report if e.role == "dense"} == {"keep"}
+    model["experts"].hidden_dim = 50  # matches neither dimension: no guess
+    with pytest.warns(torchinit.UncoveredParameterWarning, match="experts.gate_up_proj"):
+        reinit(model, "kaiming_silu")

@@ -60,6 +60,8 @@ class Role:
         padding_idx: the embedding row kept at zero.
         value: the constant a ``prelu`` starts from; a ``norm_weight``'s neutral value when it is not 1.
         width: ``attention_kv`` embedding width (torch draws N(0, 1/width)).
+        experts: for a ``dense`` weight, a batch of this many independent weights along dim 0 (a mixture of
+            experts' stacked expert matrices); ``fans`` are one expert's.
         via: for a ``readout``, how it was found (tied to an input embedding, or its name).
     """
 
@@ -71,6 +73,7 @@ class Role:
     padding_idx: int | None = None
     value: float | None = None
     width: int | None = None
+    experts: int | None = None
     via: str | None = None
 
     def __post_init__(self) -> None:

@@ -12,9 +12,14 @@ more specific registration always wins. It recognizes:
 - Learned tokens and position tables (``cls_token``, ``class_token``, ``dist_token``, ``distillation_token``,
   ``register_tokens``, ``mask_token``, ``pos_embed``, ``pos_embedding``, ``absolute_pos_embed``,
   ``relative_position_bias_table``, HF's raw ``position_embeddings`` and CLIP's ``class_embedding``, SigLIP's
-  pooling ``probe``): role ``token``.
+  pooling ``probe``, GPT-OSS's per-head attention ``sinks``): role ``token``.
 - Learned temperatures (CLIP's and SigLIP's ``logit_scale``, ``logit_bias``): role ``temperature``, kept.
 - A 1-D parameter named ``bias`` on any module (BERT's ``BertLMPredictionHead.bias``): role ``bias``.
+- Mixtures of experts (Mixtral, Qwen-MoE, GPT-OSS, ...): a ``*Router``'s raw 2-D ``weight`` (E, d) used as
+  ``F.linear(x, weight)`` is dense with fans (d, E); an ``*Experts`` module's stacked 3-D weights are ``dense``
+  with one expert's fans and ``experts=E``: ``gate_up_proj`` (d -> 2 x intermediate, two chunks), ``up_proj``,
+  ``gate_proj``, ``w1``, ``w3`` (d -> intermediate), ``down_proj``, ``w2`` (intermediate -> d), whichever way the
+  matrix is stored (the module's ``hidden_dim``/``hidden_size`` names d); their 2-D ``*_bias`` are biases.
 - Layer-scale vectors (``gamma`` of a ``*Scale`` or ``*Block`` module, as timm's ``LayerScale`` and
   ``ConvNeXtBlock``; ``gamma_1``/``gamma_2``, ``layer_scale``,
   ``layer_scale_parameter``, Dinov2's ``lambda1``): role ``layer_scale``, kept at the constructed value.
@@ -35,7 +40,7 @@ from torchinit._maths.fans import Fans, cached_fans
 
 _TOKEN = re.compile(
     r"(cls|class|dist|distillation|reg|register|mask)_tokens?|pos_embed(ding)?s?|absolute_pos_embed|"
-    r"relative_position_bias_table|position_embeddings?|class_embedding|probe"
+    r"relative_position_bias_table|position_embeddings?|class_embedding|probe|sinks"
 )
 _LAYER_SCALE = re.compile(r"gamma_\d|layer_scale(_parameter)?|lambda\d")
 _TEMPERATURE = re.compile(r"logit_(scale|bias)")
@@ -61,7 +66,38 @@ def _fans(m: Any, name: str) -> Fans | None:
     if name == "weight" and _is_conv1d(m):
         rows, cols = m._parameters["weight"].shape
         return cached_fans(rows, cols)
+    if name == "weight" and type(m).__name__.endswith("Router"):  # F.linear(x, weight): (experts, d)
+        weight = m._parameters["weight"]
+        if weight is not None and weight.dim() == 2:
+            return cached_fans(weight.shape[1], weight.shape[0])
     return None
+
+
+_EXPERTS_IN = {"gate_up_proj": 2, "up_proj": 1, "gate_proj": 1, "w1": 1, "w3": 1}  # d -> intermediate (chunks)
+_EXPERTS_OUT = frozenset({"down_proj", "w2"})  # intermediate -> d
+_EXPERT_NAMES = frozenset({*_EXPERTS_IN, *_EXPERTS_OUT, *(f"{n}_bias" for n in (*_EXPERTS_IN, *_EXPERTS_OUT))})
+
+
+def _experts(m: Any, name: str) -> Role | None:
+    """A stacked expert weight (experts, ., .) of an ``*Experts`` module: one expert's fans, by its name and d."""
+    param = m._parameters.get(name)
+    if not type(m).__name__.endswith("Experts") or param is None:
+        return None
+    if name.endswith("_bias"):
+        return BIAS if param.dim() == 2 else None
+    hidden = next((v for a in ("hidden_dim", "hidden_size") if type(v := m.__dict__.get(a)) is int), None)
+    if param.dim() != 3 or hidden is None or hidden not in param.shape[1:]:
+        return None
+    count, rows, cols = param.shape
+    other = cols if rows == hidden else rows  # stored (out, in) for F.linear or (in, out) for x @ W alike
+    chunks = _EXPERTS_IN.get(name)
+    if chunks is not None:
+        if other % chunks:
+            return None
+        fans = Fans(hidden, other // chunks, chunks=chunks)
+    else:
+        fans = Fans(other, hidden)
+    return Role("dense", fans, experts=count, via=f"{count} stacked MoE experts: fans of one")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -89,6 +125,8 @@ def _norm_role(m: Any, name: str) -> Role:
 
 
 def _roles(m: Any, name: str) -> Role | None:
+    if name in _EXPERT_NAMES:
+        return _experts(m, name)
     if name in ("weight", "bias") and _is_norm(m, name):
         return _norm_role(m, name)
     if name == "bias" and (_is_conv1d(m) or m._parameters["bias"].dim() == 1):
@@ -111,7 +149,7 @@ def _legacy(d: LegacyDraws, m: Any, prefix: str) -> None:
         elif role is not None and role.kind in ("norm_weight", "norm_bias"):
             value = (1.0 if role.value is None else role.value) if role.kind == "norm_weight" else 0.0
             d.draw(m, prefix, name, Action("constant", value, formula="ones/zeros" if value in (0.0, 1.0) else "norm"))
-        elif role is not None:
+        elif role is not None or _fans(m, name) is not None:  # a router's raw weight too
             d.draw(m, prefix, name, Action("keep", formula="set by the model's own code: kept"))
 
 

@@ -178,6 +178,9 @@ class Scheme(BaseScheme):
         if kind in ("dense", "recurrent"):
             fans = role.fans
             assert fans is not None
+            if self.distribution == "orthogonal" and role.experts:  # no batched QR: each expert's element std
+                std = self.gain / math.sqrt(max(fans.fan_in, fans.fan_out))
+                return Action.with_std("normal", std, fans, "MoE experts: normal with an orthogonal matrix's std")
             if self.distribution == "orthogonal":
                 formula = "delta orthogonal (conv), orthogonal" if self.delta and kind == "dense" else "orthogonal"
                 delta = self.delta and kind == "dense"
