@@ -492,3 +492,25 @@ def test_keyed_values_ignore_the_default_dtype_and_device(
     assert torch.get_default_dtype() == torch.float32
     for (key, a), b in zip(expected.state_dict().items(), model.state_dict().values(), strict=True):
         assert b.dtype == a.dtype and b.device == a.device and torch.equal(a, b), key
+
+
+def test_keyed_orthogonal_calls_from_several_threads_equal_a_call_alone() -> None:
+    # torch's (and MKL's) thread count is process-wide: a call restoring it while another call's QRs ran changed
+    # their rounding (1 run in 40 differed by ~1e-6 before the calls took turns at their jobs).
+    def make() -> nn.Module:
+        return nn.Sequential(*(nn.Linear(256, 256) for _ in range(4)))
+
+    reference = make()
+    reinit(reference, "orthogonal", seed=3)
+    expected = [p.detach().clone() for p in reference.parameters()]
+    threads_before = torch.get_num_threads()
+    for _ in range(6):
+        models = [make() for _ in range(4)]
+        workers = [threading.Thread(target=reinit, args=(m, "orthogonal"), kwargs={"seed": 3}) for m in models]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        for model in models:
+            assert all(torch.equal(a, b) for a, b in zip(expected, model.parameters(), strict=True))
+    assert torch.get_num_threads() == threads_before

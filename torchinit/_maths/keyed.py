@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import operator
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -65,6 +66,10 @@ def _key(seed: int, name: str) -> tuple[int, int, int, int]:
     start, gamma = stream_key(seed, name)
     return start, gamma, signed64(start), signed64(gamma)
 
+
+_ONE_AT_A_TIME = threading.Lock()
+"""Held while a call runs its jobs with torch's intra-op threads at 1: the count is process-wide (MKL's too), so
+a call from another thread restoring it while this one's QRs run would change their rounding (1e-6)."""
 
 STACKED = 1 << 14
 """Whole contiguous tensors of at most this many elements (an even number) are computed stacked with the
@@ -178,6 +183,16 @@ class KeyedWriter:
         inference = torch.is_inference_mode_enabled()
         if any(device.type == "cpu" for _, _, device in needs):
             _stream.compile_kernels()
+        with _ONE_AT_A_TIME:  # torch's thread count is process-wide state: one call sets and restores it at a time
+            self._run_jobs(jobs, needs, inference)
+        for (value, _, _), tensors in self.constants.items():
+            torch._foreach_zero_(tensors)
+            if value != 0:
+                torch._foreach_add_(tensors, value)
+        for step in self.finish:
+            step()
+
+    def _run_jobs(self, jobs: list[Callable[[], int]], needs: _workspace.Needs, inference: bool) -> None:
         previous = torch.get_num_threads()
         workers = min(self.threads if self.threads is not None else previous, len(jobs))
         if previous > 1:
@@ -200,12 +215,6 @@ class KeyedWriter:
         finally:
             if previous > 1:
                 torch.set_num_threads(previous)
-        for (value, _, _), tensors in self.constants.items():
-            torch._foreach_zero_(tensors)
-            if value != 0:
-                torch._foreach_add_(tensors, value)
-        for step in self.finish:
-            step()
 
     def _orthogonal(self, action: Action, tensor: torch.Tensor, start: int, gamma: int, region: Region | None) -> int:
         shape = region.global_shape if region is not None else tuple(tensor.shape)

@@ -227,8 +227,13 @@ class Scheme(BaseScheme):
             return Action("normal", float(self.readout), fans=fans, formula=f"{via}: N(0, {self.readout:g}^2)")
         if self.distribution == "orthogonal":
             return Action("orthogonal", 1.0, chunks=fans.chunks, fans=fans, formula=f"{via}: orthogonal, gain 1")
-        std = variance_std(1.0, fans.fan(self.mode))
-        return Action.with_std(self.distribution, std, fans, f"{via}: linear, gain 1")
+        # fan_out keeps backward variance through hidden layers; on a readout it would make the logits' std grow as
+        # sqrt(in/out) (10 on a 512-feature, 10-class head): the readout keeps the forward scale, fan_in
+        mode = "fan_in" if self.mode == "fan_out" else self.mode
+        std = variance_std(1.0, fans.fan(mode))
+        return Action.with_std(
+            self.distribution, std, fans, f"{via}: linear, gain 1" + (", fan_in" if mode != self.mode else "")
+        )
 
     def plan(self, module: nn.Module, call: Call) -> Plan:
         """Every parameter by its role (`action`), the scheme's and the call's overrides layered on top."""
