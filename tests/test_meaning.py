@@ -88,6 +88,27 @@ def test_the_measured_value_is_the_offset_and_a_plain_norm_stays_at_one() -> Non
     assert torch.equal(model[1].weight, torch.ones(8))  # the usual norm: 1, unchanged behaviour
 
 
+class LayerNorm1P(nn.LayerNorm):  # Nemotron's: a torch LayerNorm subclass that computes x_hat * (1 + w)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.layer_norm(x, self.normalized_shape, self.weight + 1.0, self.bias, self.eps)
+
+
+class LayerNorm2d(nn.LayerNorm):  # timm's: channels first, the usual x_hat * w
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
+
+
+def test_a_subclass_of_a_torch_norm_is_measured_too() -> None:
+    # torch's norm rule matched the subclass and set 1 unmeasured: Nemotron's loss under kaiming_gelu was 9.65
+    model = _block(LayerNorm1P(8))
+    report = reinit(model, "kaiming_relu")
+    assert report["1.weight"].param == 0.0 and "measured" in report["1.weight"].source
+    assert not model[1].weight.any()
+    model = _block(LayerNorm2d(8))
+    assert reinit(model, "kaiming_relu")["1.weight"].param == 1.0
+    assert reinit(_block(nn.LayerNorm(8)), "kaiming_relu")["1.weight"].source == "norm weight"  # not measured
+
+
 def test_measuring_changes_nothing_and_works_on_meta_and_half_layers() -> None:
     norm = CentredRMSNorm(8)
     norm.weight.data.fill_(0.3)

@@ -85,6 +85,7 @@ LMS: dict[str, Callable[[], nn.Module]] = {
     "bloom": _causal("bloom", n_layer=2, n_head=4),
     "falcon": _causal("falcon"),
     "olmo2": _causal("olmo2", num_key_value_heads=2),
+    "nemotron": _causal("nemotron", num_key_value_heads=2, head_dim=16),  # LayerNorm1P: x_hat * (1 + w)
     "mixtral (MoE)": _causal("mixtral", num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2),
     "qwen2_moe (MoE)": _causal(
         "qwen2_moe",

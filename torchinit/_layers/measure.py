@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchinit._layers.rules import NORM, Role
+
 _CACHE: dict[tuple[Any, ...], tuple[float, str] | None] = {}
 
 
@@ -92,3 +94,18 @@ def _measure(module: nn.Module, name: str) -> tuple[float, str] | None:
         neutral = round(1.0 - k, 6)
         return neutral, f"measured: output x_hat * ({k:g} + w), so w = {neutral:g} passes x_hat unscaled"
     return None
+
+
+_CENTRED: dict[tuple[float, str], Role] = {}  # one shared role per measured neutral value
+
+
+def norm_role(module: nn.Module, name: str) -> Role:
+    """A norm's role for ``weight`` or ``bias``; the weight's neutral value measured (`neutral_norm_weight`)
+    when it is not 1."""
+    measured = neutral_norm_weight(module, name) if name == "weight" else None
+    if measured is None:
+        return NORM[name]
+    role = _CENTRED.get(measured)
+    if role is None:
+        role = _CENTRED[measured] = Role("norm_weight", value=measured[0], via=measured[1])
+    return role

@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from torchinit._layers.measure import norm_role
 from torchinit._layers.rules import BIAS, NORM, LegacyDraws, Role, register_layer
 from torchinit._maths.draw import Action, gain_std, torch_fan_in, xavier_std
 from torchinit._maths.fans import Fans, cached_fans
@@ -207,7 +208,11 @@ for _rnn in (nn.RNNBase, nn.RNNCellBase):
 
 
 def _norm_roles(m: Any, name: str) -> Role | None:
-    return NORM.get(name)
+    if name not in NORM:
+        return None
+    if type(m).__module__.startswith("torch."):
+        return NORM[name]
+    return norm_role(m, name)  # a subclass may compute otherwise (Nemotron's LayerNorm1P: weight + 1): measured
 
 
 def _norm_legacy(d: LegacyDraws, m: Any, prefix: str) -> None:

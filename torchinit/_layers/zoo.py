@@ -33,8 +33,8 @@ from typing import Any
 
 from torch import nn
 
-from torchinit._layers.measure import neutral_norm_weight
-from torchinit._layers.rules import BIAS, NORM, LegacyDraws, Role, register_layer
+from torchinit._layers.measure import norm_role
+from torchinit._layers.rules import BIAS, LegacyDraws, Role, register_layer
 from torchinit._maths.draw import Action
 from torchinit._maths.fans import Fans, cached_fans
 
@@ -110,25 +110,11 @@ def _by_name(name: str) -> Role | None:
     return _LAYER_SCALE_ROLE if _LAYER_SCALE.fullmatch(name) else None
 
 
-_CENTRED: dict[tuple[float, str], Role] = {}  # one shared role per measured neutral value
-
-
-def _norm_role(m: Any, name: str) -> Role:
-    """A norm's role; its weight's neutral value measured (`neutral_norm_weight`) when it is not 1."""
-    measured = neutral_norm_weight(m, name) if name == "weight" else None
-    if measured is None:
-        return NORM[name]
-    role = _CENTRED.get(measured)
-    if role is None:
-        role = _CENTRED[measured] = Role("norm_weight", value=measured[0], via=measured[1])
-    return role
-
-
 def _roles(m: Any, name: str) -> Role | None:
     if name in _EXPERT_NAMES:
         return _experts(m, name)
     if name in ("weight", "bias") and _is_norm(m, name):
-        return _norm_role(m, name)
+        return norm_role(m, name)
     if name == "bias" and (_is_conv1d(m) or m._parameters["bias"].dim() == 1):
         return BIAS  # a 1-D parameter named bias is one, whatever module holds it (BERT's LM head)
     role = _by_name(name)
