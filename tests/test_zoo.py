@@ -298,3 +298,31 @@ def test_legacy_keeps_what_moe_code_sets_and_an_unknown_layout_is_uncovered() ->
     model["experts"].hidden_dim = 50  # matches neither dimension: no guess
     with pytest.warns(torchinit.UncoveredParameterWarning, match="experts.gate_up_proj"):
         reinit(model, "kaiming_silu")
+
+
+class BeitLayer(nn.Module):  # BEiT / data2vec-vision layer scales, PoolFormer's, ConvNeXt-V2's response norm
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.lambda_1 = nn.Parameter(torch.full((d,), 0.1))
+        self.layer_scale_2 = nn.Parameter(torch.full((d,), 1e-5))
+        self.grn = GlobalResponseNorm(d)
+
+
+class GlobalResponseNorm(nn.Module):  # x + weight * (x * N(x)) + bias: the identity at 0, not at weight 1
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.zeros(d)), nn.Parameter(torch.zeros(d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nx = x.norm(dim=0, keepdim=True)
+        return x + self.weight * (x * nx / (nx.mean() + 1e-6)) + self.bias
+
+
+def test_more_layer_scale_spellings_and_response_norms_are_kept() -> None:
+    model = BeitLayer(8)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torchinit.UncoveredParameterWarning)
+        report = reinit(model, "kaiming_relu")
+    assert {e.role for e in report} == {"layer_scale"}
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # GRN at 1 would not be its identity

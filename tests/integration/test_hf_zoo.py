@@ -132,6 +132,9 @@ IMAGES: dict[str, Callable[[], nn.Module]] = {
     "dinov2": _image("Dinov2", **IMAGE),
     "swin": _image("Swin", image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4),
     "convnext": _image("ConvNext", num_channels=3, hidden_sizes=[16, 32], depths=[1, 1], num_stages=2),
+    "beit": _image("Beit", **IMAGE, use_relative_position_bias=True, layer_scale_init_value=0.1),
+    "convnextv2": _image("ConvNextV2", num_channels=3, hidden_sizes=[16, 32], depths=[1, 1], num_stages=2),
+    "poolformer": _image("PoolFormer", hidden_sizes=[16, 32, 32, 32], depths=[1, 1, 1, 1]),
     "resnet": _image("ResNet", embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="bottleneck"),
 }
 TEXT_IMAGE = {

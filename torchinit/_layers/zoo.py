@@ -21,8 +21,10 @@ more specific registration always wins. It recognizes:
   ``gate_proj``, ``w1``, ``w3`` (d -> intermediate), ``down_proj``, ``w2`` (intermediate -> d), whichever way the
   matrix is stored (the module's ``hidden_dim``/``hidden_size`` names d); their 2-D ``*_bias`` are biases.
 - Layer-scale vectors (``gamma`` of a ``*Scale`` or ``*Block`` module, as timm's ``LayerScale`` and
-  ``ConvNeXtBlock``; ``gamma_1``/``gamma_2``, ``layer_scale``,
-  ``layer_scale_parameter``, Dinov2's ``lambda1``): role ``layer_scale``, kept at the constructed value.
+  ``ConvNeXtBlock``; ``gamma_1``/``gamma_2``, ``layer_scale``, ``layer_scale_1``,
+  ``layer_scale_parameter``, Dinov2's ``lambda1``, BEiT's ``lambda_1``), and the weight and bias of ConvNeXt-V2's
+  global response norm (``*GRN``, ``GlobalResponseNorm``: ``x + w * (x * N(x)) + b``, the identity at 0):
+  role ``layer_scale``, kept at the constructed value.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ _TOKEN = re.compile(
     r"(cls|class|dist|distillation|reg|register|mask)_tokens?|pos_embed(ding)?s?|absolute_pos_embed|"
     r"relative_position_bias_table|position_embeddings?|class_embedding|probe|sinks"
 )
-_LAYER_SCALE = re.compile(r"gamma_\d|layer_scale(_parameter)?|lambda\d")
+_LAYER_SCALE = re.compile(r"gamma_\d|layer_scale(_parameter|_?\d)?|lambda_?\d")
 _TEMPERATURE = re.compile(r"logit_(scale|bias)")
 _TOKEN_ROLE = Role("token")
 _LAYER_SCALE_ROLE = Role("layer_scale")
@@ -113,8 +115,12 @@ def _by_name(name: str) -> Role | None:
 def _roles(m: Any, name: str) -> Role | None:
     if name in _EXPERT_NAMES:
         return _experts(m, name)
-    if name in ("weight", "bias") and _is_norm(m, name):
-        return norm_role(m, name)
+    if name in ("weight", "bias"):
+        kind = type(m).__name__
+        if "GRN" in kind or "ResponseNorm" in kind:  # ConvNeXt-V2's x + w * (x * N(x)) + b: 0 is the identity
+            return _LAYER_SCALE_ROLE
+        if _is_norm(m, name):
+            return norm_role(m, name)
     if name == "bias" and (_is_conv1d(m) or m._parameters["bias"].dim() == 1):
         return BIAS  # a 1-D parameter named bias is one, whatever module holds it (BERT's LM head)
     role = _by_name(name)
