@@ -241,3 +241,22 @@ def test_hyper_parameters_replace_the_configs() -> None:
     assert whisper["model.encoder.conv1.weight"].std == pytest.approx(0.05)
     assert repr(torchinit.recipes.clip(initializer_factor=2.0)) == "recipes.clip(initializer_factor=2.0)"
     assert isinstance(torchinit.get_scheme("vit_hf"), Recipe)
+
+
+def test_a_wrapped_model_is_recognized_by_structure_and_layers_outside_it_get_the_base_scheme() -> None:
+    wrapper = nn.ModuleDict({"backbone": copy.deepcopy(_decoder("gemma")), "head": nn.Linear(64, 3)})
+    report = torchinit.reinit(wrapper, "gemma", seed=0)  # no config on the wrapper: Gemma's RMSNorm tells
+    assert report["backbone.model.norm.weight"].rule == "constant(0)"
+    assert report["backbone.model.layers.0.mlp.up_proj.weight"].std == pytest.approx(0.02)
+    assert not report["head.weight"].source.startswith("HF")  # HF never initializes it: torchinit's base scheme
+    with pytest.raises(torchinit.InitError, match="the 'clip' recipe is for .* recipes for this model: gemma, llama"):
+        torchinit.reinit(wrapper, "clip")
+
+
+def test_a_config_setting_that_is_not_a_number_is_named_and_nothing_is_written() -> None:
+    model = copy.deepcopy(_clip())
+    model.text_model.config.initializer_factor = None
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(torchinit.InitError, match="config.initializer_factor must be a finite number >= 0; got .*None"):
+        torchinit.reinit(model, "clip")
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
