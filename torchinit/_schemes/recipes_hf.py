@@ -116,7 +116,9 @@ def child_weight(table: Rules, at: str, module: Any, child: str, action: Action)
 
 def hf_generic(at: str, module: Any, std: float, table: Rules) -> None:
     """HF's ``PreTrainedModel._init_weights``: Linear and Conv weights $\\mathcal N(0, \\mathrm{std}^2)$, their
-    biases 0; embeddings $\\mathcal N(0, \\mathrm{std}^2)$ with the padding row 0 (norms: the base scheme's 1/0)."""
+    biases 0; embeddings $\\mathcal N(0, \\mathrm{std}^2)$ with the padding row 0 (norms: the base scheme's 1/0).
+    HF's branches for ``nn.MultiheadAttention`` (torch's own reset) and ``nn.LSTM`` are not transcribed: the one
+    such layer in these families, SigLIP's pooling attention, is stated whole by the SigLIP rule."""
     if isinstance(module, HF_DENSE):
         if isinstance(module.weight, nn.Parameter):
             table[at + "weight"] = normal(std, f"HF: N(0, {std:g}^2)")
