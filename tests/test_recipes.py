@@ -4,6 +4,7 @@ against Hugging Face, timm and torchvision are in tests/integration)."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,7 +12,8 @@ from torch import nn
 from toys import any_model
 
 import torchinit
-from torchinit import InitError, Override, reinit
+from torchinit import InitError, Override, get_scheme, reinit
+from torchinit._schemes.recipes_hf import hf_trunc_normal, hf_walk, lecun_normal
 from torchinit.extend import Action
 from torchinit.recipes import block_index, depth, recipe
 from torchinit.testing import assert_std
@@ -87,7 +89,8 @@ def test_a_new_recipe_in_a_few_lines() -> None:
 
 
 def test_recipes_are_listed_with_their_sources() -> None:
-    for name in ("gpt2", "bert", "llama", "t5", "llama_depth", "vit", "vit_jax", "vit_moco", "resnet"):
+    hugging_face = ("clip", "siglip", "whisper", "gemma", "vit_hf")
+    for name in ("gpt2", "bert", "llama", "t5", "llama_depth", "vit", "vit_jax", "vit_moco", "resnet", *hugging_face):
         assert name in torchinit.list_schemes()
         assert "[" in torchinit.get_scheme(name).summary()
     with pytest.raises(InitError, match="mode must be '', 'jax' or 'moco'"):
@@ -117,8 +120,6 @@ def test_depth_scaled_recipes_without_a_layer_count_say_so_and_write_nothing() -
 
 @pytest.mark.filterwarnings("ignore::torchinit.RecipeMismatchWarning")  # toy models
 def test_a_recipe_takes_its_setting_as_given_even_zero_and_refuses_a_bool() -> None:
-    from types import SimpleNamespace
-
     model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2))
     model.config = SimpleNamespace(initializer_range=0.0)  # type: ignore[assignment]
     report = reinit(model, any_model("bert"))
@@ -137,3 +138,47 @@ def test_an_override_s_chunks_must_divide_the_rows() -> None:
         reinit(model, overrides=[Override(path="0.weight", chunks=7)])
     assert torch.equal(model[0].weight, before)
     reinit(model, overrides=[Override(path="0.weight", chunks=3)])
+
+
+def test_hugging_face_recipes_take_their_settings_and_refuse_bad_ones() -> None:
+    assert repr(torchinit.recipes.gemma(initializer_range=0.01)) == "recipes.gemma(initializer_range=0.01)"
+    assert repr(torchinit.recipes.siglip()) == "recipes.siglip()"
+    assert torchinit.recipes.whisper() == get_scheme("whisper")
+    with pytest.raises(InitError, match=r"init_std must be a finite number >= 0; got init_std=-1.0"):
+        torchinit.recipes.whisper(init_std=-1.0)
+    with pytest.raises(InitError, match=r"initializer_range must be a finite number >= 0; got initializer_range=True"):
+        torchinit.recipes.vit_hf(initializer_range=True)  # type: ignore[arg-type]
+
+
+def test_hugging_faces_trunc_normal_cuts_at_2_absolute_and_its_lecun_normal_keeps_the_factor() -> None:
+    wide, narrow = hf_trunc_normal(0.02, "ViT tokens"), hf_trunc_normal(1.0, "at 1: +-2 sigma")
+    assert (wide.kind, wide.param, wide.cut) == ("truncated_normal", pytest.approx(0.02), pytest.approx(100.0))
+    assert (narrow.param, narrow.cut) == (pytest.approx(0.8796256610), 2.0)
+    assert hf_trunc_normal(0.0, "std 0").describe() == "constant(0)"
+    x = torch.nn.init.trunc_normal_(torch.empty(200, 200), std=1.0, generator=torch.Generator().manual_seed(0))
+    assert_std(x, narrow.param, kurtosis="truncated_normal")  # torch's draw has the std stated
+    lecun = lecun_normal(torch.empty(32, 64))  # sigma = 64^-1/2 / 0.8796, cut at +-2 absolute = +-14 sigma
+    assert lecun.param == pytest.approx(0.125 / 0.87962566103423978)
+    assert lecun.cut == pytest.approx(16 * 0.8796, rel=1e-4)
+
+
+class _Tower(nn.Module):
+    """A Hugging Face model as hf_walk sees one: a config and an _init_weights."""
+
+    def __init__(self, initializer_range: float) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(initializer_range=initializer_range)
+        self.proj = nn.Linear(4, 4)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        raise AssertionError("never called: torchinit reads, it does not run HF's init")
+
+
+def test_hf_walk_visits_children_first_each_with_its_own_models_config() -> None:
+    model = nn.ModuleDict({"text": _Tower(0.1), "vision": _Tower(0.3), "head": nn.Linear(4, 4)})
+    found = hf_walk(model)
+    order = [at for at, _, _ in found]
+    assert order.index("text.proj.") < order.index("text.") < order.index("")  # HF's: a module after its children
+    config = {at: owner for at, _, owner in found}
+    assert config["text.proj."].initializer_range == 0.1 and config["vision.proj."].initializer_range == 0.3
+    assert config["head."] is None and config[""] is None  # outside an HF model: the base scheme's

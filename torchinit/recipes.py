@@ -18,6 +18,7 @@ from torchinit._schemes.recipes import (
     recipe,
     t5,
 )
+from torchinit._schemes.recipes_hf import clip, gemma, siglip, vit_hf, whisper
 from torchinit._schemes.recipes_vision import resnet, vit
 
 __all__ = [
@@ -25,13 +26,18 @@ __all__ = [
     "Rules",
     "bert",
     "block_index",
+    "clip",
     "depth",
+    "gemma",
     "gpt2",
     "hf_rules",
     "llama",
     "llama_depth",
     "recipe",
     "resnet",
+    "siglip",
     "t5",
     "vit",
+    "vit_hf",
+    "whisper",
 ]

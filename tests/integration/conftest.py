@@ -38,10 +38,11 @@ def drew() -> RNGWatch:
 def assert_recipe_matches(reference: nn.Module, recipe: object) -> None:
     """``reinit(copy, recipe)`` against the reference library's own init of the same architecture.
 
-    For every parameter (each path of a tied one): a constant in the reference is the same constant
-    here; a random one follows the recipe's stated law in both, by a Kolmogorov-Smirnov test
-    (alpha = 1e-6) against the family and std the report states, and a std test at the same alpha. The
-    same tying, no parameter uncovered. So the reference agrees with the formula, and torchinit draws it.
+    For every parameter (each path of a tied one): a constant in the reference is the same constant here; a
+    random one follows the recipe's stated law in both, by a Kolmogorov-Smirnov test (alpha = 1e-6) against the
+    family, std and cut the report states, and a std test at the same alpha; one the recipe keeps is bitwise
+    unchanged (that the reference's init leaves it so, the caller proves: a copy matches trivially). The same
+    tying, no parameter uncovered. So the reference agrees with the formula, and torchinit draws it.
     """
     import copy
     import warnings
@@ -63,6 +64,9 @@ def assert_recipe_matches(reference: nn.Module, recipe: object) -> None:
         assert mine is our_params[tied_to], f"{path}: tying differs"
         entry = report[path]
         r, o = ref.detach().double().reshape(-1), mine.detach().double().reshape(-1)
+        if entry.distribution == "keep":  # kept as constructed (Whisper's sinusoids, CLIP's logit_scale): untouched
+            assert torch.equal(ref, mine), f"{path}: reported kept, but changed"
+            continue
         if bool((r == r[0]).all()):
             assert torch.equal(r, o), f"{path}: reference constant {float(r[0])}, ours {entry.rule}"
             continue
@@ -78,7 +82,7 @@ def assert_recipe_matches(reference: nn.Module, recipe: object) -> None:
         assert int(artifacts.sum()) <= max(2, r.numel() >> 22), f"{path}: {int(artifacts.sum())} outliers"
         r = r[~artifacts]
         family = entry.distribution
-        cut = 3.0 if "+-3 sigma" in entry.source else 2.0  # llama_depth's head
+        cut = entry.cut if entry.cut is not None else 2.0  # llama_depth's head: 3; HF's trunc_normal_: 2/std
         for name, values in (("reference", r), ("torchinit", o)):
             msg = f"{path} ({name}) vs the recipe's {entry.rule}"
             assert_std(values, entry.std, kurtosis=family if cut == 2.0 else "normal", msg=msg)

@@ -24,7 +24,14 @@ LLAMA_TYPES = frozenset(
     {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3", "olmo", "olmo2", "granite",
      "granitemoe", "cohere", "starcoder2", "smollm3", "gemma", "gemma2", "gemma3_text", "helium", "glm", "exaone4"}
 )  # fmt: skip
+# Gemma is a Llama-family model too: the llama recipe leaves norms to the base scheme, which measures their
+# neutral weight (0 for Gemma's x_hat * (1 + w)), so it equals HF's Gemma init; the gemma recipe states the 0.
 T5_TYPES = frozenset({"t5", "mt5", "umt5", "longt5"})
+CLIP_TYPES = frozenset({"clip", "clip_text_model", "clip_vision_model"})
+SIGLIP_TYPES = frozenset({"siglip", "siglip_text_model", "siglip_vision_model"})
+WHISPER_TYPES = frozenset({"whisper"})
+GEMMA_TYPES = frozenset({"gemma", "gemma2", "gemma3_text"})
+VIT_HF_TYPES = frozenset({"vit"})
 _LLAMA_NAMES = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
 
 
@@ -58,6 +65,11 @@ gpt2 = _hf("GPT-2", GPT2_TYPES, lambda m: "Conv1D" in _types(m) and {"c_attn", "
 bert = _hf("BERT-family", BERT_TYPES, lambda m: {"query", "key", "value", "word_embeddings"} <= _names(m))
 llama = _hf("Llama-family", LLAMA_TYPES, lambda m: _names(m) >= _LLAMA_NAMES)
 t5 = _hf("T5", T5_TYPES, lambda m: "T5Attention" in _types(m))
+clip = _hf("CLIP", CLIP_TYPES, lambda m: "CLIPAttention" in _types(m))
+siglip = _hf("SigLIP", SIGLIP_TYPES, lambda m: "SiglipAttention" in _types(m))
+whisper = _hf("Whisper", WHISPER_TYPES, lambda m: bool({"WhisperEncoder", "WhisperDecoder"} & _types(m)))
+gemma = _hf("Gemma", GEMMA_TYPES, lambda m: bool({"GemmaRMSNorm", "Gemma2RMSNorm", "Gemma3RMSNorm"} & _types(m)))
+vit_hf = _hf("Hugging Face ViT", VIT_HF_TYPES, lambda m: "ViTEmbeddings" in _types(m))
 
 
 def llama_depth(model: nn.Module) -> str | None:

@@ -8,7 +8,8 @@ initializing the same architecture (tests/integration). Every rule is a formula:
 ======================  ==================================================================================
 ``gpt2``                dense and embeddings $\mathcal N(0, r^2)$, residual projections (``c_proj``)
                         $\mathcal N(0, (r/\sqrt{2 n_\mathrm{layer}})^2)$, $r$ = ``initializer_range``
-``bert``, ``llama``     dense and embeddings $\mathcal N(0, r^2)$, padding row 0 (HF's generic rule)
+``bert``, ``llama``     dense and embeddings $\mathcal N(0, r^2)$, padding row 0 (HF's generic rule); norms at
+                        their measured neutral weight (1; Gemma's $\hat x(1+w)$: 0)
 ``t5``                  $f$ = ``initializer_factor``: embeddings and untied head $\mathcal N(0, f^2)$; q
                         $\mathcal N(0, f^2/(d\,d_{kv}))$; k, v, wi $\mathcal N(0, f^2/d)$; o
                         $\mathcal N(0, f^2/(h\,d_{kv}))$; wo $\mathcal N(0, f^2/d_{ff})$; norms $f$
@@ -21,6 +22,13 @@ initializing the same architecture (tests/integration). Every rule is a formula:
                         $\mathcal N(0, 10^{-12})$); conv LeCun truncated normal
 ``vit_moco``            timm ``moco``: Xavier-uniform, ``qkv`` per q/k/v block; patch conv torch's
 ``resnet``              torchvision: conv Kaiming normal, fan_out, torch's fans; norms 1/0; ``fc`` torch's
+``clip``                HF: q, k, v $\mathcal N(0, f^2/(2dL))$; ``out_proj`` $f^2/d$; ``fc1`` $f^2/(2d)$; ``fc2``
+                        $f^2/(2dL)$; embeddings $(0.02f)^2$; ``logit_scale`` kept
+``siglip``              HF: embeddings $\mathcal N(0, 1/d)$; attention, MLP Xavier-uniform; other dense
+                        ``lecun_normal_`` (cut $\pm 2$ absolute); ``logit_scale``, ``logit_bias`` 0
+``whisper``, ``gemma``  HF's generic rule; Whisper's encoder sinusoids kept; Gemma's RMSNorm weights 0
+``vit_hf``              HF: dense $\mathcal N(0, r^2)$; ``position_embeddings``, ``cls_token``
+                        ``trunc_normal_(std=r)`` cut at $\pm 2$ absolute; ``mask_token`` 0
 ======================  ==================================================================================
 
 Write a new recipe with `recipe`: a function from the model to ``{path: Action}``.
@@ -281,10 +289,12 @@ def bert(initializer_range: float | None = None) -> Recipe:
 
 
 def llama(initializer_range: float | None = None) -> Recipe:
-    """Hugging Face's Llama init: `hf_rules` with $r$ = ``initializer_range`` (RMSNorm weights 1)."""
+    """Hugging Face's Llama init: `hf_rules` with $r$ = ``initializer_range``; RMSNorm weights at their measured
+    neutral value, 1 (on Gemma's $\\hat x\\,(1 + w)$ norms 0: there it equals HF's Gemma init, as `gemma` does)."""
     return _hf_generic(
-        "llama", "LlamaPreTrainedModel", "dense/embeddings N(0, r^2), RMSNorm 1", initializer_range, fits.llama
-    )
+        "llama", "LlamaPreTrainedModel", "dense/embeddings N(0, r^2), RMSNorm neutral (1)", initializer_range,
+        fits.llama,
+    )  # fmt: skip
 
 
 def t5(initializer_factor: float | None = None) -> Recipe:
