@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 import torchinit
+from torchinit.testing import assert_std
 
 if TYPE_CHECKING:
     from conftest import RNGWatch
@@ -102,10 +103,26 @@ def test_build_with_a_seed_draws_once_and_leaves_the_rng_alone(name: str, drew: 
         assert torch.equal(a, b), key
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+TORCH_DEFAULTS = {"shufflenet_v2_x0_5"}  # its constructor leaves torch's layer defaults: nothing re-initializes
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS if n not in TORCH_DEFAULTS])
 def test_default_scheme_on_a_self_initializing_model_warns(name: str) -> None:
     with pytest.warns(torchinit.SchemeOverwrittenWarning), torchinit.default_scheme("lecun_normal"):
         MODELS[name]()
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_DEFAULTS))
+def test_default_scheme_on_a_model_that_keeps_torchs_defaults_applies_silently(name: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torchinit.SchemeOverwrittenWarning)
+        with torchinit.default_scheme("lecun_normal"):
+            model = MODELS[name]()
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups == 1)
+    fan_in = conv.weight[0].numel()
+    assert_std(conv.weight, fan_in**-0.5, kurtosis="normal")  # LeCun normal ...
+    with pytest.raises(AssertionError):
+        assert_std(conv.weight, (3 * fan_in) ** -0.5, kurtosis="normal")  # ... not torch's own 1/sqrt(3 fan_in)
 
 
 def test_keyed_chains_compile_silently_on_this_torch_too() -> None:
