@@ -78,7 +78,7 @@ def assert_recipe_matches(reference: nn.Module, recipe: object) -> None:
         assert int(artifacts.sum()) <= max(2, r.numel() >> 22), f"{path}: {int(artifacts.sum())} outliers"
         r = r[~artifacts]
         family = entry.distribution
-        cut = 3.0 if "+-3 sigma" in entry.source else 2.0  # llama_depth's head
+        cut = entry.cut if entry.cut is not None else 2.0  # the report's truncation, in sigmas
         for name, values in (("reference", r), ("torchinit", o)):
             msg = f"{path} ({name}) vs the recipe's {entry.rule}"
             assert_std(values, entry.std, kurtosis=family if cut == 2.0 else "normal", msg=msg)
