@@ -18,20 +18,26 @@ from torchinit._schemes.recipes import (
     recipe,
     t5,
 )
-from torchinit._schemes.recipes_vision import resnet, vit
+from torchinit._schemes.recipes_torchvision import convnext, efficientnet, swin, torchvision_vit
+from torchinit._schemes.recipes_vision import resnet, timm_resnet, vit
 
 __all__ = [
     "Recipe",
     "Rules",
     "bert",
     "block_index",
+    "convnext",
     "depth",
+    "efficientnet",
     "gpt2",
     "hf_rules",
     "llama",
     "llama_depth",
     "recipe",
     "resnet",
+    "swin",
     "t5",
+    "timm_resnet",
+    "torchvision_vit",
     "vit",
 ]
