@@ -52,11 +52,11 @@ def test_the_comparison_rejects_the_wrong_vit_mode() -> None:
 # --- timm's ResNet, torchvision's ViT, ConvNeXt, Swin, EfficientNet (small configs of the libraries' classes) ---
 
 
-def _timm_resnet(attn: str | None = None, block: str = "Bottleneck") -> torch.nn.Module:
+def _timm_resnet(attn: str | None = None, block: str = "Bottleneck", **extra: object) -> torch.nn.Module:
     resnet = timm.models.resnet
     return resnet.ResNet(  # type: ignore[no-any-return]
         getattr(resnet, block), (1, 1, 1, 1), channels=(32, 64, 128, 256), num_classes=100,
-        block_args={"attn_layer": attn} if attn else None,
+        block_args={"attn_layer": attn} if attn else None, **extra,
     )  # fmt: skip
 
 
@@ -95,6 +95,10 @@ LIBRARY_INITS = {
     "timm-resnet18": (lambda: timm.create_model("resnet18", pretrained=False), "timm_resnet"),
     "timm-seresnet-bottleneck": (lambda: _timm_resnet("se"), "timm_resnet"),
     "timm-ecaresnet-basic": (lambda: _timm_resnet("eca", "BasicBlock"), "timm_resnet"),
+    "timm-resnet-no-zero-init-last": (
+        lambda: _timm_resnet(zero_init_last=False),
+        torchinit.recipes.timm_resnet(zero_init_last=False),
+    ),
     "tv-vit": (_vit, "torchvision_vit"),
     "tv-vit-patch2-pre-logits": (lambda: _vit(patch_size=2, image_size=16, representation_size=48), "torchvision_vit"),
     "tv-vit-conv-stem": (_vit_conv_stem, "torchvision_vit"),
@@ -107,7 +111,7 @@ LIBRARY_INITS = {
 
 
 @pytest.mark.parametrize(("factory", "recipe"), LIBRARY_INITS.values(), ids=LIBRARY_INITS)
-def test_recipe_reproduces_the_librarys_own_init(factory: Callable[[], torch.nn.Module], recipe: str) -> None:
+def test_recipe_reproduces_the_librarys_own_init(factory: Callable[[], torch.nn.Module], recipe: object) -> None:
     torch.manual_seed(0)
     assert_recipe_matches(factory(), recipe)
 

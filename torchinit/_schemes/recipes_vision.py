@@ -104,7 +104,8 @@ def resnet(zero_init_residual: bool = False) -> Recipe:
     with torch's shape-based fan_out, $\\mathcal N(0, 2/(c_\\mathrm{out} k_h k_w))$ (also on strided,
     downsample and grouped convs, which torch's fans count so); BatchNorm/GroupNorm weight 1, bias 0; the
     ``fc`` classifier torch's default. ``zero_init_residual`` (Goyal et al. 2017): each block's last norm
-    weight 0 (``bn3`` in Bottleneck, ``bn2`` in BasicBlock)."""
+    weight 0 (``bn3`` in Bottleneck, ``bn2`` in BasicBlock). On a timm ResNet this is torchvision's rule; timm's
+    own is `timm_resnet`."""
 
     def rules(model: nn.Module) -> Rules:
         table: Rules = {}
