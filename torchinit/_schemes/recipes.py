@@ -21,6 +21,16 @@ initializing the same architecture (tests/integration). Every rule is a formula:
                         $\mathcal N(0, 10^{-12})$); conv LeCun truncated normal
 ``vit_moco``            timm ``moco``: Xavier-uniform, ``qkv`` per q/k/v block; patch conv torch's
 ``resnet``              torchvision: conv Kaiming normal, fan_out, torch's fans; norms 1/0; ``fc`` torch's
+``timm_resnet``         timm: conv Kaiming normal, fan_out, torch's fans; the rest torch's default (conv
+                        biases too); each block's last norm 0 (``zero_init_last``)
+``torchvision_vit``     ``conv_proj`` trunc. normal $\sqrt{1/\mathrm{fan_{in}}}$; MLP Xavier-uniform, biases
+                        $\mathcal N(0, 10^{-12})$; packed ``in_proj`` Xavier-uniform; head 0; class token 0
+``convnext``            torchvision: Conv2d/Linear $\mathcal N(0, 0.02^2)$, biases 0; ``layer_scale``
+                        $10^{-6}$
+``swin``                torchvision: Linear $\mathcal N(0, 0.02^2)$, biases 0; position bias table 0.02;
+                        v2 ``logit_scale`` $\ln 10$; patch conv torch's
+``efficientnet``        torchvision: conv Kaiming normal, fan_out, torch's fans; Linear
+                        $\mathcal U(\pm 1/\sqrt{\mathrm{out}})$; biases 0; norms 1/0
 ======================  ==================================================================================
 
 Write a new recipe with `recipe`: a function from the model to ``{path: Action}``.
