@@ -93,6 +93,10 @@ def test_recipes_are_listed_with_their_sources() -> None:
         assert "[" in torchinit.get_scheme(name).summary()
     with pytest.raises(InitError, match="mode must be '', 'jax' or 'moco'"):
         torchinit.recipes.vit("moco_v2")
+    with pytest.raises(InitError, match=r"layer_scale must be a finite number; got layer_scale=nan"):
+        torchinit.recipes.convnext(layer_scale=math.nan)
+    keeping = torchinit.recipes.convnext(layer_scale=None)  # keeps the constructed layer scales
+    assert repr(keeping) == "recipes.convnext(layer_scale=None)" and keeping != torchinit.get_scheme("convnext")
 
 
 @pytest.mark.filterwarnings("ignore::torchinit.RecipeMismatchWarning")  # toy models

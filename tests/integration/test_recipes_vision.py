@@ -127,6 +127,17 @@ def test_timm_resnet_is_timms_reading_of_a_resnet() -> None:
     assert repr(torchinit.recipes.timm_resnet(zero_init_last=False)) == "recipes.timm_resnet(zero_init_last=False)"
 
 
+def test_convnext_resets_trained_layer_scales_unless_asked_to_keep_them() -> None:
+    model = _convnext()
+    with torch.no_grad():
+        for block in model.features[1]:
+            block.layer_scale.fill_(0.5)  # as after training
+    torchinit.reinit(model, torchinit.recipes.convnext(layer_scale=None), seed=0)
+    assert all(bool((block.layer_scale == 0.5).all()) for block in model.features[1])
+    torchinit.reinit(model, "convnext", seed=0)
+    assert all(bool((block.layer_scale == torch.tensor(1e-6)).all()) for block in model.features[1])
+
+
 def _one_rule_changed(name: str, change: Callable[[str, torch.Tensor, Action], Action | None]) -> object:
     """The recipe ``name`` with ``change(path, parameter, action)`` replacing the rules it returns an Action for."""
     recipe = torchinit.get_scheme(name)

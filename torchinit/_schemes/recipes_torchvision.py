@@ -21,6 +21,7 @@ from torchinit._schemes import fits
 from torchinit._schemes.recipes import Recipe, Rules, normal, params, spelled_recipe
 from torchinit._schemes.recipes_vision import torch_default
 from torchinit._schemes.registry import register_scheme
+from torchinit._types import check_finite
 
 ZERO = Action("constant", 0.0, formula="zeros_")
 
@@ -155,6 +156,8 @@ def convnext(layer_scale: float | None = 1e-6) -> Recipe:
     ``trunc_normal_(std=0.02)`` ($\pm 100\sigma$: $\mathcal N(0, 0.02^2)$), biases 0; LayerNorms 1/0; each
     block's ``layer_scale`` the constant ``layer_scale`` (torchvision's default $10^{-6}$; None keeps the
     constructed value: the model does not record the one it was built with)."""
+    if layer_scale is not None:
+        layer_scale = check_finite("layer_scale", layer_scale)
 
     def rules(model: nn.Module) -> Rules:
         table: Rules = {}
@@ -173,7 +176,9 @@ def convnext(layer_scale: float | None = 1e-6) -> Recipe:
         "torchvision ConvNeXt.__init__",
         rules,
         "Conv2d/Linear N(0, 0.02^2) (trunc_normal_ at +-2), biases 0, layer_scale 1e-6",
-        spelled=spelled_recipe("convnext", layer_scale=None if layer_scale == 1e-6 else layer_scale),
+        spelled="recipes.convnext(layer_scale=None)"
+        if layer_scale is None
+        else spelled_recipe("convnext", layer_scale=None if layer_scale == 1e-6 else layer_scale),
         fits=fits.convnext,
     )
 
