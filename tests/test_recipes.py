@@ -90,11 +90,17 @@ def test_a_new_recipe_in_a_few_lines() -> None:
 
 def test_recipes_are_listed_with_their_sources() -> None:
     hugging_face = ("clip", "siglip", "whisper", "gemma", "vit_hf")
-    for name in ("gpt2", "bert", "llama", "t5", "llama_depth", "vit", "vit_jax", "vit_moco", "resnet", *hugging_face):
+    torchvision = ("timm_resnet", "torchvision_vit", "convnext", "swin", "efficientnet")
+    for name in ("gpt2", "bert", "llama", "t5", "llama_depth", "vit", "vit_jax", "vit_moco", "resnet", *hugging_face,
+                 *torchvision):  # fmt: skip
         assert name in torchinit.list_schemes()
         assert "[" in torchinit.get_scheme(name).summary()
     with pytest.raises(InitError, match="mode must be '', 'jax' or 'moco'"):
         torchinit.recipes.vit("moco_v2")
+    with pytest.raises(InitError, match=r"layer_scale must be a finite number; got layer_scale=nan"):
+        torchinit.recipes.convnext(layer_scale=math.nan)
+    keeping = torchinit.recipes.convnext(layer_scale=None)  # keeps the constructed layer scales
+    assert repr(keeping) == "recipes.convnext(layer_scale=None)" and keeping != torchinit.get_scheme("convnext")
 
 
 @pytest.mark.filterwarnings("ignore::torchinit.RecipeMismatchWarning")  # toy models
@@ -182,3 +188,36 @@ def test_hf_walk_visits_children_first_each_with_its_own_models_config() -> None
     config = {at: owner for at, _, owner in found}
     assert config["text.proj."].initializer_range == 0.1 and config["vision.proj."].initializer_range == 0.3
     assert config["head."] is None and config[""] is None  # outside an HF model: the base scheme's
+
+
+VISION_FAMILIES = {
+    "timm_resnet": r"a timm ResNet \(layer1..layer4 of timm's BasicBlock/Bottleneck, global_pool\); got Sequential",
+    "torchvision_vit": r"a torchvision VisionTransformer \(conv_proj, encoder of EncoderBlock, heads\); got Sequential",
+    "convnext": r"a torchvision ConvNeXt \(features of CNBlock, classifier\); got Sequential",
+    "swin": r"a torchvision SwinTransformer \(features of ShiftedWindowAttention or V2, norm, head\); got Sequential",
+    "efficientnet": r"a torchvision EfficientNet \(features of MBConv/FusedMBConv, classifier\); got Sequential",
+}
+
+
+@pytest.mark.parametrize(("name", "family"), VISION_FAMILIES.items(), ids=VISION_FAMILIES)
+def test_a_vision_recipe_names_the_family_it_is_for(name: str, family: str) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+    with pytest.raises(InitError, match=rf"the '{name}' recipe is for {family}.*no recipe fits it"):
+        reinit(model, name)
+
+
+@pytest.mark.filterwarnings("ignore::torchinit.RecipeMismatchWarning")  # a toy model
+@pytest.mark.parametrize("name", ["timm_resnet", "torchvision_vit", "convnext", "swin", "efficientnet"])
+def test_a_layer_left_to_torch_whose_default_is_unknown_is_named(name: str) -> None:
+    class Gate(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.alpha = nn.Parameter(torch.full((3,), 0.5))
+
+    model = nn.Sequential(nn.Linear(4, 4), Gate())
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(InitError, match=r"1.alpha \(Gate, shape \(3,\)\) keeps what its layer's constructor drew .* "
+                       r"no torch default is known for Gate.alpha: describe the layer with "
+                       r"torchinit.register_layer\(Gate, legacy=...\)"):  # fmt: skip
+        reinit(model, any_model(name))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

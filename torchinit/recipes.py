@@ -19,7 +19,8 @@ from torchinit._schemes.recipes import (
     t5,
 )
 from torchinit._schemes.recipes_hf import clip, gemma, siglip, vit_hf, whisper
-from torchinit._schemes.recipes_vision import resnet, vit
+from torchinit._schemes.recipes_torchvision import convnext, efficientnet, swin, torchvision_vit
+from torchinit._schemes.recipes_vision import resnet, timm_resnet, vit
 
 __all__ = [
     "Recipe",
@@ -27,7 +28,9 @@ __all__ = [
     "bert",
     "block_index",
     "clip",
+    "convnext",
     "depth",
+    "efficientnet",
     "gemma",
     "gpt2",
     "hf_rules",
@@ -36,7 +39,10 @@ __all__ = [
     "recipe",
     "resnet",
     "siglip",
+    "swin",
     "t5",
+    "timm_resnet",
+    "torchvision_vit",
     "vit",
     "vit_hf",
     "whisper",

@@ -97,3 +97,44 @@ def torchvision_resnet(model: nn.Module) -> str | None:
     if {"conv1", "bn1", "layer1", "layer4"} <= names and {"BasicBlock", "Bottleneck"} & _types(model):
         return None
     return f"a ResNet (conv1, bn1, layer1..layer4 of BasicBlock/Bottleneck); got {type(model).__name__}"
+
+
+def timm_resnet(model: nn.Module) -> str | None:
+    """timm's ResNet (``timm/models/resnet.py``): ``conv1``, ``bn1``, ``layer1`` .. ``layer4``, ``global_pool``, of
+    timm's BasicBlock/Bottleneck, the blocks with a ``zero_init_last`` method (torchvision's have none)."""
+    names = _names(model)
+    lasts = {type(m).__name__ for m in model.modules() if callable(getattr(m, "zero_init_last", None))}
+    if {"conv1", "bn1", "layer1", "layer4", "global_pool"} <= names and lasts and lasts <= {"BasicBlock", "Bottleneck"}:
+        return None
+    return f"a timm ResNet (layer1..layer4 of timm's BasicBlock/Bottleneck, global_pool); got {type(model).__name__}"
+
+
+def torchvision_vit(model: nn.Module) -> str | None:
+    """torchvision's VisionTransformer: ``conv_proj``, ``class_token``, an ``encoder`` of EncoderBlocks, ``heads``."""
+    if {"conv_proj", "encoder", "heads"} <= _names(model) and "EncoderBlock" in _types(model):
+        return None
+    return f"a torchvision VisionTransformer (conv_proj, encoder of EncoderBlock, heads); got {type(model).__name__}"
+
+
+def _torchvision(family: str, blocks: frozenset[str], names: frozenset[str]) -> Fit:
+    def fits(model: nn.Module) -> str | None:
+        if names <= _names(model) and blocks & _types(model):
+            return None
+        return f"a torchvision {family}; got {type(model).__name__}"
+
+    return fits
+
+
+convnext = _torchvision(
+    "ConvNeXt (features of CNBlock, classifier)", frozenset({"CNBlock"}), frozenset({"features", "classifier"})
+)
+swin = _torchvision(
+    "SwinTransformer (features of ShiftedWindowAttention or V2, norm, head)",
+    frozenset({"ShiftedWindowAttention", "ShiftedWindowAttentionV2"}),
+    frozenset({"features", "norm", "head"}),
+)
+efficientnet = _torchvision(
+    "EfficientNet (features of MBConv/FusedMBConv, classifier)",
+    frozenset({"MBConv", "FusedMBConv"}),
+    frozenset({"features", "classifier"}),
+)

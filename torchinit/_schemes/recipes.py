@@ -29,6 +29,16 @@ initializing the same architecture (tests/integration). Every rule is a formula:
 ``whisper``, ``gemma``  HF's generic rule; Whisper's encoder sinusoids kept; Gemma's RMSNorm weights 0
 ``vit_hf``              HF: dense $\mathcal N(0, r^2)$; ``position_embeddings``, ``cls_token``
                         ``trunc_normal_(std=r)`` cut at $\pm 2$ absolute; ``mask_token`` 0
+``timm_resnet``         timm: conv Kaiming normal, fan_out, torch's fans; the rest torch's default (conv
+                        biases too); each block's last norm 0 (``zero_init_last``)
+``torchvision_vit``     ``conv_proj`` trunc. normal $\sqrt{1/\mathrm{fan_{in}}}$; MLP Xavier-uniform, biases
+                        $\mathcal N(0, 10^{-12})$; packed ``in_proj`` Xavier-uniform; head 0; class token 0
+``convnext``            torchvision: Conv2d/Linear $\mathcal N(0, 0.02^2)$, biases 0; ``layer_scale``
+                        $10^{-6}$
+``swin``                torchvision: Linear $\mathcal N(0, 0.02^2)$, biases 0; position bias table 0.02;
+                        v2 ``logit_scale`` $\ln 10$; patch conv torch's
+``efficientnet``        torchvision: conv Kaiming normal, fan_out, torch's fans; Linear
+                        $\mathcal U(\pm 1/\sqrt{\mathrm{out}})$; biases 0; norms 1/0
 ======================  ==================================================================================
 
 Write a new recipe with `recipe`: a function from the model to ``{path: Action}``.

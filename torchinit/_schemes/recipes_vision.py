@@ -1,4 +1,4 @@
-"""Recipes of vision families: timm's ViT (``""``, ``"jax"``, ``"moco"``) and torchvision's ResNet."""
+"""Recipes of vision families: timm's ViT (``""``, ``"jax"``, ``"moco"``), torchvision's and timm's ResNet."""
 
 from __future__ import annotations
 
@@ -25,11 +25,16 @@ def _vit_tokens(model: nn.Module, table: Rules) -> None:
             table[name] = normal(std, f"timm {name}: N(0, {std:g}^2)")
 
 
-def _torch_default(module: nn.Module, name: str) -> Action:
+def torch_default(module: nn.Module, name: str, path: str = "") -> Action:
+    """torch's own draw of ``module.<name>`` (what a library that leaves a layer alone keeps); InitError if unknown."""
     found = default_actions(module).get(name)
     if found is None:
+        kind = type(module).__name__
+        shape = tuple(getattr(module, name).shape)
         raise InitError(
-            f"no torch default is known for {type(module).__name__}.{name}; describe it with register_layer."
+            f"{path or name} ({kind}, shape {shape}) keeps what its layer's constructor drew under this recipe, and "
+            f"no torch default is known for {kind}.{name}: describe the layer with "
+            f"torchinit.register_layer({kind}, legacy=...)."
         )
     return found
 
@@ -77,7 +82,7 @@ def vit(mode: str = "") -> Recipe:
                 else:
                     table[path] = Action("constant", 0.0, formula="bias 0")
             elif isinstance(module, nn.Conv2d):
-                table[path] = _torch_default(module, name)
+                table[path] = torch_default(module, name, path)
         _vit_tokens(model, table)
         return table
 
@@ -99,7 +104,8 @@ def resnet(zero_init_residual: bool = False) -> Recipe:
     with torch's shape-based fan_out, $\\mathcal N(0, 2/(c_\\mathrm{out} k_h k_w))$ (also on strided,
     downsample and grouped convs, which torch's fans count so); BatchNorm/GroupNorm weight 1, bias 0; the
     ``fc`` classifier torch's default. ``zero_init_residual`` (Goyal et al. 2017): each block's last norm
-    weight 0 (``bn3`` in Bottleneck, ``bn2`` in BasicBlock)."""
+    weight 0 (``bn3`` in Bottleneck, ``bn2`` in BasicBlock). On a timm ResNet this is torchvision's rule; timm's
+    own is `timm_resnet`."""
 
     def rules(model: nn.Module) -> Rules:
         table: Rules = {}
@@ -109,7 +115,7 @@ def resnet(zero_init_residual: bool = False) -> Recipe:
                     math.sqrt(2.0 / torch_fans(param).fan_out), "kaiming_normal_(fan_out, relu), torch fans"
                 )
             elif isinstance(module, nn.Linear):
-                table[path] = _torch_default(module, name)
+                table[path] = torch_default(module, name, path)
         if zero_init_residual:
             for at, module in walk(model).modules:
                 last = {"Bottleneck": "bn3", "BasicBlock": "bn2"}.get(type(module).__name__)
@@ -121,11 +127,51 @@ def resnet(zero_init_residual: bool = False) -> Recipe:
         "resnet",
         "torchvision ResNet.__init__; zero_init_residual: Goyal et al. 2017",
         rules,
-        "conv kaimingnormal(fan_out, relu) with torch fans, norms 1/0, fc torch default",
+        "conv kaiming_normal(fan_out, relu) with torch fans, norms 1/0, fc torch default",
         spelled=spelled_recipe("resnet", zero_init_residual=zero_init_residual or None),
         fits=fits.torchvision_resnet,
     )
 
 
-for _made in (vit(), vit("jax"), vit("moco"), resnet()):
+_LAST_NORM = {"BasicBlock": "bn2", "Bottleneck": "bn3"}  # what each timm block's zero_init_last() zeroes
+
+
+def timm_resnet(zero_init_last: bool = True) -> Recipe:
+    """timm's ResNet init (``ResNet.init_weights`` in ``timm/models/resnet.py``): every Conv2d weight Kaiming
+    normal for ReLU with torch's fan_out, $\\mathcal N(0, 2/(c_\\mathrm{out} k_h k_w))$ (squeeze-excitation convs
+    included); every other parameter as its constructor drew it, torch's default (``fc`` and conv biases
+    $\\mathcal U(\\pm 1/\\sqrt{\\mathrm{fan_{in}}})$, an ECA ``Conv1d`` ``kaiming_uniform_(a=sqrt(5))``, norms 1/0).
+    ``zero_init_last`` (timm's default): each block's last norm weight 0 (``bn2`` of BasicBlock, ``bn3`` of
+    Bottleneck), whatever the norm's class.
+
+    Unlike `resnet` (torchvision's), a conv bias keeps torch's draw instead of 0, and the last norm is zeroed by
+    default."""
+
+    def rules(model: nn.Module) -> Rules:
+        table: Rules = {}
+        for path, name, module, param, _ in params(model):
+            if isinstance(module, nn.Conv2d) and name == "weight":
+                table[path] = normal(
+                    math.sqrt(2.0 / torch_fans(param).fan_out), "kaiming_normal_(fan_out, relu), torch fans"
+                )
+            else:
+                table[path] = torch_default(module, name, path)
+        if zero_init_last:
+            for at, module in walk(model).modules:
+                last = _LAST_NORM.get(type(module).__name__)
+                if last is not None and isinstance(getattr(getattr(module, last, None), "weight", None), torch.Tensor):
+                    table[f"{at}{last}.weight"] = Action("constant", 0.0, formula="zero_init_last")
+        return table
+
+    return Recipe(
+        "timm_resnet",
+        "timm ResNet.init_weights(zero_init_last)",
+        rules,
+        "conv kaiming_normal(fan_out, relu) with torch fans, the rest torch default, last norm of each block 0",
+        spelled=spelled_recipe("timm_resnet", zero_init_last=None if zero_init_last else False),
+        fits=fits.timm_resnet,
+    )
+
+
+for _made in (vit(), vit("jax"), vit("moco"), resnet(), timm_resnet()):
     register_scheme(_made.name, _made)
