@@ -326,3 +326,20 @@ def test_more_layer_scale_spellings_and_response_norms_are_kept() -> None:
         report = reinit(model, "kaiming_relu")
     assert {e.role for e in report} == {"layer_scale"}
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # GRN at 1 would not be its identity
+
+
+class Attention(nn.Module):  # timm's BEiT/EVA: a qkv Linear without bias, separate q and v biases; LeViT's table
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        self.q_bias, self.v_bias = nn.Parameter(torch.ones(d)), nn.Parameter(torch.ones(d))
+        self.attention_biases = nn.Parameter(torch.ones(2, 9))
+
+
+def test_separate_attention_biases_are_biases() -> None:
+    model = Attention(8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torchinit.UncoveredParameterWarning)
+        report = reinit(model, "kaiming_relu")
+    assert {report[n].role for n in ("q_bias", "v_bias", "attention_biases")} == {"bias"}
+    assert not model.q_bias.any() and not model.attention_biases.any()

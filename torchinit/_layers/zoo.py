@@ -14,7 +14,8 @@ more specific registration always wins. It recognizes:
   ``relative_position_bias_table``, HF's raw ``position_embeddings`` and CLIP's ``class_embedding``, SigLIP's
   pooling ``probe``, GPT-OSS's per-head attention ``sinks``): role ``token``.
 - Learned temperatures (CLIP's and SigLIP's ``logit_scale``, ``logit_bias``): role ``temperature``, kept.
-- A 1-D parameter named ``bias`` on any module (BERT's ``BertLMPredictionHead.bias``): role ``bias``.
+- A 1-D parameter named ``bias`` on any module (BERT's ``BertLMPredictionHead.bias``), timm's BEiT/EVA attention
+  ``q_bias``/``k_bias``/``v_bias`` and LeViT's ``attention_biases``: role ``bias``.
 - Mixtures of experts (Mixtral, Qwen-MoE, GPT-OSS, ...): a ``*Router``'s raw 2-D ``weight`` (E, d) used as
   ``F.linear(x, weight)`` is dense with fans (d, E); an ``*Experts`` module's stacked 3-D weights are ``dense``
   with one expert's fans and ``experts=E``: ``gate_up_proj`` (d -> 2 x intermediate, two chunks), ``up_proj``,
@@ -49,6 +50,7 @@ _TEMPERATURE = re.compile(r"logit_(scale|bias)")
 _TOKEN_ROLE = Role("token")
 _LAYER_SCALE_ROLE = Role("layer_scale")
 _TEMPERATURE_ROLE = Role("temperature")
+_ATTENTION_BIASES = frozenset({"q_bias", "k_bias", "v_bias", "attention_biases"})  # BEiT/EVA qkv, LeViT
 
 
 def _is_conv1d(m: Any) -> bool:
@@ -123,6 +125,8 @@ def _roles(m: Any, name: str) -> Role | None:
             return norm_role(m, name)
     if name == "bias" and (_is_conv1d(m) or m._parameters["bias"].dim() == 1):
         return BIAS  # a 1-D parameter named bias is one, whatever module holds it (BERT's LM head)
+    if name in _ATTENTION_BIASES:
+        return BIAS
     role = _by_name(name)
     if role is None and name == "gamma" and ("Scale" in type(m).__name__ or "Block" in type(m).__name__):
         return _LAYER_SCALE_ROLE
