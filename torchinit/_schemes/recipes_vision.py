@@ -99,6 +99,24 @@ def vit(mode: str = "") -> Recipe:
 # --- torchvision ResNet ---------------------------------------------------------------------------------
 
 
+_LAST_NORM = {"BasicBlock": "bn2", "Bottleneck": "bn3"}  # each block's last norm: what zero_init_* zeroes
+
+
+def _kaiming_fan_out(param: torch.Tensor) -> Action:
+    """torch's ``kaiming_normal_(mode="fan_out", nonlinearity="relu")``: $\\mathcal N(0, 2/\\mathrm{fan_{out}})$,
+    torch's shape-based fan_out."""
+    return normal(math.sqrt(2.0 / torch_fans(param).fan_out), "kaiming_normal_(fan_out, relu), torch fans")
+
+
+def _zero_last_norms(model: nn.Module, table: Rules, formula: str, kind: type) -> None:
+    """Each Basic/Bottleneck block's last norm weight 0, where that norm is a ``kind`` with a weight."""
+    for at, module in walk(model).modules:
+        name = _LAST_NORM.get(type(module).__name__)
+        norm = getattr(module, name, None) if name is not None else None
+        if isinstance(norm, kind) and isinstance(getattr(norm, "weight", None), torch.Tensor):
+            table[f"{at}{name}.weight"] = Action("constant", 0.0, formula=formula)
+
+
 def resnet(zero_init_residual: bool = False) -> Recipe:
     """torchvision's ResNet init (``torchvision/models/resnet.py``): every Conv2d Kaiming normal for ReLU
     with torch's shape-based fan_out, $\\mathcal N(0, 2/(c_\\mathrm{out} k_h k_w))$ (also on strided,
@@ -111,16 +129,11 @@ def resnet(zero_init_residual: bool = False) -> Recipe:
         table: Rules = {}
         for path, name, module, param, _ in params(model):
             if isinstance(module, nn.Conv2d) and name == "weight":
-                table[path] = normal(
-                    math.sqrt(2.0 / torch_fans(param).fan_out), "kaiming_normal_(fan_out, relu), torch fans"
-                )
+                table[path] = _kaiming_fan_out(param)
             elif isinstance(module, nn.Linear):
                 table[path] = torch_default(module, name, path)
         if zero_init_residual:
-            for at, module in walk(model).modules:
-                last = {"Bottleneck": "bn3", "BasicBlock": "bn2"}.get(type(module).__name__)
-                if last is not None and isinstance(getattr(module, last, None), nn.modules.batchnorm._BatchNorm):
-                    table[f"{at}{last}.weight"] = Action("constant", 0.0, formula="zero_init_residual")
+            _zero_last_norms(model, table, "zero_init_residual", nn.modules.batchnorm._BatchNorm)
         return table
 
     return Recipe(
@@ -131,9 +144,6 @@ def resnet(zero_init_residual: bool = False) -> Recipe:
         spelled=spelled_recipe("resnet", zero_init_residual=zero_init_residual or None),
         fits=fits.torchvision_resnet,
     )
-
-
-_LAST_NORM = {"BasicBlock": "bn2", "Bottleneck": "bn3"}  # what each timm block's zero_init_last() zeroes
 
 
 def timm_resnet(zero_init_last: bool = True) -> Recipe:
@@ -151,16 +161,11 @@ def timm_resnet(zero_init_last: bool = True) -> Recipe:
         table: Rules = {}
         for path, name, module, param, _ in params(model):
             if isinstance(module, nn.Conv2d) and name == "weight":
-                table[path] = normal(
-                    math.sqrt(2.0 / torch_fans(param).fan_out), "kaiming_normal_(fan_out, relu), torch fans"
-                )
+                table[path] = _kaiming_fan_out(param)
             else:
                 table[path] = torch_default(module, name, path)
         if zero_init_last:
-            for at, module in walk(model).modules:
-                last = _LAST_NORM.get(type(module).__name__)
-                if last is not None and isinstance(getattr(getattr(module, last, None), "weight", None), torch.Tensor):
-                    table[f"{at}{last}.weight"] = Action("constant", 0.0, formula="zero_init_last")
+            _zero_last_norms(model, table, "zero_init_last", nn.Module)  # whatever the norm's class
         return table
 
     return Recipe(
