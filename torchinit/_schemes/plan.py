@@ -18,7 +18,7 @@ from torch import nn
 
 from torchinit._layers.rules import Role
 from torchinit._maths.draw import UNWRITTEN, Action
-from torchinit._model.proof import refusals
+from torchinit._model.proof import STATISTICS, refusals, statistics_refusals
 from torchinit._model.transaction import Undo
 from torchinit._model.walk import Target, Walk, canonical, walk, walk_modules
 from torchinit._model.write import Step, is_sharded, write_steps
@@ -142,11 +142,13 @@ class Plan:
         writer's proof (`torchinit._model.proof.refusals`): each action's index ranges, chunk counts and values
         against its tensor's dtype, the generator's device, every tensor writable, no two parameters sharing
         memory, every parametrization's ``right_inverse``, and each distinct kind of write (keyed when ``seed``
-        is given).
+        is given); and every norm's running statistics resettable (`torchinit._model.proof.statistics_refusals`).
         """
         problems: list[str] = []
         refused, self.fallible = refusals(self.steps, keyed=seed is not None, generator=generator)
-        problems += refused
+        resets, custom = statistics_refusals(self.norms)
+        problems += refused + resets
+        self.fallible = self.fallible or custom
         if overrides_must_match:
             problems += self.unmatched
         if strict and self.uncovered:
@@ -193,12 +195,12 @@ class Plan:
         drawn = write_steps(self.steps, generator, seed=seed, threads=threads, undo=undo)
         buffers = []
         for prefix, norm in self.norms:
-            if undo is not None:
-                for stat in ("running_mean", "running_var", "num_batches_tracked"):
-                    if isinstance(value := norm._buffers.get(stat), torch.Tensor):
+            if undo is not None:  # every buffer of the norm: its own reset_running_stats may change others
+                for value in norm._buffers.values():
+                    if value is not None:
                         undo.save(value)
             norm.reset_running_stats()  # type: ignore[operator]
-            buffers += [prefix + b for b in ("running_mean", "running_var", "num_batches_tracked")]
+            buffers += [prefix + b for b in STATISTICS]
         steps = self.steps
         return InitReport(name, lambda: _entries(steps), buffers, drawn=drawn)
 
