@@ -607,3 +607,16 @@ def test_running_statistics_made_under_inference_mode_are_refused_before_any_wri
         reinit(model, "kaiming_relu")
     report = reinit(model, "kaiming_relu", overrides=[Override(path="1.*", skip=True)])  # the fix it names
     assert "1.running_mean" not in report.buffers
+
+
+def test_an_undone_parametrized_write_keeps_its_buffers_objects() -> None:
+    # the undo put a parametrization's buffers back as copies: a spectral norm's _u and _v were new tensors after
+    # a failed call, so whatever held the old ones (a second model sharing them, an EMA) was cut off
+    model = nn.Sequential(parametrizations.spectral_norm(nn.Linear(6, 6)), nn.Linear(6, 6))
+    fault = FailingInverse()
+    parametrize.register_parametrization(model[1], "weight", fault)
+    fault.armed = True
+    held = dict(model.named_buffers())
+    with unchanged(model), pytest.raises(RuntimeError, match="injected fault"):
+        reinit(model, "kaiming_relu", generator=torch.Generator().manual_seed(0))
+    assert all(buffer is held[name] for name, buffer in model.named_buffers())
