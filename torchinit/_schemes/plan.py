@@ -236,16 +236,26 @@ def only_part(plan: Plan, only: str | Sequence[str], wrapper: str = "") -> Plan:
     modules = {q.rpartition(".")[0] for q in known} - {""}
     for part in paths:
         if not any(under(q, part) for q in known):
-            near = difflib.get_close_matches(part, sorted(known | modules), n=1, cutoff=0.0)
-            raise InitError(
-                f"only={part!r} selects no parameter of {len(known)}"
-                + (f" (nearest path: {near[0]!r})" if near else "")
-                + "; pass a module or parameter path of the model (its named_parameters names)."
-            )
+            raise _selects_nothing(part, known, modules)
     uncovered = [t for t in plan.uncovered if any(inside(u.path) for u in t.every)]
     written = {p for s in steps for p in (s.target.path, *s.aliases)}
     notes = [(path, note) for path, note in plan.notes if path in written]
     return Plan(steps, uncovered, norms, plan.unmatched, plan.fallible, notes)
+
+
+def _selects_nothing(part: str, known: set[str], modules: set[str]) -> InitError:
+    """The error for an ``only=`` path under which no parameter is: a pattern is not a path; else the nearest path."""
+    if any(c in part for c in "*?["):
+        return InitError(
+            f"only={part!r} is a pattern; only= takes paths. Select by pattern with a list of them: "
+            f"only=[n for n, _ in model.named_modules() if fnmatch.fnmatch(n, {part!r})]."
+        )
+    near = difflib.get_close_matches(part, sorted(known | modules), n=1, cutoff=0.0)
+    return InitError(
+        f"only={part!r} selects no parameter of {len(known)}"
+        + (f" (nearest path: {near[0]!r})" if near else "")
+        + "; pass a module or parameter path of the model (its named_parameters names)."
+    )
 
 
 FROZEN = Action(
