@@ -250,7 +250,8 @@ def _selects_nothing(part: str, known: set[str], modules: set[str]) -> InitError
             f"only={part!r} is a pattern; only= takes paths. Select by pattern with a list of them: "
             f"only=[n for n, _ in model.named_modules() if fnmatch.fnmatch(n, {part!r})]."
         )
-    near = difflib.get_close_matches(part, sorted(known | modules), n=1, cutoff=0.0)
+    near = [q for q in sorted(known) if q.startswith(part)][:1]  # "0.weight" of a hooked "0.weight_orig"
+    near = near or difflib.get_close_matches(part, sorted(known | modules), n=1, cutoff=0.0)
     return InitError(
         f"only={part!r} selects no parameter of {len(known)}"
         + (f" (nearest path: {near[0]!r})" if near else "")
