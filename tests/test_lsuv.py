@@ -380,3 +380,59 @@ def test_lsuv_leaves_a_skipped_or_kept_weight_alone(how: dict[str, bool]) -> Non
     report = reinit(model, "lsuv", data=torch.randn(64, 16), overrides=[torchinit.Override(path="2.weight", **how)])
     assert torch.equal(model[2].weight, frozen)
     assert [layer.path for layer in report.lsuv] == ["0", "4"]
+
+
+@pytest.mark.parametrize(
+    "how",
+    [{"overrides": [torchinit.Override(path="2.bias", skip=True)]}, {"frozen": True}, {"only": "2.weight"}],
+    ids=["skipped", "frozen", "outside-only"],
+)
+def test_centering_leaves_a_bias_the_call_does_not_write_alone(how: dict[str, Any]) -> None:
+    # center=True shifted every watched layer's bias, also one the call skipped, kept frozen or left outside only=
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    model[2].bias.requires_grad_(not how.pop("frozen", False))
+    bias = model[2].bias.detach().clone()
+    report = reinit(model, LSUVScheme(center=True), data=torch.randn(64, 8) + 3, **how)
+    assert torch.equal(model[2].bias, bias)
+    assert "2" in [layer.path for layer in report.lsuv]  # the weight is still calibrated
+
+
+class _Tokens(nn.Module):
+    """A sequence model: (batch, tokens, features) activations, as many tokens as features."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.up, self.down = nn.Linear(width, width), nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(torch.relu(self.up(x)))
+
+
+def test_centering_a_dense_layer_of_a_sequence_model_centers_its_features() -> None:
+    # center=True took dim 1 of a 3-D output as the channels: the tokens of a (batch, tokens, features) output
+    # (an error when their counts differ, per-token means in the bias when they agree)
+    model = _Tokens()
+    data = torch.randn(16, 8, 8, generator=torch.Generator().manual_seed(0)) + torch.arange(8.0)
+    reinit(model, LSUVScheme(center=True), data=data, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        features = model.up(data).mean(dim=(0, 1))
+    assert features.abs().max() < 1e-4, features
+    conv = nn.Sequential(nn.Conv1d(3, 8, 3), nn.ReLU(), nn.Conv1d(8, 4, 1))  # (batch, channels, length): dim 1
+    signal = torch.randn(4, 3, 8, generator=torch.Generator().manual_seed(1)) + 2
+    reinit(conv, LSUVScheme(center=True), data=signal)
+    with torch.no_grad():
+        channels = conv[0](signal).mean(dim=(0, 2))
+    assert channels.abs().max() < 1e-4, channels
+
+
+class _ChannelsLastConv(nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).permute(0, 2, 3, 1)  # (N, H, W, C): its channels are not where a conv's are
+
+
+def test_centering_a_layer_whose_channels_cannot_be_found_is_an_error_and_changes_nothing() -> None:
+    model = nn.Sequential(_ChannelsLastConv(3, 4, 3), nn.ReLU())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(InitError, match=r"lsuv center=True: 0's output has shape \(2, 6, 6, 4\), and its dim 1"):
+        reinit(model, LSUVScheme(center=True), data=torch.randn(2, 3, 8, 8))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -14,6 +16,8 @@ from torchinit._layers.measure import neutral_norm_weight
 
 class CentredRMSNorm(nn.Module):
     """Gemma's RMSNorm: ``x_hat * (1 + w)``, starting at w = 0."""
+
+    MEASURED = "measured: output x_hat * (1 + w), so w = 0 passes x_hat unscaled"
 
     def __init__(self, width: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -192,3 +196,53 @@ def test_inside_parametrize_cached_the_layer_and_the_report_see_the_value_writte
         assert not torch.equal(inside, stale)  # the layer no longer computes with the value before reinit
         assert torch.equal(inside, model[0].weight.detach())
         assert report["0.weight"].std == pytest.approx(float(inside.std()), rel=1e-6)  # not the stale 0.07
+
+
+class _DroppingNorm(CentredRMSNorm):
+    """Gemma's norm with dropout after it in training mode: its forward draws from torch's RNG."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.dropout(super().forward(x), 0.1, self.training)
+
+
+def test_measuring_a_norm_whose_forward_draws_leaves_torch_s_rng_alone() -> None:
+    # the probe ran the layer's forward on torch's RNG: a keyed call, or one refused later, moved it
+    model = _block(_DroppingNorm(8)).train()
+    state = torch.get_rng_state()
+    reinit(model, "kaiming_relu", seed=0)
+    assert torch.equal(torch.get_rng_state(), state)
+    model = _block(type("FreshNorm", (_DroppingNorm,), {})(8))  # not measured yet
+    state = torch.get_rng_state()
+    with pytest.raises(torchinit.InitError, match="selects nothing"):
+        reinit(model, "kaiming_relu", overrides=[Override(path="x", skip=True)])
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_measuring_ignores_the_default_device() -> None:
+    # under torch.device("meta") the probe's input was a meta tensor: the measurement failed and 1 was assumed
+    model = _block(type("MetaDefaultNorm", (CentredRMSNorm,), {})(8))
+    model[1].weight.data.fill_(0.3)
+    with torch.device("meta"):
+        report = reinit(model, "kaiming_relu", seed=0)
+    assert report["1.weight"].param == 0.0 and not model[1].weight.any()
+
+
+class _ConfiguredNorm(CentredRMSNorm):
+    """``x_hat * (config.offset + w)``: what it computes is set by a config object, not by a plain attribute."""
+
+    def __init__(self, width: int, config: object) -> None:
+        super().__init__(width)
+        self.config = config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_hat = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return x_hat * (self.config.offset + self.weight)  # type: ignore[attr-defined]
+
+
+def test_norms_of_one_class_set_apart_by_their_configs_are_measured_apart() -> None:
+    # the measurement was cached by class and plain attributes: the second config got the first's neutral value
+    offset, plain = SimpleNamespace(offset=1.0), SimpleNamespace(offset=0.0)
+    assert neutral_norm_weight(_ConfiguredNorm(8, offset), "weight") == (0.0, CentredRMSNorm.MEASURED)
+    assert neutral_norm_weight(_ConfiguredNorm(8, plain), "weight") is None  # x_hat * w: 1
+    plain.offset = 1.0  # the same config object, changed
+    assert neutral_norm_weight(_ConfiguredNorm(8, plain), "weight") is not None

@@ -129,3 +129,18 @@ def test_legacy_and_lsuv_write_only_the_part_and_warn_only_about_it() -> None:
     assert [layer.path for layer in report.lsuv] == ["body.3"]
     assert _same(before, _state(model), [k for k in before if not k.startswith("body.3.")])
     assert not torch.equal(model.body[3].weight, before["body.3.weight"])
+
+
+def test_a_glob_in_only_is_refused_with_the_way_to_select_by_pattern() -> None:
+    # "body.*" was refused naming 'body.3' as the nearest path, as if it were a typo of one
+    model = Classifier()
+    with pytest.raises(InitError, match=r"only='body\.\*' is a pattern; only= takes paths.*fnmatch"):
+        reinit(model, "kaiming_relu", only="body.*")
+
+
+def test_a_path_that_begins_a_parameter_s_name_names_that_parameter() -> None:
+    # under torch's older spectral_norm hook the parameter is "0.weight_orig": "0.weight" was pointed to "1.weight"
+    model = nn.Sequential(nn.utils.spectral_norm(nn.Linear(4, 4)), nn.Linear(4, 4))
+    with pytest.raises(InitError, match=r"only='0.weight' selects no parameter of 4 \(nearest path: '0.weight_orig'\)"):
+        reinit(model, "kaiming_relu", only="0.weight")
+    assert [e.path for e in reinit(model, "kaiming_relu", only="0.weight_orig")] == ["0.weight_orig"]

@@ -573,3 +573,50 @@ def test_an_override_written_with_the_compiled_prefix_still_selects() -> None:
     model = torch.compile(nn.Sequential(nn.Linear(4, 4)))
     report = reinit(model, "kaiming_relu", overrides=[Override(path="_orig_mod.0.bias", constant=0.5)])
     assert report["0.bias"].source == "override constant 0.5"
+
+
+class _OwnReset(nn.BatchNorm1d):
+    """A norm with a reset_running_stats of its own that fails once ``armed``: code of the user's, run after the
+    writes."""
+
+    armed = False
+
+    def reset_running_stats(self) -> None:
+        if self.armed:
+            raise RuntimeError("my reset fails")
+        super().reset_running_stats()
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_a_norm_s_own_reset_that_fails_after_the_writes_is_undone(keyed: bool) -> None:
+    # plain draws took no backups, and the norms are reset after the writes: the model stayed half-written
+    model = nn.Sequential(nn.Linear(4, 4), _OwnReset(4), nn.Linear(4, 4))
+    model[1].running_mean.fill_(2.0)
+    model[1].armed = True
+    gen = None if keyed else torch.Generator().manual_seed(0)
+    with unchanged(model, gen), pytest.raises(RuntimeError, match="my reset fails"):
+        reinit(model, "kaiming_relu", generator=gen, seed=0 if keyed else None)
+
+
+def test_running_statistics_made_under_inference_mode_are_refused_before_any_write() -> None:
+    # the reset after the writes raised torch's RuntimeError on an inference buffer: a half-written model
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 4))
+    with torch.inference_mode():
+        model[1].running_mean = torch.full((4,), 2.0)
+    with unchanged(model), pytest.raises(InitError, match=r"1.running_mean \(BatchNorm1d, shape \(4,\)\) was created"):
+        reinit(model, "kaiming_relu")
+    report = reinit(model, "kaiming_relu", overrides=[Override(path="1.*", skip=True)])  # the fix it names
+    assert "1.running_mean" not in report.buffers
+
+
+def test_an_undone_parametrized_write_keeps_its_buffers_objects() -> None:
+    # the undo put a parametrization's buffers back as copies: a spectral norm's _u and _v were new tensors after
+    # a failed call, so whatever held the old ones (a second model sharing them, an EMA) was cut off
+    model = nn.Sequential(parametrizations.spectral_norm(nn.Linear(6, 6)), nn.Linear(6, 6))
+    fault = FailingInverse()
+    parametrize.register_parametrization(model[1], "weight", fault)
+    fault.armed = True
+    held = dict(model.named_buffers())
+    with unchanged(model), pytest.raises(RuntimeError, match="injected fault"):
+        reinit(model, "kaiming_relu", generator=torch.Generator().manual_seed(0))
+    assert all(buffer is held[name] for name, buffer in model.named_buffers())

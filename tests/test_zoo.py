@@ -13,6 +13,7 @@ from torch import nn
 
 import torchinit
 from torchinit import Fans, InitError, Scheme, reinit
+from torchinit._layers import rules
 from torchinit.testing import assert_distribution, assert_std
 
 
@@ -343,3 +344,53 @@ def test_separate_attention_biases_are_biases() -> None:
         report = reinit(model, "kaiming_relu")
     assert {report[n].role for n in ("q_bias", "v_bias", "attention_biases")} == {"bias"}
     assert not model.q_bias.any() and not model.attention_biases.any()
+
+
+class _Doubled(nn.Module):
+    """A parametrization: the layer uses twice the stored tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * x
+
+    def right_inverse(self, x: torch.Tensor) -> torch.Tensor:
+        return x / 2
+
+
+def test_zoo_layers_under_a_parametrization_keep_their_rules() -> None:
+    # a parametrized router weight or 1-D bias raised KeyError; parametrized experts, norms and Conv1D were uncovered
+    layers = {"router": TopKRouter(4, 48), "experts": MoeExperts(4, 48, 80, False)}
+    model = nn.ModuleDict({**layers, "norm": LlamaRMSNorm(8), "conv": Conv1D(16, 8)})
+    plain = reinit(model, "kaiming_silu", seed=0)
+    for path in ("router.weight", "experts.gate_up_proj", "experts.down_proj", "experts.gate_up_proj_bias",
+                 "norm.weight", "conv.weight", "conv.bias"):  # fmt: skip
+        owner, name = path.split(".")
+        nn.utils.parametrize.register_parametrization(model[owner], name, _Doubled())
+    report = reinit(model, "kaiming_silu", seed=0, strict=True)
+    for entry in plain:
+        assert (report[entry.path].role, report[entry.path].fans) == (entry.role, entry.fans), entry.path
+    gain = torchinit.get_scheme("kaiming_silu").gain  # type: ignore[union-attr]
+    assert_std(model["experts"].down_proj.detach(), gain / math.sqrt(80), kurtosis="normal")  # the effective weight
+    assert torch.equal(model["norm"].weight.detach(), torch.ones(8))
+
+
+def test_a_rule_that_fails_is_an_init_error_naming_the_parameter() -> None:
+    model = nn.ModuleDict({"router": TopKRouter(4, 48), "experts": MoeExperts(4, 48, 0, False)})  # no experts' width
+    report = reinit(model, "kaiming_silu")  # zero elements: nothing to write (it raised Fans' error, without a path)
+    assert report["experts.down_proj"].skipped == "zero elements: nothing to write"
+
+    class Broken(nn.Linear):
+        pass
+
+    def rule(module: nn.Module, name: str) -> Fans:
+        raise KeyError(name)
+
+    saved = rules.registered()
+    try:
+        torchinit.register_fan_rule(Broken, rule)
+        model = nn.Sequential(nn.Linear(4, 4), Broken(4, 4))
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        with pytest.raises(InitError, match=r"the layer rules for 1.weight \(Broken, shape \(4, 4\)\) raised KeyError"):
+            reinit(model, "kaiming_relu")
+        assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    finally:
+        rules.restore(saved)

@@ -4,10 +4,11 @@ Structure says a parameter is a norm's weight; it cannot say what value leaves t
 unscaled. Most norms compute ``x_hat * w`` (neutral 1), but Gemma's RMSNorm (and others) compute
 ``x_hat * (1 + w)`` and start at ``w = 0``: setting 1 there doubles every norm's output. So the layer is run
 on a small probe input with its own weight replaced by 0, 1 and 2 (bias 0), on CPU float32 copies of its own
-parameters and buffers (`torch.func.functional_call`: the layer's tensors, the global RNG and its mode are
-untouched). When the output is ``x_hat * (k + w)`` elementwise, the neutral weight is ``1 - k``. The answer
-is cached per class and simple constructor settings (flags, sizes), so a model pays for one probe per kind
-of norm.
+parameters and buffers (`torch.func.functional_call`: the layer's tensors are untouched), on CPU whatever the
+default device, with torch's RNG forked (a forward that draws, as dropout in training mode, leaves it as it was).
+When the output is ``x_hat * (k + w)`` elementwise, the neutral weight is ``1 - k``. The answer is cached per
+class and settings (flags, sizes, a config object's own plain values), so a model pays for one probe per kind of
+norm; a layer with a setting of another kind (a function, a tensor, a list) is measured on its own.
 """
 
 from __future__ import annotations
@@ -21,13 +22,28 @@ from torch import nn
 from torchinit._layers.rules import NORM, Role
 
 _CACHE: dict[tuple[Any, ...], tuple[float, str] | None] = {}
+_PLAIN = (bool, int, float, str, type(None), torch.dtype, torch.device)
 
 
-def _setting(module: nn.Module) -> tuple[Any, ...]:
-    """The module's plain settings (flags, sizes, eps): two instances alike in these compute alike."""
-    return tuple(
-        (k, v) for k, v in sorted(vars(module).items()) if k != "training" and type(v) in (bool, int, float, str)
-    )
+def _plain(value: object) -> bool:
+    return type(value) in _PLAIN or (type(value) is tuple and all(type(v) in _PLAIN for v in value))
+
+
+def _setting(module: nn.Module) -> tuple[Any, ...] | None:
+    """What can set apart what two instances of one norm class compute: its plain settings (flags, sizes, eps,
+    shapes), and a settings object it holds (a config) by that object's own plain values. None when a public
+    attribute is anything else (a function, a tensor, a list): then the layer is not cached."""
+    found: list[tuple[Any, ...]] = []
+    for name, value in sorted(vars(module).items()):
+        if name == "training" or (name.startswith("_") and not _plain(value)):
+            continue  # nn.Module's own bookkeeping (parameters, buffers, hooks)
+        if _plain(value):
+            found.append((name, value))
+        elif hasattr(value, "__dict__") and not callable(value) and not isinstance(value, (nn.Module, torch.Tensor)):
+            found.append((name, type(value), tuple((k, v) for k, v in sorted(vars(value).items()) if _plain(v))))
+        else:
+            return None
+    return tuple(found)
 
 
 def neutral_norm_weight(module: nn.Module, name: str) -> tuple[float, str] | None:
@@ -37,7 +53,10 @@ def neutral_norm_weight(module: nn.Module, name: str) -> tuple[float, str] | Non
 
     Example: for Gemma's RMSNorm (``x_hat * (1 + w)``) this is ``(0.0, "measured: output x_hat * (1 + w)")``.
     """
-    key = (type(module), name, _setting(module))
+    setting = _setting(module)
+    if setting is None:
+        return _measure(module, name)
+    key = (type(module), name, setting)
     if key not in _CACHE:
         if len(_CACHE) > 1024:
             _CACHE.clear()
@@ -63,6 +82,12 @@ def _outputs(module: nn.Module, name: str, x: torch.Tensor, state: dict[str, tor
 
 
 def _measure(module: nn.Module, name: str) -> tuple[float, str] | None:
+    """`_probe` on CPU (the default device may be meta) with torch's RNG put back (a forward may draw)."""
+    with torch.device("cpu"), torch.random.fork_rng(devices=[]):
+        return _probe(module, name)
+
+
+def _probe(module: nn.Module, name: str) -> tuple[float, str] | None:
     weight = module._parameters.get(name)
     if weight is None or weight.dim() != 1 or not weight.numel():
         return None

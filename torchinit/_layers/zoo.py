@@ -34,6 +34,7 @@ import functools
 import re
 from typing import Any
 
+import torch
 from torch import nn
 
 from torchinit._layers.measure import norm_role
@@ -51,27 +52,39 @@ _TOKEN_ROLE = Role("token")
 _LAYER_SCALE_ROLE = Role("layer_scale")
 _TEMPERATURE_ROLE = Role("temperature")
 _ATTENTION_BIASES = frozenset({"q_bias", "k_bias", "v_bias", "attention_biases"})  # BEiT/EVA qkv, LeViT
+_CONV1D = frozenset({"Conv1D", "ParametrizedConv1D"})
+
+
+def _own(m: Any, name: str) -> torch.Tensor | None:
+    """``m``'s own parameter ``name`` as the layer uses it: through its parametrization (weight_norm,
+    spectral_norm, ...) when it has one, so a parametrized layer is described as the plain one is."""
+    param: torch.Tensor | None = m._parameters.get(name)
+    if param is None and "parametrizations" in m._modules and name in m._modules["parametrizations"]:
+        param = getattr(m, name)  # role_of reads it with the parametrizations quiet: no power iteration
+    return param
 
 
 def _is_conv1d(m: Any) -> bool:
-    # transformers.pytorch_utils.Conv1D: attributes nf (out) and nx (in), weight (nx, nf)
-    if type(m).__name__ != "Conv1D" or "nf" not in m.__dict__ or "nx" not in m.__dict__:
+    # transformers.pytorch_utils.Conv1D: attributes nf (out) and nx (in), weight (nx, nf); parametrized, torch
+    # swaps its class for a subclass named ParametrizedConv1D
+    if type(m).__name__ not in _CONV1D or "nf" not in m.__dict__ or "nx" not in m.__dict__:
         return False
-    weight = m._parameters.get("weight")
+    weight = _own(m, "weight")
     return weight is not None and tuple(weight.shape) == (m.nx, m.nf)
 
 
 def _is_norm(m: Any, name: str) -> bool:
-    param = m._parameters.get(name)
-    return "Norm" in type(m).__name__ and param is not None and param.dim() == 1
+    if "Norm" not in type(m).__name__:
+        return False
+    param = _own(m, name)
+    return param is not None and param.dim() == 1
 
 
 def _fans(m: Any, name: str) -> Fans | None:
     if name == "weight" and _is_conv1d(m):
-        rows, cols = m._parameters["weight"].shape
-        return cached_fans(rows, cols)
+        return cached_fans(m.nx, m.nf)
     if name == "weight" and type(m).__name__.endswith("Router"):  # F.linear(x, weight): (experts, d)
-        weight = m._parameters["weight"]
+        weight = _own(m, "weight")
         if weight is not None and weight.dim() == 2:
             return cached_fans(weight.shape[1], weight.shape[0])
     return None
@@ -84,8 +97,10 @@ _EXPERT_NAMES = frozenset({*_EXPERTS_IN, *_EXPERTS_OUT, *(f"{n}_bias" for n in (
 
 def _experts(m: Any, name: str) -> Role | None:
     """A stacked expert weight (experts, ., .) of an ``*Experts`` module: one expert's fans, by its name and d."""
-    param = m._parameters.get(name)
-    if not type(m).__name__.endswith("Experts") or param is None:
+    if not type(m).__name__.endswith("Experts"):
+        return None
+    param = _own(m, name)
+    if param is None or not param.numel():  # zero elements: nothing to describe (nor to write)
         return None
     if name.endswith("_bias"):
         return BIAS if param.dim() == 2 else None
@@ -123,7 +138,7 @@ def _roles(m: Any, name: str) -> Role | None:
             return _LAYER_SCALE_ROLE
         if _is_norm(m, name):
             return norm_role(m, name)
-    if name == "bias" and (_is_conv1d(m) or m._parameters["bias"].dim() == 1):
+    if name == "bias" and (_is_conv1d(m) or ((bias := _own(m, "bias")) is not None and bias.dim() == 1)):
         return BIAS  # a 1-D parameter named bias is one, whatever module holds it (BERT's LM head)
     if name in _ATTENTION_BIASES:
         return BIAS

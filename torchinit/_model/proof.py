@@ -65,6 +65,32 @@ def problem(target: Target, needs_values: bool) -> str | None:
     return None
 
 
+STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+"""The buffers a norm's ``reset_running_stats`` resets (torch's ``_NormBase``)."""
+
+_TORCH_RESET = nn.modules.batchnorm._NormBase.reset_running_stats
+
+
+def statistics_refusals(norms: Sequence[tuple[str, nn.Module]]) -> tuple[list[str], bool]:
+    """Why the running statistics of ``norms`` (prefix, norm) cannot be reset after the writes (a buffer made
+    under ``torch.inference_mode()``), and whether a reset can still fail after that: a norm with its own
+    ``reset_running_stats`` (code of yours, so its norm is backed up and a failure undone)."""
+    found: list[str] = []
+    inference = torch.is_inference_mode_enabled()
+    for prefix, norm in norms:
+        for name in STATISTICS:
+            buffer = norm._buffers.get(name)
+            if buffer is not None and buffer.is_inference() and not inference:
+                found.append(
+                    f"{prefix}{name} ({type(norm).__name__}, shape {tuple(buffer.shape)}) was created under "
+                    "torch.inference_mode(), and reinit resets running statistics; give it a normal tensor "
+                    f"({prefix}{name} = {prefix}{name}.clone()), call reinit inside torch.inference_mode(), or "
+                    f"skip the norm with Override(path={prefix + '*'!r}, skip=True)."
+                )
+    fallible = any(getattr(type(norm), "reset_running_stats", None) is not _TORCH_RESET for _, norm in norms)
+    return found, fallible
+
+
 def inverse_problem(target: Target) -> str | None:
     """A dry run of a parametrized target's ``right_inverse`` on its current value (nothing is written)."""
     plist = target.owner.parametrizations[target.name]  # type: ignore[index]

@@ -42,7 +42,7 @@ class Undo:
         self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None  # type: ignore[no-untyped-call]
         self.generator_state = generator.get_state() if generator is not None else None
         self.tensors: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.buffers: list[tuple[nn.Module, str, torch.Tensor | None]] = []
+        self.buffers: list[tuple[nn.Module, str, torch.Tensor | None, torch.Tensor | None]] = []  # object, copy
         self.seen: set[int] = set()
         self.cached: list[tuple[int, str]] = []  # parametrized weights whose parametrize.cached() value goes stale
 
@@ -63,7 +63,7 @@ class Undo:
                 self.save(param)
             for module in plist.modules():
                 for name, buffer in module._buffers.items():
-                    self.buffers.append((module, name, None if buffer is None else buffer.detach().clone()))
+                    self.buffers.append((module, name, buffer, None if buffer is None else buffer.detach().clone()))
         else:
             self.save(target.tensor)
         for buffer in spectral_buffers(target):
@@ -81,18 +81,25 @@ class Undo:
         for key in self.cached:
             parametrize._cache.pop(key, None)  # inside parametrize.cached(): the restored value is read afresh
         with torch.no_grad():
-            for module, name, value in reversed(self.buffers):
-                module._buffers[name] = value
+            for module, name, buffer, value in reversed(self.buffers):
+                if buffer is not None and value is not None:
+                    _put_back(buffer, value)
+                module._buffers[name] = buffer  # the very object: whoever holds the buffer keeps it
             for tensor, saved in reversed(self.tensors):
-                if tensor.shape == saved.shape and tensor.dtype == saved.dtype:
-                    tensor.copy_(saved)
-                else:  # a right_inverse that replaced the storage
-                    tensor.set_(saved)  # type: ignore[call-overload]
+                _put_back(tensor, saved)
         torch.set_rng_state(self.rng)
         if self.cuda_rng is not None:
             torch.cuda.set_rng_state_all(self.cuda_rng)
         if self.generator is not None and self.generator_state is not None:
             self.generator.set_state(self.generator_state)
+
+
+def _put_back(tensor: torch.Tensor, saved: torch.Tensor) -> None:
+    """``tensor``'s values (and, if code replaced its storage, its shape and dtype) as ``saved`` holds them."""
+    if tensor.shape == saved.shape and tensor.dtype == saved.dtype:
+        tensor.copy_(saved)
+    else:  # a right_inverse that replaced the storage
+        tensor.set_(saved)  # type: ignore[call-overload]
 
 
 @contextlib.contextmanager

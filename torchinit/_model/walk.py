@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from torchinit._layers.rules import Role, plain_role_of, quiet_parametrizations, role_of
-from torchinit._types import LAZY
+from torchinit._types import LAZY, InitError
 
 WRAPPER_NAMES = ("_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
 """Attribute names under which torch's wrappers (torch.compile, FSDP1, activation checkpointing) hold the
@@ -240,7 +240,7 @@ def walk_modules(pairs: Iterable[tuple[str, nn.Module]]) -> Walk:
             if isinstance(target.tensor, LAZY):
                 target.lazy = True
             else:
-                role = target.role = role_of(module, target.name) if plists else plain_role_of(module, target.name)
+                role = target.role = _described(target, quiet=plists)
                 if role is not None and role.kind == "dense":
                     last_dense = target
             by_key[key] = target
@@ -254,6 +254,22 @@ def walk_modules(pairs: Iterable[tuple[str, nn.Module]]) -> Walk:
             assert last_dense.role is not None
             last_dense.role = Role("readout", last_dense.role.fans, via=f"named {name!r}, the last dense layer")
     return Walk(modules, params, norms)
+
+
+def _described(target: Target, *, quiet: bool) -> Role | None:
+    """``target``'s role by the layer rules (``quiet``: its owner's parametrizations read in eval mode).
+
+    Raises:
+        InitError: a rule raised (a registered rule that fails on this parameter): the path, shape and error.
+    """
+    try:
+        return role_of(target.owner, target.name) if quiet else plain_role_of(target.owner, target.name)
+    except Exception as error:
+        raise InitError(
+            f"the layer rules for {target.path} ({type(target.owner).__name__}, shape {tuple(target.tensor.shape)}) "
+            f"raised {type(error).__name__}: {error}. A rule (register_layer, register_fan_rule, register_role_rule) "
+            "must return None for a parameter it does not describe."
+        ) from error
 
 
 def _added_tables(params: list[Target], token: Target) -> None:
@@ -279,7 +295,7 @@ def _added_tables(params: list[Target], token: Target) -> None:
 def _tied_readout(known: Target, alias: Target) -> Target | None:
     """A weight shared by an input embedding and a dense layer is the readout (drawn by the dense use's fans)."""
     assert known.role is not None
-    other = role_of(alias.owner, alias.name)
+    other = _described(alias, quiet=True)
     if other is None:
         return None
     kinds = {known.role.kind, other.kind}

@@ -30,8 +30,9 @@ class LSUVScheme(BaseScheme):
     First every parameter gets ``base`` (orthogonal by default: Saxe et al. 2014); then, layer by
     layer in forward order, each dense weight is divided by its layer's output std on ``data`` until
     $|\mathrm{std} - 1| \le$ ``tol`` or ``max_iter`` rescalings. With ``center`` the bias also
-    absorbs the output's per-channel mean. The model runs in eval mode during the passes and each
-    module's train/eval flag is restored afterwards.
+    absorbs the output's per-channel mean (the channels: a convolution's dim 1, any other layer's last dim, as
+    a sequence model's features), if the call writes that bias (not a skipped, frozen or outside-``only`` one).
+    The model runs in eval mode during the passes and each module's train/eval flag is restored afterwards.
 
     One calibrating forward pass does it: when a layer's first call returns, the layers before it are
     final, so the layer alone is re-run on that call's input while it is rescaled, and the pass goes on
@@ -194,19 +195,19 @@ class _Watched:
     key: int  # the weight's identity, shared by every module that holds it (a tied LM head and embedding)
     bias: str | None
     also: tuple[str, ...] = ()  # modules sharing the weight that are not watched (a tied input embedding)
+    spatial: int = 0  # a convolution's spatial dims, after its channels in the output (N, C, *spatial)
 
 
 def _weights(model: nn.Module, report: InitReport | None = None) -> dict[nn.Module, _Watched]:
     """The modules LSUV watches, from the walk: each one holding a dense weight (its first, if several), and
     every other module holding the same tensor (the input embedding an LM head is tied to); not a weight the
-    call skipped or kept (``report``'s entries say which)."""
+    call skipped or kept, and a bias to center only if the call wrote it (``report``'s entries say which)."""
     walked = walk(model)
     watched: dict[nn.Module, _Watched] = {}
     for param in walked.params:
         if param.role is None or param.role.kind not in ("dense", "readout"):
             continue
-        entry = report.get(param.path) if report is not None else None
-        if report is not None and (entry is None or entry.skipped is not None or entry.distribution == "keep"):
+        if not _written(report, param.path):
             continue  # skipped means untouched, by every pass; no entry: outside the call's only=
         uses = param.every
         also: tuple[str, ...] = ()
@@ -219,15 +220,47 @@ def _weights(model: nn.Module, report: InitReport | None = None) -> dict[nn.Modu
                 uses = dense
         for t in uses:
             if t.owner not in watched:
-                bias = next((n for n, p in t.owner._parameters.items() if p is not None and _is_bias(t.owner, n)), None)
-                watched[t.owner] = _Watched(t.path.rpartition(".")[0], t.name, param.key, bias, also)
+                path = t.path.rpartition(".")[0]
+                bias = next((n for n in t.owner._parameters if _centerable(t.owner, path, n, report)), None)
+                spatial = t.tensor.dim() - 2 if isinstance(t.owner, nn.modules.conv._ConvNd) else 0
+                watched[t.owner] = _Watched(path, t.name, param.key, bias, also, spatial)
     order = {id(m): i for i, (_, m) in enumerate(walked.modules)}
     return dict(sorted(watched.items(), key=lambda item: order.get(id(item[0]), 0)))
 
 
-def _is_bias(module: nn.Module, name: str) -> bool:
+def _written(report: InitReport | None, path: str) -> bool:
+    """Whether the call wrote the parameter at ``path`` (any of its tied paths); every parameter without a report.
+    A skipped or kept (frozen) one, or one outside the call's ``only=`` (no entry), is untouched by every pass."""
+    if report is None:
+        return True
+    entry = report.get(path)
+    return entry is not None and entry.skipped is None and entry.distribution != "keep"
+
+
+def _centerable(module: nn.Module, path: str, name: str, report: InitReport | None) -> bool:
+    """Whether ``center=True`` may shift ``module``'s parameter ``name``: a 1-D bias the call wrote."""
+    param = module._parameters[name]
+    if param is None or param.dim() != 1:
+        return False
     role = role_of(module, name)
-    return role is not None and role.kind == "bias"
+    return role is not None and role.kind == "bias" and _written(report, f"{path}.{name}" if path else name)
+
+
+def _channels(layer: _Watched, output: torch.Tensor, bias: torch.Tensor) -> int:
+    """The dim of ``output`` that holds the layer's channels, one per bias element: the one before the spatial
+    dims for a convolution (``(N, C, *spatial)``), the last for every other layer (``(..., tokens, features)``).
+
+    Raises:
+        InitError: that dim does not have one element per bias element (a layer laid out otherwise).
+    """
+    dim = output.dim() - 1 - layer.spatial
+    if output.dim() == 0 or dim < 0 or output.shape[dim] != bias.numel():
+        raise InitError(
+            f"lsuv center=True: {layer.path or 'the model'}'s output has shape {tuple(output.shape)}, and its dim "
+            f"{dim} does not hold one channel per element of its bias {layer.bias!r} ({bias.numel()}); "
+            "center=False calibrates without shifting biases."
+        )
+    return dim
 
 
 def _scale_weight(layer: nn.Module, name: str, factor: float) -> None:
@@ -317,7 +350,7 @@ class _Solver:
                 out = self._rerun(module, path, args, kwargs)
             if scheme.center and bias is not None:
                 flat = out.float()
-                channel = 1 if flat.dim() > 2 else flat.dim() - 1
+                channel = _channels(layer, flat, bias)
                 bias.sub_(flat.mean(dim=[d for d in range(flat.dim()) if d != channel]).to(bias.dtype))
                 out = self._rerun(module, path, args, kwargs)
             std = float(out.float().std())

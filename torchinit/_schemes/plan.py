@@ -18,7 +18,7 @@ from torch import nn
 
 from torchinit._layers.rules import Role
 from torchinit._maths.draw import UNWRITTEN, Action
-from torchinit._model.proof import refusals
+from torchinit._model.proof import STATISTICS, refusals, statistics_refusals
 from torchinit._model.transaction import Undo
 from torchinit._model.walk import Target, Walk, canonical, walk, walk_modules
 from torchinit._model.write import Step, is_sharded, write_steps
@@ -142,11 +142,13 @@ class Plan:
         writer's proof (`torchinit._model.proof.refusals`): each action's index ranges, chunk counts and values
         against its tensor's dtype, the generator's device, every tensor writable, no two parameters sharing
         memory, every parametrization's ``right_inverse``, and each distinct kind of write (keyed when ``seed``
-        is given).
+        is given); and every norm's running statistics resettable (`torchinit._model.proof.statistics_refusals`).
         """
         problems: list[str] = []
         refused, self.fallible = refusals(self.steps, keyed=seed is not None, generator=generator)
-        problems += refused
+        resets, custom = statistics_refusals(self.norms)
+        problems += refused + resets
+        self.fallible = self.fallible or custom
         if overrides_must_match:
             problems += self.unmatched
         if strict and self.uncovered:
@@ -193,12 +195,12 @@ class Plan:
         drawn = write_steps(self.steps, generator, seed=seed, threads=threads, undo=undo)
         buffers = []
         for prefix, norm in self.norms:
-            if undo is not None:
-                for stat in ("running_mean", "running_var", "num_batches_tracked"):
-                    if isinstance(value := norm._buffers.get(stat), torch.Tensor):
+            if undo is not None:  # every buffer of the norm: its own reset_running_stats may change others
+                for value in norm._buffers.values():
+                    if value is not None:
                         undo.save(value)
             norm.reset_running_stats()  # type: ignore[operator]
-            buffers += [prefix + b for b in ("running_mean", "running_var", "num_batches_tracked")]
+            buffers += [prefix + b for b in STATISTICS]
         steps = self.steps
         return InitReport(name, lambda: _entries(steps), buffers, drawn=drawn)
 
@@ -234,16 +236,27 @@ def only_part(plan: Plan, only: str | Sequence[str], wrapper: str = "") -> Plan:
     modules = {q.rpartition(".")[0] for q in known} - {""}
     for part in paths:
         if not any(under(q, part) for q in known):
-            near = difflib.get_close_matches(part, sorted(known | modules), n=1, cutoff=0.0)
-            raise InitError(
-                f"only={part!r} selects no parameter of {len(known)}"
-                + (f" (nearest path: {near[0]!r})" if near else "")
-                + "; pass a module or parameter path of the model (its named_parameters names)."
-            )
+            raise _selects_nothing(part, known, modules)
     uncovered = [t for t in plan.uncovered if any(inside(u.path) for u in t.every)]
     written = {p for s in steps for p in (s.target.path, *s.aliases)}
     notes = [(path, note) for path, note in plan.notes if path in written]
     return Plan(steps, uncovered, norms, plan.unmatched, plan.fallible, notes)
+
+
+def _selects_nothing(part: str, known: set[str], modules: set[str]) -> InitError:
+    """The error for an ``only=`` path under which no parameter is: a pattern is not a path; else the nearest path."""
+    if any(c in part for c in "*?["):
+        return InitError(
+            f"only={part!r} is a pattern; only= takes paths. Select by pattern with a list of them: "
+            f"only=[n for n, _ in model.named_modules() if fnmatch.fnmatch(n, {part!r})]."
+        )
+    near = [q for q in sorted(known) if q.startswith(part)][:1]  # "0.weight" of a hooked "0.weight_orig"
+    near = near or difflib.get_close_matches(part, sorted(known | modules), n=1, cutoff=0.0)
+    return InitError(
+        f"only={part!r} selects no parameter of {len(known)}"
+        + (f" (nearest path: {near[0]!r})" if near else "")
+        + "; pass a module or parameter path of the model (its named_parameters names)."
+    )
 
 
 FROZEN = Action(
