@@ -240,7 +240,10 @@ def walk_modules(pairs: Iterable[tuple[str, nn.Module]]) -> Walk:
             if isinstance(target.tensor, LAZY):
                 target.lazy = True
             else:
-                role = target.role = _described(target, quiet=plists)
+                try:  # inline, not a call per parameter: free in the common case
+                    role = target.role = role_of(module, target.name) if plists else plain_role_of(module, target.name)
+                except Exception as error:
+                    raise _rule_error(target, error) from error
                 if role is not None and role.kind == "dense":
                     last_dense = target
             by_key[key] = target
@@ -265,11 +268,15 @@ def _described(target: Target, *, quiet: bool) -> Role | None:
     try:
         return role_of(target.owner, target.name) if quiet else plain_role_of(target.owner, target.name)
     except Exception as error:
-        raise InitError(
-            f"the layer rules for {target.path} ({type(target.owner).__name__}, shape {tuple(target.tensor.shape)}) "
-            f"raised {type(error).__name__}: {error}. A rule (register_layer, register_fan_rule, register_role_rule) "
-            "must return None for a parameter it does not describe."
-        ) from error
+        raise _rule_error(target, error) from error
+
+
+def _rule_error(target: Target, error: Exception) -> InitError:
+    return InitError(
+        f"the layer rules for {target.path} ({type(target.owner).__name__}, shape {tuple(target.tensor.shape)}) "
+        f"raised {type(error).__name__}: {error}. A rule (register_layer, register_fan_rule, register_role_rule) "
+        "must return None for a parameter it does not describe."
+    )
 
 
 def _added_tables(params: list[Target], token: Target) -> None:
