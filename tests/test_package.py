@@ -31,7 +31,7 @@ def test_public_api() -> None:
         # the rest of torch.nn.init (its deprecated aliases import too, outside __all__)
         "uniform_", "normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_", "sparse_",
         # reinit and schemes
-        "reinit", "InitReport", "Scheme", "Override", "list_schemes",
+        "reinit", "InitReport", "Scheme", "Override", "list_schemes", "residual_branches",
         # the keyed stream (what reinit(seed=) draws), for any tensor or shard
         "keyed_",
         # construction time

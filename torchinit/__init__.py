@@ -49,6 +49,7 @@ from torchinit._maths.torch_init import (
     zeros_,
 )
 from torchinit._maths.truncated import trunc_normal_, truncated_normal_
+from torchinit._model.residual import residual_branches
 from torchinit._schemes.legacy import LegacyScheme
 from torchinit._schemes.lsuv import LSUVScheme
 from torchinit._schemes.overrides import Override
@@ -103,6 +104,7 @@ __all__ = [
     "ones_",
     "orthogonal_",
     "reinit",
+    "residual_branches",
     "sparse_",
     "trunc_normal_",
     "truncated_normal_",

@@ -188,3 +188,34 @@ def test_a_new_lm_head_reinit_alone_is_the_whole_models_readout(tied: bool) -> N
     assert entry.path == table and model.lm_head.weight is model.get_output_embeddings().weight
     untouched = [k for k in before if k not in (table, "lm_head.weight")]
     assert all(torch.equal(before[k], model.state_dict()[k]) for k in untouched)
+
+
+def test_residual_branches_are_the_output_projections_of_gpt2_llama_bert_and_t5() -> None:
+    small = {"vocab_size": 100, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+             "num_attention_heads": 4}  # fmt: skip
+    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0))
+    cases = {
+        "gpt2": (transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100)),
+                 {"input_ids": ids}, ["transformer.h.{}.attn.c_proj", "transformer.h.{}.mlp.c_proj"]),
+        "llama": (transformers.LlamaForCausalLM(transformers.LlamaConfig(**small, num_key_value_heads=2)),
+                  {"input_ids": ids}, ["model.layers.{}.self_attn.o_proj", "model.layers.{}.mlp.down_proj"]),
+        "bert": (transformers.BertForMaskedLM(transformers.BertConfig(**small)), {"input_ids": ids},
+                 ["bert.encoder.layer.{}.attention.output.dense", "bert.encoder.layer.{}.output.dense"]),
+    }  # fmt: skip
+    for name, (model, data, layers) in cases.items():
+        found = [b.layer for b in torchinit.residual_branches(model, data)]
+        assert found == [layer.format(i) for i in range(2) for layer in layers], (name, found)
+    t5 = transformers.T5ForConditionalGeneration(
+        transformers.T5Config(vocab_size=100, d_model=64, d_kv=16, num_heads=4, d_ff=128, num_layers=2)
+    )
+    found = [(b.layer, b.block) for b in torchinit.residual_branches(t5, {"input_ids": ids, "decoder_input_ids": ids})]
+    encoder = [(f"encoder.block.{i}.layer.{j}.{n}", i) for i in range(2) for j, n in ((0, "SelfAttention.o"),
+               (1, "DenseReluDense.wo"))]  # fmt: skip
+    decoder = [(f"decoder.block.{i}.layer.{j}.{n}", i + 2) for i in range(2) for j, n in ((0, "SelfAttention.o"),
+               (1, "EncDecAttention.o"), (2, "DenseReluDense.wo"))]  # fmt: skip
+    assert found == encoder + decoder
+    model = cases["gpt2"][0]
+    report = torchinit.reinit(model, torchinit.Scheme.kaiming("gelu", residual="1/sqrt(2L)"), seed=0)  # dummy_inputs
+    plain = torchinit.reinit(model, "kaiming_gelu", seed=0)
+    entry = report["transformer.h.1.mlp.c_proj.weight"]
+    assert entry.std == pytest.approx(plain[entry.path].std / 2) and "residual output" in entry.source  # 1/sqrt(2*2)

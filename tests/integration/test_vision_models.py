@@ -139,3 +139,12 @@ def test_keyed_chains_compile_silently_on_this_torch_too() -> None:
         "assert all(isinstance(f, torch.jit.ScriptFunction) for f in s._compiled.values())\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_residual_branches_of_resnet50_are_its_bottlenecks_last_norms() -> None:
+    model = torchvision.models.resnet50()
+    found = [b.layer for b in torchinit.residual_branches(model, torch.randn(2, 3, 64, 64))]
+    assert found == [f"layer{i}.{j}.bn3" for i, blocks in enumerate((3, 4, 6, 3), 1) for j in range(blocks)]
+    report = torchinit.reinit(model, torchinit.Scheme(residual="zero"), seed=0)  # as zero_init_residual
+    assert all(report[f"{layer}.weight"].param == 0.0 for layer in found)
+    assert all(not block.bn3.weight.any() for block in model.layer3)

@@ -77,7 +77,7 @@ def prepare(
             "overrides=[Override(...)]."
         )
     check_generator(generator)
-    if data is not None and not resolved.uses_data:
+    if data is not None and not (resolved.uses_data or resolved.takes_data):
         raise InitError(f"data= is only used by the lsuv scheme; got scheme={scheme!r}.")
     root, wrapper = unwrapped(module)
     call = Call(overrides=tuple(overrides), seed=seed, data=data, generator=generator, wrapper=wrapper)

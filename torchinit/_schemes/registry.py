@@ -56,6 +56,9 @@ class BaseScheme:
     """
 
     uses_data: ClassVar[bool] = False
+    takes_data: bool = False
+    """Whether the scheme reads ``data=`` when given (a `Scheme` with ``residual=`` traces one forward pass of it)
+    without needing it."""
     torch_default: ClassVar[bool] = False
     by_role: ClassVar[bool] = False
     """Whether `action` decides a parameter's write from its role alone (a `Scheme`): an `Override` can then

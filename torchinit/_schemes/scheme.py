@@ -14,6 +14,7 @@ from torch import nn
 from torchinit._layers.rules import Role
 from torchinit._maths.draw import Action, variance_std
 from torchinit._maths.gains import exact_gain
+from torchinit._model.residual import RESIDUAL_RULES, example_input, residual_branches, scale_residuals
 from torchinit._model.walk import walk
 from torchinit._schemes.overrides import Override, spelled
 from torchinit._schemes.plan import Plan, plan_by_role
@@ -67,6 +68,12 @@ class Scheme(BaseScheme):
         readout: ``"linear"`` (gain 1), ``"zero"`` (zeros, as timm's ViT ``jax`` mode; a tied readout then
             stays linear, since the embedding shares it), or a float: the std of a normal draw.
         token_std: the std (after truncation at $\pm 2\sigma$) of learned tokens and position tables.
+        residual: scale the output layer of each residual branch (found by tracing one forward pass, see
+            `torchinit.residual_branches`; of ``data=`` when given, else of a small input made for the model):
+            ``"1/sqrt(2L)"`` (GPT-2: $1/\sqrt{2L}$ over $L$ blocks), ``"depth_init"`` (torchtitan:
+            $1/\sqrt{2(\ell + 1)}$ in block $\ell$ from 0), ``"zero"`` (the branch starts as the identity, as
+            ``zero_init_residual``), a float factor, or None. The factor multiplies the layer weight's std (a
+            norm's weight: its value).
         overrides: `Override` values applied in order.
 
     Example:
@@ -85,6 +92,7 @@ class Scheme(BaseScheme):
     forget_bias: float = 0.0
     readout: Literal["linear", "zero"] | float = "linear"
     token_std: float = 0.02
+    residual: Literal["1/sqrt(2L)", "depth_init", "zero"] | float | None = None
     overrides: tuple[Override, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -107,12 +115,22 @@ class Scheme(BaseScheme):
                 raise choice_error("readout", "readout", self.readout, ("linear", "zero"))
             check_finite("readout", self.readout, minimum=0.0)
         check_finite("token_std", self.token_std, minimum=0.0)
+        if isinstance(self.residual, str) or self.residual is None:
+            if self.residual not in RESIDUAL_RULES:
+                raise choice_error("residual", "residual", self.residual, tuple(r for r in RESIDUAL_RULES if r))
+        else:
+            check_finite("residual", self.residual, minimum=0.0)
         overrides = tuple(self.overrides) if isinstance(self.overrides, (list, tuple)) else None
         if overrides is None or not all(isinstance(o, Override) for o in overrides):
             raise InitError(f"overrides must be a sequence of Override; got overrides={self.overrides!r}.")
         object.__setattr__(self, "overrides", overrides)
 
     __repr__ = spelled
+
+    @property
+    def takes_data(self) -> bool:  # type: ignore[override]
+        """With ``residual``, ``data=`` is the input traced to find the residual branches."""
+        return self.residual is not None
 
     @property
     def gain(self) -> float:
@@ -242,7 +260,11 @@ class Scheme(BaseScheme):
         overrides = tuple(
             o.seen_through(call.wrapper) if isinstance(o, Override) else o for o in (*self.overrides, *call.overrides)
         )
-        return plan_by_role(walk(module, own_only=call.own_only), self.action, overrides)
+        plan = plan_by_role(walk(module, own_only=call.own_only), self.action, overrides)
+        if self.residual is not None and not call.own_only:
+            data = call.data if call.data is not None else example_input(module)
+            scale_residuals(plan.steps, residual_branches(module, data), self.residual)
+        return plan
 
     def dense_std(self, module: nn.Module, role: Role) -> float | None:
         r"""The element std of a dense weight: $\sqrt{\mathrm{scale}/\mathrm{fan}}$, or the orthogonal one."""
