@@ -135,9 +135,10 @@ def coord_check(
         >>> check.layers, len(check.change["0"]), len(check.change["0"][0])
         (('0', '2', ''), 2, 2)
     """
-    sizes = sorted({check_int("a width", w, minimum=1) or 0 for w in widths})
-    if len(sizes) < 2:
-        raise InitError(f"widths must hold at least two distinct positive widths; got widths={list(widths)!r}.")
+    given = list(widths) if isinstance(widths, Sequence) and not isinstance(widths, str) else [widths]
+    sizes = sorted(set(given))
+    if len(sizes) < 2 or not all(type(w) is int and w > 0 for w in sizes):
+        raise InitError(f"widths must hold at least two distinct positive ints; got widths={given!r}.")
     check_int("steps", steps, minimum=1)
     args = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
     init: dict[str, list[float]] = {}
