@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -164,6 +164,21 @@ def test_the_readout_is_found_by_widths_without_a_name(seed: int) -> None:
         "normal(std=0.353553)", "normal(std=0.0883883)", "constant(0)",
     ]  # fmt: skip
     assert report["0.weight"].source == "muP input-like: the base width's std"
+
+
+def test_an_unnamed_readout_at_the_base_width_is_warned(seed: int) -> None:
+    def plain(width: int) -> nn.Module:
+        return nn.Sequential(nn.Linear(8, width), nn.ReLU(), nn.Linear(width, 3))
+
+    with pytest.warns(RecipeMismatchWarning, match=r"no layer has a readout's name: 2.weight \(the last dense layer\) "
+                                                   r"gets the scheme's init here"):  # fmt: skip
+        report = reinit(plain(32), mup(plain(32)))
+    assert report["2.weight"].rule != "constant(0)"  # what the warning is about
+    named = nn.Sequential(nn.Linear(8, 32), nn.ReLU())
+    named.add_module("head", nn.Linear(32, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert reinit(named, mup(named))["head.weight"].rule == "constant(0)"  # named: zero, and nothing to say
 
 
 def test_a_tied_readout_keeps_the_tables_scale_and_warns(seed: int) -> None:
@@ -332,6 +347,17 @@ def test_param_groups_needs_the_model_as_planned() -> None:
 # factor 2 of the predicted one. So muP must show |slope| < 1/3, and SP, whose claim is that it grows, > 2/3.
 
 WIDTHS = (64, 128, 256, 512)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """The models are small: one intra-op thread is fastest, and much faster on a machine shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 WITHIN = math.log(2) / math.log(WIDTHS[-1] / WIDTHS[0])
 LR = 3e-4
 
@@ -364,6 +390,7 @@ def _assert_slopes(mu: CoordCheck, sp: CoordCheck, seed: int) -> None:
         assert sp.slope(layer) > 1 - WITHIN, f"SP {layer!r} does not grow with width" + shown
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_coordinate_check_mlp(seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     x, y = torch.randn(16, 32, generator=generator), torch.randint(0, 10, (16,), generator=generator)
@@ -422,6 +449,7 @@ class LM(nn.Module):
         return self.head(self.ln_f(x))  # type: ignore[no-any-return]
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_coordinate_check_transformer(seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     tokens, targets = (torch.randint(0, 64, (4, 16), generator=generator) for _ in range(2))

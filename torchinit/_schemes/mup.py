@@ -142,10 +142,10 @@ class Mup(BaseScheme):
 
 def notes(walked: Walk, found: dict[str, Width]) -> list[tuple[str, Warning]]:
     """Warnings about what muP needs of the model beyond its init, each attached to a parameter path: attention
-    logits scaled 1/sqrt(head_dim), a readout tied to the input embedding. None at the base width, where muP and
-    the standard parametrization are the same model."""
-    if all(w == Width() for w in found.values()) or not walked.params:
-        return []
+    logits scaled 1/sqrt(head_dim), a readout tied to the input embedding (neither at the base width, where muP and
+    the standard parametrization are the same model); at the base width, a readout it cannot find."""
+    if all(w == Width() for w in found.values()):
+        return _unnamed_readout(walked)
     made: list[tuple[str, Warning]] = []
     scaled = [(prefix, module) for prefix, module in walked.modules if _sqrt_scaled(module)]
     if scaled:
@@ -170,6 +170,24 @@ def notes(walked: Walk, found: dict[str, Width]) -> list[tuple[str, Warning]]:
             )))  # fmt: skip
             break
     return made
+
+
+def _unnamed_readout(walked: Walk) -> list[tuple[str, Warning]]:
+    """At the base width no dimension differs, so only the walk's readout (by name, or tied) is the readout: when
+    there is none, the last dense layer is initialized as a hidden one here, and zeroed at every other width if it
+    is the output layer. Say so, and how to name it."""
+    roles = [(t.path, t.role.kind) for t in walked.params if t.role is not None]
+    dense = [path for path, kind in roles if kind == "dense"]
+    if not dense or any(kind == "readout" for _, kind in roles):
+        return []
+    last = dense[-1]
+    return [(last, RecipeMismatchWarning(
+        f"recipes.mup: the model has the base's shapes, so muP tells its readout by name only, and no layer has a "
+        f"readout's name: {last} (the last dense layer) gets the scheme's init here, while at any other width the "
+        "layer whose fan-in grows and fan-out does not is the readout, zeroed. If it is the output layer, name it "
+        "head (or fc, classifier, lm_head, ...: the names torchinit reads as a readout) so that it is the readout at "
+        "every width."
+    ))]  # fmt: skip
 
 
 def _sqrt_scaled(module: nn.Module) -> bool:
@@ -227,10 +245,10 @@ def mup(
         ...                          nn.Linear(width, 10))
         >>> model = mlp(256)
         >>> report = reinit(model, torchinit.recipes.mup(mlp(64)))
-        >>> [round(report[p].std, 4) for p in ("0.weight", "2.weight", "4.weight")]
-        [0.3536, 0.0625, 0.0]
-        >>> sorted({g["lr"] for g in report.param_groups(0.01)})
-        [0.0025, 0.01]
+        >>> tuple(round(report[p].std, 4) for p in ("0.weight", "2.weight", "4.weight"))
+        (0.3536, 0.0625, 0.0)
+        >>> tuple(sorted({g["lr"] for g in report.param_groups(0.01)}))
+        (0.0025, 0.01)
     """
     if readout != "zero":
         if isinstance(readout, str):

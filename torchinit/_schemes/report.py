@@ -162,9 +162,9 @@ class InitReport:
 
         Example:
             >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-            >>> groups = torchinit.reinit(model).param_groups(1e-3)
-            >>> [(len(g["params"]), g["lr"]) for g in groups]
-            [(4, 0.001)]
+            >>> (group,) = torchinit.reinit(model).param_groups(1e-3)  # one group: not a muP scheme
+            >>> len(group["params"]), group["lr"]
+            (4, 0.001)
         """
         return param_groups(self._model.get(), self.widths, lr, optimizer)
 

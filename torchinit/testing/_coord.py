@@ -132,8 +132,8 @@ def coord_check(
         ...     return model, torch.optim.SGD(model.parameters(), lr=0.01)
         >>> x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
         >>> check = coord_check(setup, [16, 32], x, lambda out: out.square().mean(), steps=2)
-        >>> check.layers, len(check.change["0"]), len(check.change["0"][0])
-        (('0', '2', ''), 2, 2)
+        >>> check.layers, check.steps, check.widths
+        (('0', '2', ''), 2, (16, 32))
     """
     given = list(widths) if isinstance(widths, Sequence) and not isinstance(widths, str) else [widths]
     sizes = sorted(set(given))
