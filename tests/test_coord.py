@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,34 @@ def test_plot(tmp_path: Path) -> None:
     check = coord_check(_linear, [4, 8], x, lambda out: out.square().sum(), steps=2)
     figure = check.plot(str(tmp_path / "coord.png"))
     assert len(figure.axes) == 2 and (tmp_path / "coord.png").stat().st_size > 1000
+
+
+def test_plot_without_matplotlib_and_layers_without_a_tensor(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    check = coord_check(_linear, [4, 8], x, lambda out: out.square().sum(), steps=1)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib then raises ImportError
+    with pytest.raises(InitError, match=r"CoordCheck.plot needs matplotlib: pip install torchinit\[plot\]"):
+        check.plot()
+
+    class Shapes(nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[int, ...]:
+            return tuple(x.shape)
+
+    def setup(width: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+        model, optimizer = _linear(width)
+        model.add_module("shapes", Shapes())
+        return model, optimizer
+
+    with pytest.raises(InitError, match=r"coord_check records tensors; a layer returned a tuple without one"):
+        coord_check(setup, [4, 8], x, lambda out: out[0].sum(), layers=["shapes"])
+
+    def spare(width: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+        model, optimizer = _linear(width)
+        model[0].add_module("spare", nn.Linear(2, 2))  # a child Linear.forward never calls
+        return model, optimizer
+
+    with pytest.raises(InitError, match=r"layers \['0.spare'\] did not run in the model's forward pass"):
+        coord_check(spare, [4, 8], x, lambda out: out.sum(), layers=["0.spare", ""])
 
 
 @pytest.mark.parametrize(

@@ -208,16 +208,20 @@ def _record(model: nn.Module, layers: tuple[str, ...], args: tuple[Any, ...]) ->
         model.train(training)
         for hook in hooks:
             hook.remove()
+    idle = [path for path in layers if path not in found]
+    if idle:
+        raise InitError(f"layers {idle!r} did not run in the model's forward pass: leave them out of layers=.")
     return found
 
 
 def _tensor(out: Any) -> torch.Tensor:
+    kind = type(out).__name__
     if isinstance(out, Mapping):
         out = out.get("logits", next(iter(out.values()), None))
     if isinstance(out, (tuple, list)):
         out = next((o for o in out if isinstance(o, torch.Tensor)), None)
     if not isinstance(out, torch.Tensor):
-        raise InitError(f"coord_check records tensors; a layer returned {type(out).__name__}.")
+        raise InitError(f"coord_check records tensors; a layer returned a {kind} without one: leave it out of layers=.")
     return out.detach().double().clone()
 
 
