@@ -102,4 +102,6 @@ def test_ci_runs_the_readme_test_command_exactly() -> None:
         line for line in readme.splitlines() if line.startswith('pip install torch==2.13.0 && pip install -e ".[test')
     )
     assert "NO_MKDOCS_2_WARNING=1 mkdocs build --strict" in command  # no mkdocs-material banner for a newcomer
+    # tests/test_mup.py compares against Microsoft's mup; its declared dependencies would replace the CPU torch
+    assert "&& pip install --no-deps mup==1.0.0 &&" in command
     assert command in (ROOT / ".ci" / "run").read_text().splitlines()

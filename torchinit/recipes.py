@@ -5,6 +5,7 @@ does); ``reinit(model, torchinit.recipes.gpt2(initializer_range=0.01))`` changes
 page of the docs for every rule and what it was verified against.
 """
 
+from torchinit._schemes.mup import Mup, mup
 from torchinit._schemes.recipes import (
     Recipe,
     Rules,
@@ -23,6 +24,7 @@ from torchinit._schemes.recipes_torchvision import convnext, efficientnet, swin,
 from torchinit._schemes.recipes_vision import resnet, timm_resnet, vit
 
 __all__ = [
+    "Mup",
     "Recipe",
     "Rules",
     "bert",
@@ -36,6 +38,7 @@ __all__ = [
     "hf_rules",
     "llama",
     "llama_depth",
+    "mup",
     "recipe",
     "resnet",
     "siglip",

@@ -163,7 +163,7 @@ def build(
             if id(param) in ctx.pending and id(param) not in written
         ]
 
-    resolved, _, _, plan = prepare(
+    resolved, _, root, plan = prepare(
         model, resolved, generator=generator, strict=strict, overrides=overrides, check=unwritten, seed=seed
     )
     written = _written(plan.steps)
@@ -174,7 +174,7 @@ def build(
                 func(*args, **kwargs)
     if rng is not None:
         torch.set_rng_state(rng)  # with seed=, construction leaves torch's global RNG as it found it
-    return model, plan.run(scheme_name(scheme, resolved), generator, seed=seed, threads=threads)
+    return model, plan.run(scheme_name(scheme, resolved), generator, seed=seed, threads=threads, model=root)
 
 
 def _written(steps: list[Step]) -> set[int]:

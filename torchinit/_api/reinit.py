@@ -173,7 +173,7 @@ def reinit(
     name = scheme_name(scheme, resolved)
     if not undo.backup:  # plain draws cannot fail once checked: a Ctrl-C during them waits for a whole model
         with hold_interrupts(), guarded(undo), gc_paused():
-            report = plan.run(name, generator, seed=seed, threads=threads, undo=undo)
+            report = plan.run(name, generator, seed=seed, threads=threads, undo=undo, model=root)
         if passes:  # atomic=False: a failing pass is not undone
             resolved.finish(root, report, call)
         return report
@@ -181,7 +181,7 @@ def reinit(
     # threads cannot be stopped mid-job, hold it to their end).
     with guarded(undo):
         with hold_interrupts() if seed is not None else contextlib.nullcontext(), gc_paused():
-            report = plan.run(name, generator, seed=seed, threads=threads, undo=undo)
+            report = plan.run(name, generator, seed=seed, threads=threads, undo=undo, model=root)
         if passes:
             if resolved.uses_data:
                 undo.save_buffers(root)  # the passes run the model: its buffers may change

@@ -23,6 +23,7 @@ from torchinit._model.transaction import Undo
 from torchinit._model.walk import Target, Walk, canonical, walk, walk_modules
 from torchinit._model.write import Step, is_sharded, write_steps
 from torchinit._schemes.report import InitReport, ReportEntry
+from torchinit._schemes.width import Width
 from torchinit._types import InitError, ShardedWithoutSeedWarning, UncoveredParameterWarning, warn_at_caller
 
 
@@ -126,6 +127,9 @@ class Plan:
     notes: list[tuple[str, Warning]] = field(default_factory=list)
     """Warnings about the writes to parameters (by path), given when the plan runs (and only if a cut-down plan
     still writes the parameter)."""
+    widths: dict[str, Width] = field(default_factory=dict)
+    """Under ``recipes.mup``: every parameter path's width multipliers against the base model (the report's
+    ``param_groups`` reads them); empty for other schemes."""
 
     def check(
         self,
@@ -172,11 +176,13 @@ class Plan:
         seed: int | None = None,
         threads: int | None = None,
         undo: Undo | None = None,
+        model: nn.Module | None = None,
     ) -> InitReport:
         """Write (keyed by ``seed`` when given), reset running statistics, and report under ``name``.
 
         With ``undo``, every tensor is backed up before its write when ``undo.backup`` is set; the
-        caller restores on failure (see `guarded`).
+        caller restores on failure (see `guarded`). ``model``: the model planned, which the report refers to
+        (weakly) for its ``param_groups``.
         """
         if warn and self.uncovered:
             warn_at_caller(UncoveredParameterWarning(uncovered_message(self.uncovered)))
@@ -202,7 +208,7 @@ class Plan:
             norm.reset_running_stats()  # type: ignore[operator]
             buffers += [prefix + b for b in STATISTICS]
         steps = self.steps
-        return InitReport(name, lambda: _entries(steps), buffers, drawn=drawn)
+        return InitReport(name, lambda: _entries(steps), buffers, drawn=drawn, model=model, widths=self.widths)
 
 
 def only_part(plan: Plan, only: str | Sequence[str], wrapper: str = "") -> Plan:
@@ -240,7 +246,7 @@ def only_part(plan: Plan, only: str | Sequence[str], wrapper: str = "") -> Plan:
     uncovered = [t for t in plan.uncovered if any(inside(u.path) for u in t.every)]
     written = {p for s in steps for p in (s.target.path, *s.aliases)}
     notes = [(path, note) for path, note in plan.notes if path in written]
-    return Plan(steps, uncovered, norms, plan.unmatched, plan.fallible, notes)
+    return Plan(steps, uncovered, norms, plan.unmatched, plan.fallible, notes, plan.widths)
 
 
 def _selects_nothing(part: str, known: set[str], modules: set[str]) -> InitError:

@@ -39,6 +39,8 @@ initializing the same architecture (tests/integration). Every rule is a formula:
                         v2 ``logit_scale`` $\ln 10$; patch conv torch's
 ``efficientnet``        torchvision: conv Kaiming normal, fan_out, torch's fans; Linear
                         $\mathcal U(\pm 1/\sqrt{\mathrm{out}})$; biases 0; norms 1/0
+``mup(base)``           muP: hidden $\mathrm{Var} = g^2/\mathrm{fan_{in}}$, input-like weights at the base width's
+                        std, readout 0; lr from ``report.param_groups`` (a function: it needs the base)
 ======================  ==================================================================================
 
 Write a new recipe with `recipe`: a function from the model to ``{path: Action}``.

@@ -6,9 +6,13 @@ import dataclasses
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torchinit._maths.fans import Fans
+from torchinit._schemes.width import ModelRef, Width, param_groups
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,8 @@ class InitReport:
 
     ``str(report)`` is a readable table; `records` and `to_dict` are machine-readable;
     ``report["layer.0.weight"]`` finds one entry (tied aliases included); :attr:`skipped` lists what
-    was left untouched and why.
+    was left untouched and why; `param_groups` gives an optimizer the learning rates the scheme asks for
+    (muP's per parameter under `torchinit.recipes.mup`).
     """
 
     def __init__(
@@ -72,11 +77,18 @@ class InitReport:
         entries: list[ReportEntry] | Callable[[], list[ReportEntry]],
         buffers: list[str],
         drawn: int = 0,
+        *,
+        model: nn.Module | None = None,
+        widths: dict[str, Width] | None = None,
     ) -> None:
         self.scheme = scheme
         self.drawn = drawn
         """Random elements this process generated (keyed shards count only the chunks they drew)."""
         self.buffers = buffers
+        self.widths: dict[str, Width] = dict(widths or {})
+        """Under `torchinit.recipes.mup`: each parameter path's width multipliers against the base model (its
+        fans, or its width dimension, over the base's); empty for other schemes."""
+        self._model = ModelRef(model)  # weakly: a report does not keep a deleted model alive
         self.lsuv: list[Any] = []
         """For ``"lsuv"``: per layer in forward order, the output std reached and the rescalings used."""
         self._entries = entries  # built on first use: reinit itself never pays for the report
@@ -125,6 +137,36 @@ class InitReport:
     def skipped(self) -> list[ReportEntry]:
         """Entries left untouched (uncovered parameters, skip overrides), with reasons."""
         return [e for e in self.entries if e.skipped is not None]
+
+    def param_groups(self, lr: float, optimizer: str = "adam") -> list[dict[str, Any]]:
+        r"""Parameter groups for ``torch.optim.Adam(groups)`` (or ``AdamW``, ``SGD``): every parameter of the
+        model exactly once (a tied one once), each group with its ``lr``.
+
+        Under `torchinit.recipes.mup`, muP's learning rates per parameter (Yang et al. 2021, Table 3; what the
+        ``mup`` package's ``MuAdam`` and ``MuSGD`` give), with $m_\mathrm{in}$ and $m_\mathrm{out}$ a
+        parameter's fans over the base's (`widths`): for ``"adam"`` and ``"adamw"``
+        $\mathrm{lr}/m_\mathrm{in}$ (hidden and readout weights $\mathrm{lr}\cdot\mathrm{base\_fan\_in}/
+        \mathrm{fan\_in}$, whatever the readout's init; input weights, embeddings, biases and norms lr); for
+        ``"sgd"`` $\mathrm{lr}\cdot m_\mathrm{out}/m_\mathrm{in}$ (input weights, embeddings and vectors of the
+        width $\mathrm{lr}\cdot m$; the readout $\mathrm{lr}/m_\mathrm{in}$). Only ``lr`` is set: a
+        ``weight_decay`` given to the optimizer applies to every group unscaled (``mup``'s ``MuAdam`` also
+        multiplies a coupled decay by $m_\mathrm{in}$). Under any other scheme: one group of every parameter.
+
+        Args:
+            lr: the learning rate at the base width (a finite number >= 0).
+            optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``.
+
+        Raises:
+            InitError: a bad ``lr`` or ``optimizer``; the model is gone (the report refers to it weakly); a
+                parameter the plan did not see (added after reinit).
+
+        Example:
+            >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+            >>> (group,) = torchinit.reinit(model).param_groups(1e-3)  # one group: not a muP scheme
+            >>> len(group["params"]), group["lr"]
+            (4, 0.001)
+        """
+        return param_groups(self._model.get(), self.widths, lr, optimizer)
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per parameter."""
