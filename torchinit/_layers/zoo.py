@@ -129,7 +129,33 @@ def _by_name(name: str) -> Role | None:
     return _LAYER_SCALE_ROLE if _LAYER_SCALE.fullmatch(name) else None
 
 
+def _possible(cls: type, name: str) -> bool:
+    """Whether some rule of `_roles` can describe a parameter ``name`` of a ``cls``, by the names alone."""
+    kind = cls.__name__
+    if name in _EXPERT_NAMES:
+        return kind.endswith("Experts")
+    if name in ("weight", "bias") and ("GRN" in kind or "ResponseNorm" in kind or "Norm" in kind):
+        return True
+    return (
+        name == "bias"
+        or name in _ATTENTION_BIASES
+        or _by_name(name) is not None
+        or (name == "gamma" and ("Scale" in kind or "Block" in kind))
+    )
+
+
+_POSSIBLE: dict[tuple[type, str], bool] = {}  # (class, parameter name) -> _possible: a Linear's weight is not
+
+
 def _roles(m: Any, name: str) -> Role | None:
+    key = (type(m), name)
+    possible = _POSSIBLE.get(key)
+    if possible is None:
+        if len(_POSSIBLE) >= 4096:
+            _POSSIBLE.clear()
+        possible = _POSSIBLE[key] = _possible(type(m), name)
+    if not possible:
+        return None
     if name in _EXPERT_NAMES:
         return _experts(m, name)
     if name in ("weight", "bias"):
