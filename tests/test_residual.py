@@ -169,3 +169,18 @@ def test_torch_multihead_attention_scales_its_out_proj() -> None:
     assert report["1.attn.out_proj.weight"].distribution == "constant"
     assert not model[1].attn.out_proj.weight.any()
     assert [b.weight for b in torchinit.residual_branches(model, torch.randn(2, 5, 8))] == ["1.attn.out_proj.weight"]
+
+
+def test_lazy_meta_and_construction_time_uses_are_refused_without_changing_anything() -> None:
+    lazy = nn.Sequential(nn.LazyLinear(8), Stack(width=8))
+    with pytest.raises(InitError, match="lazy"):
+        reinit(lazy, Scheme(residual="zero"))  # tracing it would have materialized 0.weight with in_features=0
+    assert isinstance(lazy[0], nn.LazyLinear)
+    with pytest.raises(InitError, match="lazy"):
+        residual_branches(lazy, torch.randn(2, 8))
+    with torch.device("meta"):
+        meta = Stack()
+    with pytest.raises(InitError, match="meta"):
+        reinit(meta, Scheme(residual="zero"))
+    with pytest.raises(InitError, match="whole model's forward pass"), torchinit.default_scheme(Scheme(residual="zero")):
+        nn.Linear(4, 4)  # a layer being built has no model around it: not silently unscaled

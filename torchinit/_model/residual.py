@@ -29,7 +29,7 @@ from torch.utils import _pytree as pytree
 
 from torchinit._maths.draw import Action
 from torchinit._model.write import Step
-from torchinit._types import InitError
+from torchinit._types import LAZY, InitError
 
 RESIDUAL_RULES = (None, "1/sqrt(2L)", "depth_init", "zero")
 """What ``Scheme(residual=...)`` takes besides a float factor."""
@@ -161,6 +161,9 @@ def residual_branches(model: nn.Module, inputs: Any) -> list[Branch]:
         >>> [b.weight for b in residual_branches(Residual(), torch.randn(2, 8))]
         ['block.proj.weight']
     """
+    lazy = next((path for path, p in model.named_parameters() if isinstance(p, LAZY)), None)
+    if lazy is not None:  # the pass would materialize it (shaped by the probe input): the model would change
+        raise InitError(f"{lazy} is an uninitialized lazy parameter: run one forward pass of a real batch first.")
     params = {id(p) for p in model.parameters()}
     trace = _Trace(params)
     names = {id(m): path for path, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))}

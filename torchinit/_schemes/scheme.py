@@ -261,7 +261,14 @@ class Scheme(BaseScheme):
             o.seen_through(call.wrapper) if isinstance(o, Override) else o for o in (*self.overrides, *call.overrides)
         )
         plan = plan_by_role(walk(module, own_only=call.own_only), self.action, overrides)
-        if self.residual is not None and not call.own_only:
+        if self.residual is not None:
+            if call.own_only:
+                raise InitError(
+                    f"residual={self.residual!r} is found from the whole model's forward pass, which a layer being "
+                    "constructed does not have: use torchinit.build(factory, scheme) or reinit the built model."
+                )
+            if any(s.target.lazy or s.target.tensor.is_meta for s in plan.steps):
+                return plan  # refused by Plan.check (lazy or meta parameters): a trace would materialize them
             data = call.data if call.data is not None else example_input(module)
             scale_residuals(plan.steps, residual_branches(module, data), self.residual)
         return plan
