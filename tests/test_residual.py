@@ -182,5 +182,6 @@ def test_lazy_meta_and_construction_time_uses_are_refused_without_changing_anyth
         meta = Stack()
     with pytest.raises(InitError, match="meta"):
         reinit(meta, Scheme(residual="zero"))
-    with pytest.raises(InitError, match="whole model's forward pass"), torchinit.default_scheme(Scheme(residual="zero")):
+    building = torchinit.default_scheme(Scheme(residual="zero"))
+    with pytest.raises(InitError, match="whole model's forward pass"), building:
         nn.Linear(4, 4)  # a layer being built has no model around it: not silently unscaled

@@ -394,3 +394,29 @@ def test_a_rule_that_fails_is_an_init_error_naming_the_parameter() -> None:
         assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     finally:
         rules.restore(saved)
+
+
+class MambaMixer(nn.Module):  # its constructor computes A (1..N) and D (ones): the layer's own choice, kept
+    def __init__(self, d: int, n: int) -> None:
+        super().__init__()
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(d, 1))
+        self.D = nn.Parameter(torch.ones(d))
+        self.in_proj = nn.Linear(d, 2 * d)
+
+
+def test_a_state_space_layer_keeps_its_structured_parameters() -> None:
+    model = MambaMixer(8, 4)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torchinit.UncoveredParameterWarning)
+        report = reinit(model, "kaiming_relu")
+    assert report["A_log"].role == report["D"].role == "state_space"
+    assert torch.equal(model.A_log, before["A_log"]) and torch.equal(model.D, before["D"])
+
+    class Other(nn.Module):  # a D elsewhere is not one
+        def __init__(self) -> None:
+            super().__init__()
+            self.D = nn.Parameter(torch.ones(3))
+
+    with pytest.warns(torchinit.UncoveredParameterWarning, match="Other.D"):
+        reinit(Other(), "kaiming_relu")

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 RoleName = Literal[
     "dense", "readout", "recurrent", "bias", "norm_weight", "norm_bias", "embedding", "prelu", "attention_kv",
-    "token", "layer_scale", "temperature",
+    "token", "layer_scale", "temperature", "state_space",
 ]  # fmt: skip
 """What a parameter is for.
 
@@ -38,12 +38,13 @@ normalization layers; ``embedding`` tables; ``prelu`` slopes; ``attention_kv``: 
 learned ``bias_k``/``bias_v``; ``token``: learned tokens and position tables (``cls_token``,
 ``pos_embed``, ``relative_position_bias_table``, ...); ``layer_scale``: per-channel residual scales;
 ``temperature``: a learned logit scale or bias (CLIP's and SigLIP's ``logit_scale``, ``logit_bias``), whose
-constructed value is the model's choice.
+constructed value is the model's choice; ``state_space``: a selective state-space layer's structured parameters
+(Mamba's ``A_log``, ``D``, ``dt_bias``), which its constructor computes (``A = 1..N``, ``D = 1``).
 """
 
 ROLES: tuple[RoleName, ...] = (
     "dense", "readout", "recurrent", "bias", "norm_weight", "norm_bias", "embedding", "prelu", "attention_kv",
-    "token", "layer_scale", "temperature",
+    "token", "layer_scale", "temperature", "state_space",
 )  # fmt: skip
 
 

@@ -14,6 +14,8 @@ more specific registration always wins. It recognizes:
   ``relative_position_bias_table``, HF's raw ``position_embeddings`` and CLIP's ``class_embedding``, SigLIP's
   pooling ``probe``, GPT-OSS's per-head attention ``sinks``): role ``token``.
 - Learned temperatures (CLIP's and SigLIP's ``logit_scale``, ``logit_bias``): role ``temperature``, kept.
+- Selective state-space layers (a ``*Mamba*`` or ``*Mixer`` module's ``A_log``, ``D``, ``dt_bias``): role
+  ``state_space``, kept as the constructor computed them.
 - A 1-D parameter named ``bias`` on any module (BERT's ``BertLMPredictionHead.bias``), timm's BEiT/EVA attention
   ``q_bias``/``k_bias``/``v_bias`` and LeViT's ``attention_biases``: role ``bias``.
 - Mixtures of experts (Mixtral, Qwen-MoE, GPT-OSS, ...): a ``*Router``'s raw 2-D ``weight`` (E, d) used as
@@ -52,6 +54,8 @@ _TOKEN_ROLE = Role("token")
 _LAYER_SCALE_ROLE = Role("layer_scale")
 _TEMPERATURE_ROLE = Role("temperature")
 _ATTENTION_BIASES = frozenset({"q_bias", "k_bias", "v_bias", "attention_biases"})  # BEiT/EVA qkv, LeViT
+_STATE_SPACE = frozenset({"A_log", "D", "dt_bias"})  # Mamba's: A = -exp(A_log) from 1..N, the skip D, dt's bias
+_STATE_SPACE_ROLE = Role("state_space")
 _CONV1D = frozenset({"Conv1D", "ParametrizedConv1D"})
 
 
@@ -134,6 +138,8 @@ def _possible(cls: type, name: str) -> bool:
     kind = cls.__name__
     if name in _EXPERT_NAMES:
         return kind.endswith("Experts")
+    if name in _STATE_SPACE:
+        return "Mamba" in kind or kind.endswith("Mixer")
     if name in ("weight", "bias") and ("GRN" in kind or "ResponseNorm" in kind or "Norm" in kind):
         return True
     return (
@@ -158,6 +164,8 @@ def _roles(m: Any, name: str) -> Role | None:
         return None
     if name in _EXPERT_NAMES:
         return _experts(m, name)
+    if name in _STATE_SPACE:
+        return _STATE_SPACE_ROLE
     if name in ("weight", "bias"):
         kind = type(m).__name__
         if "GRN" in kind or "ResponseNorm" in kind:  # ConvNeXt-V2's x + w * (x * N(x)) + b: 0 is the identity

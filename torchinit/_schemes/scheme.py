@@ -226,6 +226,8 @@ class Scheme(BaseScheme):
             return Action("constant", float(role.value if role.value is not None else 0.25), formula="PReLU init")
         if kind == "token":
             return Action("truncated_normal", self.token_std, formula=f"token TN(std {self.token_std:g})")
+        if kind == "state_space":
+            return Action("keep", formula="state-space parameter: kept as its constructor computed it")
         if kind == "temperature":
             return Action("keep", formula="learned temperature: kept as constructed")
         if kind == "layer_scale":
