@@ -151,15 +151,14 @@ def residual_branches(model: nn.Module, inputs: Any) -> list[Branch]:
         InitError: the forward pass raised (the error says what to pass).
 
     Example:
-        >>> block = nn.ModuleDict({"norm": nn.LayerNorm(8), "proj": nn.Linear(8, 8)})
         >>> class Residual(nn.Module):
         ...     def __init__(self) -> None:
         ...         super().__init__()
-        ...         self.block = block
+        ...         self.norm, self.proj = nn.LayerNorm(8), nn.Linear(8, 8)
         ...     def forward(self, x):
-        ...         return x + self.block["proj"](self.block["norm"](x))
-        >>> [b.weight for b in residual_branches(Residual(), torch.randn(2, 8))]
-        ['block.proj.weight']
+        ...         return x + self.proj(self.norm(x))
+        >>> print(*(b.weight for b in residual_branches(Residual(), torch.randn(2, 8))))
+        proj.weight
     """
     lazy = next((path for path, p in model.named_parameters() if isinstance(p, LAZY)), None)
     if lazy is not None:  # the pass would materialize it (shaped by the probe input): the model would change
