@@ -13,6 +13,8 @@ init (``torchinit.testing.coord_check``) and the log-log slope against width. A 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Callable
 
 import torch
@@ -22,60 +24,11 @@ from torch import nn
 import torchinit
 from torchinit.testing import CoordCheck, coord_check
 
-BASE, LR, STEPS = 64, 3e-4, 3
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from mup_models import BASE, LM, MLP  # the very models tests/test_mup.py checks
+
+LR, STEPS = 3e-4, 3
 WIDTHS = (64, 128, 256, 512, 1024)
-
-
-class MLP(nn.Module):
-    def __init__(self, width: int, d_in: int = 32, classes: int = 10) -> None:
-        super().__init__()
-        self.fc_1, self.fc_2, self.act = nn.Linear(d_in, width), nn.Linear(width, width), nn.ReLU()
-        self.head = nn.Linear(width, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.act(self.fc_2(F.relu(self.fc_1(x)))))  # type: ignore[no-any-return]
-
-
-class Attention(nn.Module):
-    def __init__(self, width: int, heads: int, scaling: float) -> None:
-        super().__init__()
-        self.heads, self.head_dim, self.scaling = heads, width // heads, scaling
-        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, d = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling)
-        return self.proj(y.transpose(1, 2).reshape(b, t, d))  # type: ignore[no-any-return]
-
-
-class Block(nn.Module):
-    def __init__(self, width: int, heads: int, scaling: float) -> None:
-        super().__init__()
-        self.ln_1, self.attn = nn.LayerNorm(width), Attention(width, heads, scaling)
-        self.ln_2, self.fc, self.out = nn.LayerNorm(width), nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.out(F.gelu(self.fc(self.ln_2(x))))  # type: ignore[no-any-return]
-
-
-class LM(nn.Module):
-    """Pre-LN, 2 blocks, 4 heads (head_dim grows with width), untied head; muP's attention 1/head_dim."""
-
-    def __init__(self, width: int, mu: bool = True, vocab: int = 64, context: int = 16) -> None:
-        super().__init__()
-        head_dim = width // 4
-        scaling = (BASE // 4) ** 0.5 / head_dim if mu else head_dim**-0.5
-        self.embed, self.pos = nn.Embedding(vocab, width), nn.Embedding(context, width)
-        self.blocks = nn.ModuleList(Block(width, 4, scaling) for _ in range(2))
-        self.ln_f, self.head = nn.LayerNorm(width), nn.Linear(width, vocab, bias=False)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.embed(tokens) + self.pos(torch.arange(tokens.shape[1]))
-        for block in self.blocks:
-            x = block(x)
-        return self.head(self.ln_f(x))  # type: ignore[no-any-return]
 
 
 def run(build: Callable[[int, bool], nn.Module], mu: bool, inputs: torch.Tensor,
