@@ -327,7 +327,10 @@ def plan_by_role(
         else:
             uncovered.append(target)
             chosen = Action("skip", reason="no rule covers it")
-        steps.append(Step(target, chosen, role, aliases=tuple(u.path for u in param.uses) if param.uses else ()))
+        if param.uses:
+            steps.append(Step(target, chosen, role, aliases=tuple(u.path for u in param.uses)))
+        else:
+            steps.append(Step(target, chosen, role))  # the common case: no keyword, no generator
     norms = walked.norms
     if chosen_from or skipped_owners:
         kept = []
