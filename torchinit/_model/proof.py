@@ -212,7 +212,6 @@ def refusals(steps: Sequence[Step], *, keyed: bool, generator: torch.Generator |
     # action id -> the (dtype, type) of its last proven plain CPU write: no tuple built per parameter
     seen_on_cpu: dict[int, tuple[torch.dtype, type]] = {}
     bases: list[int] = []  # storage addresses of the plain steps, filed only if two are equal
-    plain_steps: list[Step] = []
     for step in steps:
         action = step.action
         if action is not last_action:  # plans share Action instances: consecutive steps often share one
@@ -264,7 +263,6 @@ def refusals(steps: Sequence[Step], *, keyed: bool, generator: torch.Generator |
                     if temporary and (action.kind == "orthogonal" or dtype not in (torch.float32, torch.float64)):
                         fallible = True  # QR temporaries, or a truncated normal drawn in a wider dtype
                 bases.append(base)
-                plain_steps.append(step)
                 continue
         message = problem(target, draws)
         if message is None and has_values:
@@ -296,9 +294,13 @@ def refusals(steps: Sequence[Step], *, keyed: bool, generator: torch.Generator |
         strided = strided or not local.is_contiguous()
         _file(by_storage, shared, local, step, True)
     distinct = set(bases)
-    if len(distinct) < len(bases) or not distinct.isdisjoint(by_storage):  # some storage is shared: file them
-        for step in plain_steps:
-            _file(by_storage, shared, step.target.tensor, step, True)
+    if len(distinct) < len(bases) or not distinct.isdisjoint(by_storage):  # some storage is shared: file the rest
+        filed = {id(entry[1]) for entries in by_storage.values() for entry in entries}
+        for step in steps:
+            t, kind = step.target.tensor, step.action.kind
+            plain = type(t) in plain_types and not step.target.parametrized and not step.scratch
+            if plain and id(step) not in filed and kind not in UNWRITTEN:
+                _file(by_storage, shared, t, step, True)
     return found + _overlaps([by_storage[base] for base in shared]), fallible or strided
 
 
