@@ -13,7 +13,8 @@ from toys import any_model
 
 import torchinit
 from torchinit import InitError, Override, get_scheme, reinit
-from torchinit._schemes.recipes_hf import hf_trunc_normal, hf_walk, lecun_normal
+from torchinit._schemes.recipes_hf import hf_walk, lecun_normal
+from torchinit._schemes.torch_draws import trunc_normal_abs
 from torchinit.extend import Action
 from torchinit.recipes import block_index, depth, recipe
 from torchinit.testing import assert_std
@@ -157,10 +158,10 @@ def test_hugging_face_recipes_take_their_settings_and_refuse_bad_ones() -> None:
 
 
 def test_hugging_faces_trunc_normal_cuts_at_2_absolute_and_its_lecun_normal_keeps_the_factor() -> None:
-    wide, narrow = hf_trunc_normal(0.02, "ViT tokens"), hf_trunc_normal(1.0, "at 1: +-2 sigma")
+    wide, narrow = trunc_normal_abs(0.02, "ViT tokens"), trunc_normal_abs(1.0, "at 1: +-2 sigma")
     assert (wide.kind, wide.param, wide.cut) == ("truncated_normal", pytest.approx(0.02), pytest.approx(100.0))
     assert (narrow.param, narrow.cut) == (pytest.approx(0.8796256610), 2.0)
-    assert hf_trunc_normal(0.0, "std 0").describe() == "constant(0)"
+    assert trunc_normal_abs(0.0, "std 0").describe() == "constant(0)"
     x = torch.nn.init.trunc_normal_(torch.empty(200, 200), std=1.0, generator=torch.Generator().manual_seed(0))
     assert_std(x, narrow.param, kurtosis="truncated_normal")  # torch's draw has the std stated
     lecun = lecun_normal(torch.empty(32, 64))  # sigma = 64^-1/2 / 0.8796, cut at +-2 absolute = +-14 sigma

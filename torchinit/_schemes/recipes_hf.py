@@ -16,14 +16,14 @@ from typing import Any
 
 from torch import nn
 
-from torchinit._maths.distributions import SQRT3, truncated_normal_std
-from torchinit._maths.draw import Action, xavier_std
+from torchinit._maths.draw import Action
 from torchinit._maths.fans import torch_fans
 from torchinit._model.walk import walk
 from torchinit._schemes import fits
 from torchinit._schemes.fits import Fit
 from torchinit._schemes.recipes import Recipe, Rules, normal, spelled_recipe
 from torchinit._schemes.registry import register_scheme
+from torchinit._schemes.torch_draws import trunc_normal_abs, xavier_uniform
 from torchinit._types import check_finite
 
 FamilyRule = Callable[[str, Any, Any, Rules], None]
@@ -83,29 +83,12 @@ def hf_std(config: Any) -> float:
     return check_finite("text_config.initializer_range", getattr(text, "initializer_range", 0.02), minimum=0.0)
 
 
-def hf_trunc_normal(sigma: float, formula: str) -> Action:
-    """torch's ``trunc_normal_(std=sigma)`` as HF calls it: $\\mathcal N(0, \\sigma^2)$ cut at $\\pm 2$
-    *absolute*, so at $\\pm 2/\\sigma$ sigmas ($\\pm 100\\sigma$ at 0.02: a normal); the std after the cut is
-    $\\sigma\\,\\mathrm{sd}(Z \\mid |Z| < 2/\\sigma)$. $\\sigma = 0$: zeros."""
-    if sigma == 0.0:
-        return Action("constant", 0.0, formula=formula)
-    cut = 2.0 / sigma
-    return Action("truncated_normal", sigma * truncated_normal_std(-cut, cut), cut=cut, formula=formula)
-
-
-def xavier_uniform(param: Any, formula: str) -> Action:
-    """torch's ``xavier_uniform_``: $\\mathcal U(\\pm\\sqrt{6/(\\mathrm{fan_{in}} + \\mathrm{fan_{out}})})$, torch's
-    shape-based fans."""
-    fans = torch_fans(param)
-    return Action("uniform", SQRT3 * xavier_std(1.0, fans.fan_in, fans.fan_out), formula=formula)
-
-
 def lecun_normal(param: Any) -> Action:
     """HF's ``lecun_normal_``: ``trunc_normal_(std=sqrt(1/fan_in) / 0.8796)``, whose cut is $\\pm 2$ absolute
-    (`hf_trunc_normal`; at fan_in 64 that is $\\pm 14\\sigma$, so the std is $1.137/\\sqrt{\\mathrm{fan_{in}}}$,
+    (`trunc_normal_abs`; at fan_in 64 that is $\\pm 14\\sigma$, so the std is $1.137/\\sqrt{\\mathrm{fan_{in}}}$,
     not the $1/\\sqrt{\\mathrm{fan_{in}}}$ the name promises)."""
     sigma = math.sqrt(1.0 / torch_fans(param).fan_in) / LECUN_TRUNCATION
-    return hf_trunc_normal(sigma, "HF lecun_normal_: trunc_normal_(std=fan_in^-1/2 / 0.8796), cut +-2 absolute")
+    return trunc_normal_abs(sigma, "HF lecun_normal_: trunc_normal_(std=fan_in^-1/2 / 0.8796), cut +-2 absolute")
 
 
 def child_weight(table: Rules, at: str, module: Any, child: str, action: Action) -> None:
@@ -308,7 +291,7 @@ def gemma(initializer_range: float | None = None) -> Recipe:
 def vit_hf(initializer_range: float | None = None) -> Recipe:
     """Hugging Face's ViT init (``ViTPreTrainedModel._init_weights``, ``models/vit/modeling_vit.py``):
     `hf_generic` with $r$ = ``initializer_range``: Linear and the patch conv $\\mathcal N(0, r^2)$, biases 0,
-    LayerNorms 1/0; ``position_embeddings`` and ``cls_token`` ``trunc_normal_(std=r)`` (`hf_trunc_normal`:
+    LayerNorms 1/0; ``position_embeddings`` and ``cls_token`` ``trunc_normal_(std=r)`` (`trunc_normal_abs`:
     cut at $\\pm 2$ absolute, $\\pm 100\\sigma$ at 0.02); ``mask_token`` 0. (transformers 4.x drew the Linear
     and conv weights with the same ``trunc_normal_``: the same law.)"""
     given = None if initializer_range is None else check_finite("initializer_range", initializer_range, minimum=0.0)
@@ -319,7 +302,7 @@ def vit_hf(initializer_range: float | None = None) -> Recipe:
         r = given if given is not None else setting(config, "initializer_range")
         for name in ("position_embeddings", "cls_token"):
             if isinstance(getattr(module, name, None), nn.Parameter):
-                table[at + name] = hf_trunc_normal(r, f"HF ViT {name}: trunc_normal_(std={r:g}), cut +-2 absolute")
+                table[at + name] = trunc_normal_abs(r, f"HF ViT {name}: trunc_normal_(std={r:g}), cut +-2 absolute")
         if isinstance(getattr(module, "mask_token", None), nn.Parameter):
             table[at + "mask_token"] = Action("constant", 0.0, formula="HF ViT mask_token: 0")
 

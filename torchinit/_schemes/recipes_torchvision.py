@@ -10,51 +10,27 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 
-from torchinit._maths.distributions import truncated_normal_std
-from torchinit._maths.draw import Action, xavier_std
-from torchinit._maths.fans import torch_fans
+from torchinit._maths.draw import Action
 from torchinit._model.walk import walk
 from torchinit._schemes import fits
 from torchinit._schemes.recipes import Recipe, Rules, normal, params, spelled_recipe
 from torchinit._schemes.recipes_vision import torch_default
 from torchinit._schemes.registry import register_scheme
+from torchinit._schemes.torch_draws import kaiming_fan_out, trunc_normal_abs, xavier_uniform
 from torchinit._types import check_finite
 
 ZERO = Action("constant", 0.0, formula="zeros_")
 
 
 def trunc_normal(std: float, what: str) -> Action:
-    r"""torch's ``trunc_normal_(t, std=std)``: $\mathcal N(0, s^2)$ cut at $\pm 2$ absolute, $c = 2/s$ sigmas.
-
-    A truncated normal of element std $s\,\mathrm{sd}(Z_{[-c, c]})$ for $c < 10$; a normal from $c = 10$ (the
-    mass past $10\sigma$ is $1.5 \times 10^{-23}$): ``std=0.02`` is $\pm 100\sigma$, a normal."""
+    r"""torch's ``trunc_normal_(t, std=std)`` (`trunc_normal_abs`: cut at $\pm 2$ absolute, $c = 2/s$ sigmas), a
+    normal from $c = 10$ (the mass past $10\sigma$ is $1.5 \times 10^{-23}$): ``std=0.02`` is $\pm 100\sigma$."""
     cut = 2.0 / std
     if cut >= 10.0:
         return normal(std, f"{what}: trunc_normal_(std={std:.4g}) at +-2 = +-{cut:.3g} sigma: N(0, {std:.4g}^2)")
-    return Action(
-        "truncated_normal",
-        std * truncated_normal_std(-cut, cut),
-        cut=cut,
-        formula=f"{what}: trunc_normal_(std={std:.4g}), cut at +-2 = +-{cut:.3g} sigma",
-    )
-
-
-def xavier_uniform(weight: torch.Tensor, what: str) -> Action:
-    r"""torch's ``xavier_uniform_``: $\mathcal U(\pm\sqrt{6/(\mathrm{fan_{in}} + \mathrm{fan_{out}})})$ with torch's
-    fans."""
-    fans = torch_fans(weight)
-    bound = math.sqrt(3.0) * xavier_std(1.0, fans.fan_in, fans.fan_out)
-    return Action("uniform", bound, formula=f"{what}: xavier_uniform_")
-
-
-def kaiming_fan_out(weight: torch.Tensor) -> Action:
-    r"""torch's ``kaiming_normal_(mode="fan_out")`` for ReLU (or leaky_relu, a = 0):
-    $\mathcal N(0, 2/\mathrm{fan_{out}})$, $\mathrm{fan_{out}} = c_\mathrm{out} k_h k_w$ (torch's fans: groups and
-    stride not counted)."""
-    return normal(math.sqrt(2.0 / torch_fans(weight).fan_out), "kaiming_normal_(fan_out), torch fans")
+    return trunc_normal_abs(std, f"{what}: trunc_normal_(std={std:.4g}), cut at +-2 = +-{cut:.3g} sigma")
 
 
 # --- VisionTransformer ----------------------------------------------------------------------------------
@@ -127,7 +103,7 @@ def torchvision_vit() -> Recipe:
             elif type(module).__name__ == "MLPBlock":
                 for name, child in module.named_children():
                     if isinstance(child, nn.Linear):
-                        table[f"{at}{name}.weight"] = xavier_uniform(child.weight, "MLPBlock")
+                        table[f"{at}{name}.weight"] = xavier_uniform(child.weight, "MLPBlock: xavier_uniform_")
                         if child.bias is not None:
                             table[f"{at}{name}.bias"] = normal(1e-6, "MLPBlock bias: normal_(std=1e-6)")
             elif _is_vit(module):

@@ -14,6 +14,7 @@ from torchinit._model.walk import walk
 from torchinit._schemes import fits
 from torchinit._schemes.recipes import Recipe, Rules, normal, params, spelled_recipe
 from torchinit._schemes.registry import register_scheme
+from torchinit._schemes.torch_draws import kaiming_fan_out
 from torchinit._types import InitError
 
 # --- timm ViT -------------------------------------------------------------------------------------------
@@ -102,12 +103,6 @@ def vit(mode: str = "") -> Recipe:
 _LAST_NORM = {"BasicBlock": "bn2", "Bottleneck": "bn3"}  # each block's last norm: what zero_init_* zeroes
 
 
-def _kaiming_fan_out(param: torch.Tensor) -> Action:
-    """torch's ``kaiming_normal_(mode="fan_out", nonlinearity="relu")``: $\\mathcal N(0, 2/\\mathrm{fan_{out}})$,
-    torch's shape-based fan_out."""
-    return normal(math.sqrt(2.0 / torch_fans(param).fan_out), "kaiming_normal_(fan_out, relu), torch fans")
-
-
 def _zero_last_norms(model: nn.Module, table: Rules, formula: str, kind: type) -> None:
     """Each Basic/Bottleneck block's last norm weight 0, where that norm is a ``kind`` with a weight."""
     for at, module in walk(model).modules:
@@ -129,7 +124,7 @@ def resnet(zero_init_residual: bool = False) -> Recipe:
         table: Rules = {}
         for path, name, module, param, _ in params(model):
             if isinstance(module, nn.Conv2d) and name == "weight":
-                table[path] = _kaiming_fan_out(param)
+                table[path] = kaiming_fan_out(param)
             elif isinstance(module, nn.Linear):
                 table[path] = torch_default(module, name, path)
         if zero_init_residual:
@@ -161,7 +156,7 @@ def timm_resnet(zero_init_last: bool = True) -> Recipe:
         table: Rules = {}
         for path, name, module, param, _ in params(model):
             if isinstance(module, nn.Conv2d) and name == "weight":
-                table[path] = _kaiming_fan_out(param)
+                table[path] = kaiming_fan_out(param)
             else:
                 table[path] = torch_default(module, name, path)
         if zero_init_last:
