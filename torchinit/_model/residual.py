@@ -61,7 +61,7 @@ class _Trace(TorchFunctionMode):
         self.layer: dict[int, str] = {}  # node -> the layer that output it
         self.node: dict[int, int] = {}  # id(tensor) -> its latest node
         self.alive: list[torch.Tensor] = []  # keeps traced tensors alive, so ids are not reused
-        self.adds: list[tuple[int, int]] = []  # (stream candidate node, branch candidate node) pairs, both ways
+        self.adds: list[tuple[int, int]] = []  # the operand nodes of each addition that may be a residual one
         self.count = 0
 
     def node_of(self, t: torch.Tensor) -> int | None:
@@ -85,14 +85,12 @@ class _Trace(TorchFunctionMode):
         parents = [n for n in (self.node_of(t) for t in inputs) if n is not None]
         out = func(*args, **kwargs)
         outputs = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
-        made = [self._new(t, parents) for t in outputs]
-        if func in _ADDS and len(outputs) == 1 and len(inputs) == 2:
-            a, b = inputs
-            if a.shape == b.shape == outputs[0].shape and id(a) not in self.params and id(b) not in self.params:
-                pa, pb = parents if len(parents) == 2 else (None, None)
-                if pa is not None and pb is not None:
-                    self.adds.append((pa, pb))
-        del made
+        for t in outputs:
+            self._new(t, parents)
+        # an addition of two traced tensors (no parameter: those have no node) of the result's shape
+        added = func in _ADDS and len(inputs) == len(parents) == 2 and len(outputs) == 1
+        if added and inputs[0].shape == inputs[1].shape == outputs[0].shape:
+            self.adds.append((parents[0], parents[1]))
         return out
 
 
