@@ -277,6 +277,16 @@ def restore(saved: dict[type, LayerRule]) -> None:
     _CHAINS.clear()
 
 
+def own_parameter(module: nn.Module, name: str) -> torch.Tensor | None:
+    """``module``'s own parameter ``name`` as the layer uses it: through its parametrization (weight_norm,
+    spectral_norm, ...) when it has one, so a parametrized layer is described as the plain one is."""
+    param: torch.Tensor | None = module._parameters.get(name)
+    plists = module._modules.get("parametrizations") if param is None else None
+    if plists is not None and name in plists._modules:
+        param = getattr(module, name)  # role_of reads it with the parametrizations quiet: no power iteration
+    return param
+
+
 def find_fans(module: nn.Module, name: str, described: Described | None = None) -> Fans | None:
     """The fans of ``module``'s own parameter ``name`` by the registered rules, or None if none covers it.
 
@@ -285,9 +295,7 @@ def find_fans(module: nn.Module, name: str, described: Described | None = None) 
     rules = (described or _chain(type(module))).fans
     if not rules:
         return None
-    param = module._parameters.get(name)
-    if param is None and "parametrizations" in module._modules:
-        param = getattr(module, name, None)
+    param = own_parameter(module, name)
     if isinstance(param, LAZY) or (isinstance(param, torch.Tensor) and param.numel() == 0):
         return None
     for rule in rules:

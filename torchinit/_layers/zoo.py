@@ -36,11 +36,10 @@ import functools
 import re
 from typing import Any
 
-import torch
 from torch import nn
 
 from torchinit._layers.measure import norm_role
-from torchinit._layers.rules import BIAS, LegacyDraws, Role, register_layer
+from torchinit._layers.rules import BIAS, LegacyDraws, Role, own_parameter, register_layer
 from torchinit._maths.draw import Action
 from torchinit._maths.fans import Fans, cached_fans
 
@@ -59,28 +58,19 @@ _STATE_SPACE_ROLE = Role("state_space")
 _CONV1D = frozenset({"Conv1D", "ParametrizedConv1D"})
 
 
-def _own(m: Any, name: str) -> torch.Tensor | None:
-    """``m``'s own parameter ``name`` as the layer uses it: through its parametrization (weight_norm,
-    spectral_norm, ...) when it has one, so a parametrized layer is described as the plain one is."""
-    param: torch.Tensor | None = m._parameters.get(name)
-    if param is None and "parametrizations" in m._modules and name in m._modules["parametrizations"]:
-        param = getattr(m, name)  # role_of reads it with the parametrizations quiet: no power iteration
-    return param
-
-
 def _is_conv1d(m: Any) -> bool:
     # transformers.pytorch_utils.Conv1D: attributes nf (out) and nx (in), weight (nx, nf); parametrized, torch
     # swaps its class for a subclass named ParametrizedConv1D
     if type(m).__name__ not in _CONV1D or "nf" not in m.__dict__ or "nx" not in m.__dict__:
         return False
-    weight = _own(m, "weight")
+    weight = own_parameter(m, "weight")
     return weight is not None and tuple(weight.shape) == (m.nx, m.nf)
 
 
 def _is_norm(m: Any, name: str) -> bool:
     if "Norm" not in type(m).__name__:
         return False
-    param = _own(m, name)
+    param = own_parameter(m, name)
     return param is not None and param.dim() == 1
 
 
@@ -88,7 +78,7 @@ def _fans(m: Any, name: str) -> Fans | None:
     if name == "weight" and _is_conv1d(m):
         return cached_fans(m.nx, m.nf)
     if name == "weight" and type(m).__name__.endswith("Router"):  # F.linear(x, weight): (experts, d)
-        weight = _own(m, "weight")
+        weight = own_parameter(m, "weight")
         if weight is not None and weight.dim() == 2:
             return cached_fans(weight.shape[1], weight.shape[0])
     return None
@@ -103,7 +93,7 @@ def _experts(m: Any, name: str) -> Role | None:
     """A stacked expert weight (experts, ., .) of an ``*Experts`` module: one expert's fans, by its name and d."""
     if not type(m).__name__.endswith("Experts"):
         return None
-    param = _own(m, name)
+    param = own_parameter(m, name)
     if param is None or not param.numel():  # zero elements: nothing to describe (nor to write)
         return None
     if name.endswith("_bias"):
@@ -172,7 +162,7 @@ def _roles(m: Any, name: str) -> Role | None:
             return _LAYER_SCALE_ROLE
         if _is_norm(m, name):
             return norm_role(m, name)
-    if name == "bias" and (_is_conv1d(m) or ((bias := _own(m, "bias")) is not None and bias.dim() == 1)):
+    if name == "bias" and (_is_conv1d(m) or ((bias := own_parameter(m, "bias")) is not None and bias.dim() == 1)):
         return BIAS  # a 1-D parameter named bias is one, whatever module holds it (BERT's LM head)
     if name in _ATTENTION_BIASES:
         return BIAS

@@ -10,7 +10,7 @@ import difflib
 import fnmatch
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
@@ -246,7 +246,7 @@ def only_part(plan: Plan, only: str | Sequence[str], wrapper: str = "") -> Plan:
     uncovered = [t for t in plan.uncovered if any(inside(u.path) for u in t.every)]
     written = {p for s in steps for p in (s.target.path, *s.aliases)}
     notes = [(path, note) for path, note in plan.notes if path in written]
-    return Plan(steps, uncovered, norms, plan.unmatched, plan.fallible, notes, plan.widths)
+    return replace(plan, steps=steps, uncovered=uncovered, norms=norms, notes=notes)
 
 
 def _selects_nothing(part: str, known: set[str], modules: set[str]) -> InitError:
