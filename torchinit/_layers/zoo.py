@@ -124,7 +124,8 @@ def _by_name(name: str) -> Role | None:
 
 
 def _possible(cls: type, name: str) -> bool:
-    """Whether some rule of `_roles` can describe a parameter ``name`` of a ``cls``, by the names alone."""
+    """Whether some rule of `_roles` can describe a parameter ``name`` of a ``cls``, by the names alone: the
+    name tests of `_roles`, in its order (a rule added there needs its name test here)."""
     kind = cls.__name__
     if name in _EXPERT_NAMES:
         return kind.endswith("Experts")
