@@ -295,7 +295,7 @@ def find_fans(module: nn.Module, name: str, described: Described | None = None) 
     rules = (described or _chain(type(module))).fans
     if not rules:
         return None
-    param = module._parameters.get(name)
+    param: torch.Tensor | None = module._parameters.get(name)
     if param is None:  # a parametrized one: read through its owner
         param = own_parameter(module, name)
     if isinstance(param, LAZY) or (isinstance(param, torch.Tensor) and param.numel() == 0):
